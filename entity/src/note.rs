@@ -1,0 +1,53 @@
+//! A note: a short text that can be marked as completed.
+
+use sea_orm::entity::prelude::*;
+use sea_orm::{ActiveValue::Set, ConnectionTrait};
+
+/// A row of the `notes` table.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "notes")]
+pub struct Model {
+    /// Positive, database-assigned identifier.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// The note's text.
+    #[sea_orm(column_type = "Text")]
+    pub text: String,
+    /// Whether the note is done; `false` when not given.
+    pub completed: bool,
+    /// When the note was inserted (UTC).
+    pub created_at: DateTimeUtc,
+    /// When the note was last inserted or updated (UTC).
+    pub updated_at: DateTimeUtc,
+}
+
+/// Notes have no relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+#[async_trait::async_trait]
+impl ActiveModelBehavior for ActiveModel {
+    /// A new note is not completed unless told otherwise.
+    fn new() -> Self {
+        Self {
+            completed: Set(false),
+            ..ActiveModelTrait::default()
+        }
+    }
+
+    /// Stamps `created_at` on insert and `updated_at` on every save.
+    async fn before_save<C>(mut self, _db: &C, insert: bool) -> Result<Self, DbErr>
+    where
+        C: ConnectionTrait,
+    {
+        let now = crate::now();
+        if insert {
+            self.created_at = Set(now);
+            if self.completed.is_not_set() {
+                self.completed = Set(false);
+            }
+        }
+        self.updated_at = Set(now);
+        Ok(self)
+    }
+}

@@ -1,0 +1,8 @@
+//! The entities under their usual names: `use entity::prelude::*;`.
+
+pub use crate::note::{
+    ActiveModel as NoteActiveModel, Column as NoteColumn, Entity as Note, Model as NoteModel,
+};
+pub use crate::user::{
+    ActiveModel as UserActiveModel, Column as UserColumn, Entity as User, Model as UserModel,
+};

@@ -1,0 +1,51 @@
+//! Every schema change of the notes service as a SeaORM migration, and a lock so that several
+//! processes (server instances, the CLI) can migrate one database at the same moment.
+
+pub use sea_orm_migration::prelude::*;
+
+pub mod database;
+mod lock;
+mod m20261123_000001_create_notes;
+mod m20261123_000002_create_users;
+
+pub use lock::{migrate_up, with_migration_lock};
+
+/// The ordered list of migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261123_000001_create_notes::Migration),
+            Box::new(m20261123_000002_create_users::Migration),
+        ]
+    }
+}
+
+/// A UTC timestamp column with microsecond precision on every backend.
+///
+/// MySQL/MariaDB's `TIMESTAMP` keeps whole seconds and ends in 2038, so it gets `DATETIME(6)`
+/// (SQLx reads it as UTC); the others use their time-zone-aware type.
+fn utc_timestamp<T: IntoIden>(manager: &SchemaManager, name: T) -> ColumnDef {
+    let mut column = ColumnDef::new(name);
+    match manager.get_database_backend() {
+        sea_orm::DatabaseBackend::MySql => column.custom(Alias::new("DATETIME(6)")),
+        _ => column.timestamp_with_time_zone(),
+    };
+    column.not_null().to_owned()
+}
+
+/// A `CREATE TABLE` that, on MySQL/MariaDB, asks for InnoDB and full UTF-8 whatever the
+/// server's defaults are (the other backends take no such options).
+fn table<T: IntoIden + 'static>(manager: &SchemaManager, name: T) -> TableCreateStatement {
+    let mut create = Table::create();
+    create.table(name);
+    if manager.get_database_backend() == sea_orm::DatabaseBackend::MySql {
+        create
+            .engine("InnoDB")
+            .character_set("utf8mb4")
+            .collate("utf8mb4_bin");
+    }
+    create
+}
