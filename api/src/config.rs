@@ -1,0 +1,369 @@
+//! Settings: every variable of the contract, parsed once at start into its type.
+//!
+//! `.env` is read if present and the real environment wins over it. A missing or malformed
+//! value is a [`ConfigError`] that names the variable and what was expected; `main` prints it
+//! on one line and exits with status 2 before anything binds.
+
+use std::{collections::HashMap, fmt, net::IpAddr, time::Duration};
+
+use migration::database::{DEFAULT_DATABASE_URL, redact};
+use url::Url;
+
+/// The database the server talks to, from the URL's scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    MySql,
+}
+
+/// A database URL. Its `Debug` and `Display` never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    url: String,
+    backend: Backend,
+}
+
+impl DatabaseUrl {
+    /// Validate a `sqlite:`, `postgres://` or `mysql://` URL.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let parsed = Url::parse(value).map_err(|_| "a valid URL".to_owned())?;
+        let backend = match parsed.scheme() {
+            "sqlite" => Backend::Sqlite,
+            "postgres" | "postgresql" => Backend::Postgres,
+            "mysql" | "mariadb" => Backend::MySql,
+            _ => return Err("a sqlite:, postgres:// or mysql:// URL".to_owned()),
+        };
+        if backend != Backend::Sqlite && parsed.host_str().is_none_or(str::is_empty) {
+            return Err("a URL with a host name".to_owned());
+        }
+        Ok(Self {
+            url: value.to_owned(),
+            backend,
+        })
+    }
+
+    /// The URL itself, with its password: for connecting only, never for printing.
+    pub fn expose(&self) -> &str {
+        &self.url
+    }
+
+    /// Which database this URL points at.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({})", redact(&self.url))
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(&self.url))
+    }
+}
+
+/// Log output for people or for machines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The server's configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub database_url: DatabaseUrl,
+    pub host: String,
+    pub port: u16,
+    pub auto_migrate: bool,
+    pub db_pool_max: u32,
+    pub db_pool_min: u32,
+    pub db_acquire_timeout: Duration,
+    pub body_limit_bytes: usize,
+    pub shutdown_timeout: Duration,
+    pub log_format: LogFormat,
+    pub testing: bool,
+}
+
+/// A variable that is missing or malformed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}: expected {expected}, got {got}")]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub expected: String,
+    pub got: String,
+}
+
+impl Settings {
+    /// Load from the real environment, then `.env` (if present) for what the environment lacks.
+    pub fn load() -> Result<Self, ConfigError> {
+        let dotenv: HashMap<String, String> = dotenvy::dotenv_iter()
+            .map(|iter| iter.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        Self::from_sources(|name| std::env::var(name).ok(), &dotenv)
+    }
+
+    /// Load from `env` first, falling back to `dotenv` entries.
+    pub fn from_sources(
+        env: impl Fn(&str) -> Option<String>,
+        dotenv: &HashMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| env(name).or_else(|| dotenv.get(name).cloned()))
+    }
+
+    /// Load from a single lookup function (tests use a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let vars = Vars(&lookup);
+        let database_url = vars.parse("DATABASE_URL", DEFAULT_DATABASE_URL, DatabaseUrl::parse)?;
+        let (default_max, default_min) = match database_url.backend() {
+            // WAL lets readers run beside the one writer; writes queue on IMMEDIATE.
+            Backend::Sqlite => (8, 1),
+            Backend::Postgres | Backend::MySql => (16, 2),
+        };
+        let db_pool_max = vars.number("DB_POOL_MAX", default_max, 1..=1000)?;
+        let db_pool_min =
+            vars.number("DB_POOL_MIN", default_min.min(db_pool_max), 0..=db_pool_max)?;
+        Ok(Self {
+            database_url,
+            host: vars.parse("HOST", "127.0.0.1", parse_host)?,
+            port: vars.number("PORT", 8000, 0..=65535)? as u16,
+            auto_migrate: vars.parse("AUTO_MIGRATE", "true", parse_bool)?,
+            db_pool_max,
+            db_pool_min,
+            db_acquire_timeout: Duration::from_millis(
+                vars.number("DB_ACQUIRE_TIMEOUT_MS", 2000, 1..=600_000)?
+                    .into(),
+            ),
+            body_limit_bytes: vars.number("BODY_LIMIT_BYTES", 1 << 20, 1..=1 << 30)? as usize,
+            shutdown_timeout: Duration::from_secs(
+                vars.number("SHUTDOWN_TIMEOUT_S", 30, 0..=3600)?.into(),
+            ),
+            log_format: vars.parse("LOG_FORMAT", "pretty", parse_log_format)?,
+            testing: vars.parse("TESTING", "false", parse_bool)?,
+        })
+    }
+
+    /// Settings for `url` with every other variable at its default (tests and tools).
+    pub fn for_database(url: &str) -> Result<Self, ConfigError> {
+        let url = url.to_owned();
+        Self::from_lookup(move |name| (name == "DATABASE_URL").then(|| url.clone()))
+    }
+
+    /// `HOST:PORT`.
+    pub fn listen_address(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+struct Vars<'a, F: Fn(&str) -> Option<String>>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
+    fn parse<T>(
+        &self,
+        var: &'static str,
+        default: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let value = (self.0)(var).unwrap_or_else(|| default.to_owned());
+        parse(value.trim()).map_err(|expected| ConfigError {
+            var,
+            expected,
+            // Never echo a database URL: it may carry a password.
+            got: if var == "DATABASE_URL" {
+                format!("{:?}", redact(&value))
+            } else {
+                format!("{value:?}")
+            },
+        })
+    }
+
+    fn number(
+        &self,
+        var: &'static str,
+        default: u32,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<u32, ConfigError> {
+        let expected = format!("an integer from {} to {}", range.start(), range.end());
+        self.parse(var, &default.to_string(), |value| {
+            value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| expected.clone())
+        })
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("true, false, 1 or 0".to_owned()),
+    }
+}
+
+fn parse_host(value: &str) -> Result<String, String> {
+    let valid = value.parse::<IpAddr>().is_ok()
+        || (!value.is_empty() && url::Host::parse(value).is_ok() && !value.contains('/'));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err("an IP address or host name".to_owned())
+    }
+}
+
+fn parse_log_format(value: &str) -> Result<LogFormat, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "pretty" => Ok(LogFormat::Pretty),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("pretty or json".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.database_url.expose(), DEFAULT_DATABASE_URL);
+        assert_eq!(settings.database_url.backend(), Backend::Sqlite);
+        assert_eq!(settings.listen_address(), "127.0.0.1:8000");
+        assert!(settings.auto_migrate);
+        assert_eq!(settings.db_acquire_timeout, Duration::from_millis(2000));
+        assert_eq!(settings.body_limit_bytes, 1 << 20);
+        assert_eq!(settings.log_format, LogFormat::Pretty);
+        assert!(!settings.testing);
+    }
+
+    #[test]
+    fn booleans_accept_true_false_one_zero() {
+        for (value, expected) in [("true", true), ("1", true), ("FALSE", false), ("0", false)] {
+            assert_eq!(
+                load(&[("TESTING", value)]).unwrap().testing,
+                expected,
+                "{value}"
+            );
+        }
+        let err = load(&[("AUTO_MIGRATE", "yes")]).unwrap_err();
+        assert_eq!(err.var, "AUTO_MIGRATE");
+        assert_eq!(
+            err.to_string(),
+            "invalid AUTO_MIGRATE: expected true, false, 1 or 0, got \"yes\""
+        );
+    }
+
+    #[test]
+    fn numbers_are_bounded() {
+        assert_eq!(load(&[("PORT", "65536")]).unwrap_err().var, "PORT");
+        assert_eq!(load(&[("PORT", "-1")]).unwrap_err().var, "PORT");
+        assert_eq!(
+            load(&[("DB_POOL_MAX", "0")]).unwrap_err().var,
+            "DB_POOL_MAX"
+        );
+        assert_eq!(
+            load(&[("DB_POOL_MAX", "4"), ("DB_POOL_MIN", "5")])
+                .unwrap_err()
+                .var,
+            "DB_POOL_MIN"
+        );
+        assert_eq!(
+            load(&[("DB_ACQUIRE_TIMEOUT_MS", "abc")]).unwrap_err().var,
+            "DB_ACQUIRE_TIMEOUT_MS"
+        );
+        assert_eq!(
+            load(&[("BODY_LIMIT_BYTES", "0")]).unwrap_err().var,
+            "BODY_LIMIT_BYTES"
+        );
+        assert_eq!(
+            load(&[("SHUTDOWN_TIMEOUT_S", "3601")]).unwrap_err().var,
+            "SHUTDOWN_TIMEOUT_S"
+        );
+        let settings = load(&[("PORT", "0"), ("DB_POOL_MAX", "1")]).unwrap();
+        assert_eq!(
+            (settings.port, settings.db_pool_max, settings.db_pool_min),
+            (0, 1, 1)
+        );
+    }
+
+    #[test]
+    fn urls_are_validated() {
+        let err = load(&[("DATABASE_URL", "redis://localhost")]).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+        assert_eq!(
+            load(&[("DATABASE_URL", "not a url")]).unwrap_err().var,
+            "DATABASE_URL"
+        );
+        let pg = load(&[("DATABASE_URL", "postgres://u@db/notes")]).unwrap();
+        assert_eq!(pg.database_url.backend(), Backend::Postgres);
+        assert_eq!(pg.db_pool_max, 16);
+        let my = load(&[("DATABASE_URL", "mysql://root@127.0.0.1:3306/notes")]).unwrap();
+        assert_eq!(my.database_url.backend(), Backend::MySql);
+    }
+
+    #[test]
+    fn other_variables_are_checked() {
+        assert_eq!(
+            load(&[("LOG_FORMAT", "xml")]).unwrap_err().var,
+            "LOG_FORMAT"
+        );
+        assert_eq!(
+            load(&[("LOG_FORMAT", "json")]).unwrap().log_format,
+            LogFormat::Json
+        );
+        assert_eq!(load(&[("HOST", "not a host/")]).unwrap_err().var, "HOST");
+        assert_eq!(
+            load(&[("HOST", "::1"), ("PORT", "9")])
+                .unwrap()
+                .listen_address(),
+            "[::1]:9"
+        );
+    }
+
+    #[test]
+    fn real_environment_overrides_dotenv() {
+        let dotenv: HashMap<String, String> = [
+            ("PORT".to_owned(), "9000".to_owned()),
+            ("HOST".to_owned(), "0.0.0.0".to_owned()),
+        ]
+        .into();
+        let settings =
+            Settings::from_sources(|name| (name == "PORT").then(|| "9100".to_owned()), &dotenv)
+                .unwrap();
+        assert_eq!(settings.port, 9100, "the environment wins");
+        assert_eq!(
+            settings.host, "0.0.0.0",
+            ".env fills what the environment lacks"
+        );
+    }
+
+    #[test]
+    fn database_password_never_shows() {
+        let url = "postgres://app:Sup3rS3cret@db.internal/notes";
+        let settings = load(&[("DATABASE_URL", url)]).unwrap();
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("Sup3rS3cret"), "{debug}");
+        assert!(debug.contains("app:***@db.internal"), "{debug}");
+        assert!(!settings.database_url.to_string().contains("Sup3rS3cret"));
+
+        let err = load(&[("DATABASE_URL", "ftp://app:Sup3rS3cret@host/x")]).unwrap_err();
+        assert!(!err.to_string().contains("Sup3rS3cret"), "{err}");
+    }
+}

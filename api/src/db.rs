@@ -1,0 +1,224 @@
+//! The connection pool and the per-request unit of work.
+//!
+//! [`unit_of_work`] is a middleware that attaches a [`UnitOfWork`] to every request; handlers
+//! reach it through the [`RequestDb`] extractor. Nothing touches the pool until a handler asks:
+//!
+//! - reads ([`RequestDb::reader`]) run on the pool, one pooled connection per statement, with
+//!   no `BEGIN`/`COMMIT` round trips (a request that only reads has nothing to commit);
+//! - the first write ([`RequestDb::writer`]) begins a transaction on one pooled connection,
+//!   which the request keeps until its response is ready. The middleware then commits if the
+//!   status is below 400 and rolls back otherwise, *before* the response head is sent, so a
+//!   failed commit becomes a 503 problem instead of a 2xx for data that was not stored.
+//!
+//! The connection returns to the pool on every path: after commit or rollback, and — when the
+//! request future is dropped because the client went away or the server is stopping — by a
+//! rollback task spawned from [`UnitOfWork`]'s `Drop`.
+
+use std::{rc::Rc, sync::Arc, time::Duration};
+
+use actix_web::{
+    FromRequest, HttpMessage, HttpRequest,
+    body::{EitherBody, MessageBody},
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    middleware::Next,
+    web,
+};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseExecutor,
+    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+
+use crate::{
+    config::{Backend, Settings},
+    error::ApiError,
+    startup::AppState,
+};
+
+/// How long SQLite waits for the write lock before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Open the pool described by `settings` (sized per backend, SQLite in WAL mode).
+pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
+    let url = settings.database_url.expose();
+    migration::database::ensure_sqlite_dir(url)
+        .map_err(|e| DbErr::Custom(format!("cannot create the SQLite directory: {e}")))?;
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(settings.db_pool_max)
+        .min_connections(settings.db_pool_min)
+        .acquire_timeout(settings.db_acquire_timeout)
+        .connect_timeout(settings.db_acquire_timeout)
+        // A connection broken by a database restart is dropped instead of failing a request.
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(600))
+        .sqlx_logging(false);
+    if settings.database_url.backend() == Backend::Sqlite {
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .foreign_keys(true)
+        });
+    }
+    Database::connect(options).await
+}
+
+/// Where requests' database work runs.
+#[derive(Clone, Debug)]
+pub enum DbSource {
+    /// Production: the pool.
+    Pool(DatabaseConnection),
+    /// Tests: every request runs inside one outer transaction that the test rolls back at
+    /// its end; a request's own transaction is a savepoint in it.
+    Pinned(Arc<DatabaseTransaction>),
+}
+
+impl DbSource {
+    /// An executor for reads outside any request transaction.
+    pub fn executor(&self) -> DatabaseExecutor<'_> {
+        match self {
+            Self::Pool(pool) => DatabaseExecutor::Connection(pool),
+            Self::Pinned(txn) => DatabaseExecutor::Transaction(txn),
+        }
+    }
+
+    /// Begin a write transaction. On SQLite it is `IMMEDIATE`: it takes the write lock at
+    /// once, so concurrent writers queue on the busy timeout instead of failing with
+    /// `SQLITE_BUSY` when a read turns into a write.
+    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        match self {
+            Self::Pool(pool) => pool.begin_with_options(options).await,
+            Self::Pinned(txn) => txn.begin().await,
+        }
+    }
+
+    /// The backend behind this source.
+    pub fn backend(&self) -> sea_orm::DbBackend {
+        self.executor().get_database_backend()
+    }
+}
+
+/// One request's database state: its source and, once a handler wrote, its transaction.
+pub struct UnitOfWork {
+    source: DbSource,
+    txn: Mutex<Option<DatabaseTransaction>>,
+}
+
+impl UnitOfWork {
+    fn new(source: DbSource) -> Self {
+        Self {
+            source,
+            txn: Mutex::new(None),
+        }
+    }
+
+    /// Finish the request's transaction, if it began one: commit when `commit`, else roll back.
+    async fn finish(&self, commit: bool) -> Result<(), DbErr> {
+        let Some(txn) = self.txn.lock().await.take() else {
+            return Ok(());
+        };
+        if commit {
+            txn.commit().await
+        } else {
+            txn.rollback().await
+        }
+    }
+}
+
+impl Drop for UnitOfWork {
+    /// Reached with a transaction only when the request future was dropped before the
+    /// middleware finished it (client gone, server stopping). SeaORM's own `Drop` would panic
+    /// if the transaction were still borrowed, so roll back explicitly on a task instead.
+    fn drop(&mut self) {
+        let Some(txn) = self.txn.get_mut().take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = txn.rollback().await {
+                        tracing::warn!(%error, "rollback of an abandoned request failed");
+                    }
+                });
+            }
+            // No runtime left: dropping queues the rollback on the connection itself.
+            Err(_) => drop(txn),
+        }
+    }
+}
+
+/// Middleware: give each request a lazy [`UnitOfWork`] and settle it once the response is ready.
+pub async fn unit_of_work(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return Err(ApiError::Internal("application state is missing".into()).into());
+    };
+    let uow = Rc::new(UnitOfWork::new(state.db.clone()));
+    req.extensions_mut().insert(Rc::clone(&uow));
+
+    let result = next.call(req).await;
+    let commit = matches!(&result, Ok(response) if response.status().as_u16() < 400);
+    let settled = uow.finish(commit).await;
+    match (result, settled) {
+        (Err(error), _) => Err(error),
+        (Ok(response), Ok(())) => Ok(response.map_into_left_body()),
+        (Ok(response), Err(error)) => {
+            let (req, _) = response.into_parts();
+            let failure = ApiError::from_db(&error, "commit");
+            Ok(ServiceResponse::from_err(failure, req).map_into_right_body())
+        }
+    }
+}
+
+/// Extractor: the request's database handle.
+pub struct RequestDb(Rc<UnitOfWork>);
+
+impl RequestDb {
+    /// Executor for reads that need no transaction (runs on the pool).
+    pub fn reader(&self) -> DatabaseExecutor<'_> {
+        self.0.source.executor()
+    }
+
+    /// The request's transaction, begun on first use and settled by the middleware.
+    pub async fn writer(&self) -> Result<MappedMutexGuard<'_, DatabaseTransaction>, ApiError> {
+        let mut slot = self.0.txn.lock().await;
+        if slot.is_none() {
+            let txn = self
+                .0
+                .source
+                .begin_write()
+                .await
+                .map_err(|e| ApiError::from_db(&e, "begin"))?;
+            *slot = Some(txn);
+        }
+        Ok(MutexGuard::map(slot, |txn| {
+            txn.as_mut().expect("the transaction was set just above")
+        }))
+    }
+
+    /// The source itself, for work that outlives the handler (streamed responses).
+    pub fn source(&self) -> &DbSource {
+        &self.0.source
+    }
+}
+
+impl FromRequest for RequestDb {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let uow = req.extensions().get::<Rc<UnitOfWork>>().cloned();
+        std::future::ready(
+            uow.map(RequestDb)
+                .ok_or_else(|| ApiError::Internal("the unit-of-work middleware is missing".into())),
+        )
+    }
+}

@@ -1,0 +1,180 @@
+//! One error type for the whole API, written as RFC 9457 `application/problem+json` in one place.
+//!
+//! Internal details (SQL, driver messages, panics) are logged — inside the request's span, so
+//! with its request id — and never sent to the client.
+
+use actix_web::{
+    HttpResponse, ResponseError,
+    http::{StatusCode, header},
+};
+use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
+use serde::Serialize;
+
+/// Seconds a client should wait before retrying after a 503.
+const RETRY_AFTER_S: &str = "1";
+
+/// A field that failed validation: a JSON path (`text`, `[3].text`, `limit`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: malformed JSON, a bad query parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404.
+    #[error("the requested resource was not found")]
+    NotFound,
+    /// 405.
+    #[error("the method is not allowed on this resource")]
+    MethodNotAllowed,
+    /// 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// 413.
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    /// 415.
+    #[error("the request body must be application/json")]
+    UnsupportedMediaType,
+    /// 422 with the bad fields.
+    #[error("the request is not valid")]
+    Validation(Vec<FieldError>),
+    /// 503: the database is down or every pooled connection is busy.
+    #[error("the database is unavailable; retry shortly")]
+    Unavailable,
+    /// 500: anything else. The text is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// Classify a database error. `context` says what was being done, for the log.
+    pub fn from_db(error: &DbErr, context: &str) -> Self {
+        if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
+            return Self::Conflict("a resource with this unique value already exists".into());
+        }
+        if is_unavailable(error) {
+            tracing::warn!(%error, context, "database unavailable");
+            return Self::Unavailable;
+        }
+        Self::Internal(format!("database error during {context}: {error}"))
+    }
+
+    /// A single-field validation error.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "Bad Request",
+            Self::NotFound => "Not Found",
+            Self::MethodNotAllowed => "Method Not Allowed",
+            Self::Conflict(_) => "Conflict",
+            Self::PayloadTooLarge(_) => "Payload Too Large",
+            Self::UnsupportedMediaType => "Unsupported Media Type",
+            Self::Validation(_) => "Unprocessable Content",
+            Self::Unavailable => "Service Unavailable",
+            Self::Internal(_) => "Internal Server Error",
+        }
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(error: DbErr) -> Self {
+        Self::from_db(&error, "query")
+    }
+}
+
+/// True for errors that mean "no usable connection" rather than a bad statement.
+fn is_unavailable(error: &DbErr) -> bool {
+    let runtime = match error {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
+        _ => return false,
+    };
+    let RuntimeErr::SqlxError(sqlx_error) = runtime else {
+        return false;
+    };
+    match sqlx_error.as_ref() {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions (08xxx), shutdown/starting up (57P0x);
+            // MySQL/MariaDB: server gone away or lost, too many connections.
+            code.starts_with("08")
+                || code.starts_with("57P0")
+                || matches!(code.as_ref(), "2006" | "2013" | "1040" | "1053")
+        }),
+        _ => false,
+    }
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a [FieldError]>,
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if let Self::Internal(details) = self {
+            tracing::error!(error = %details, "request failed");
+        }
+        let status = self.status_code();
+        let problem = Problem {
+            kind: "about:blank",
+            title: self.title(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            errors: match self {
+                Self::Validation(errors) => Some(errors),
+                _ => None,
+            },
+        };
+        let mut response = HttpResponse::build(status);
+        response.content_type("application/problem+json");
+        if matches!(self, Self::Unavailable) {
+            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_S));
+        }
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        response.body(body)
+    }
+}

@@ -1,0 +1,149 @@
+//! Keyset pagination by id, shared by every list route.
+//!
+//! `?limit=` (1..=1000, default 100) and `?after=` (the last id seen). A full page carries
+//! `Link: <…>; rel="next"` pointing at the same query with `after` set to the page's last id,
+//! so a client walks the table without offsets that shift under concurrent inserts.
+
+use actix_web::{HttpRequest, HttpResponse, http::header};
+use serde::Serialize;
+
+use crate::error::{ApiError, FieldError};
+
+pub const DEFAULT_LIMIT: u64 = 100;
+pub const MAX_LIMIT: u64 = 1000;
+
+/// The longest query string accepted, to bound parsing work.
+const MAX_QUERY_LEN: usize = 2048;
+
+/// Parsed query parameters: the page, plus the route's own filters by name.
+pub struct ListQuery {
+    pub limit: u64,
+    pub after: Option<i64>,
+    pairs: Vec<(String, String)>,
+}
+
+impl ListQuery {
+    /// Parse `limit` and `after`; the route reads its own filters later. Unknown
+    /// parameters are ignored, as HTTP caches and proxies may add their own.
+    pub fn parse(query: &str) -> Result<Self, ApiError> {
+        if query.len() > MAX_QUERY_LEN {
+            return Err(ApiError::BadRequest(format!(
+                "the query string is longer than {MAX_QUERY_LEN} bytes"
+            )));
+        }
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))?;
+        let mut errors = Vec::new();
+        let limit = match last(&pairs, "limit") {
+            None => DEFAULT_LIMIT,
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    errors.push(FieldError::new(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_LIMIT}"),
+                    ));
+                    DEFAULT_LIMIT
+                }
+            },
+        };
+        let after = match last(&pairs, "after") {
+            None => None,
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if n >= 0 => Some(n),
+                _ => {
+                    errors.push(FieldError::new(
+                        "after",
+                        "must be a non-negative integer id",
+                    ));
+                    None
+                }
+            },
+        };
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(Self {
+            limit,
+            after,
+            pairs,
+        })
+    }
+
+    /// A boolean filter (`true`/`false`), absent when not given.
+    pub fn bool_param(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match last(&self.pairs, name) {
+            None => Ok(None),
+            Some("true") => Ok(Some(true)),
+            Some("false") => Ok(Some(false)),
+            Some(_) => Err(ApiError::invalid(name, "must be true or false")),
+        }
+    }
+
+    /// 200 with `items` as a JSON array, and a `Link: rel="next"` header when the page is full.
+    pub fn respond<T: Serialize>(
+        &self,
+        req: &HttpRequest,
+        items: &[T],
+        last_id: Option<i64>,
+    ) -> HttpResponse {
+        let mut response = HttpResponse::Ok();
+        if let Some(last_id) = last_id.filter(|_| items.len() as u64 == self.limit) {
+            let mut next: Vec<(&str, String)> = self
+                .pairs
+                .iter()
+                .filter(|(k, _)| k != "after" && k != "limit")
+                .map(|(k, v)| (k.as_str(), v.clone()))
+                .collect();
+            next.push(("limit", self.limit.to_string()));
+            next.push(("after", last_id.to_string()));
+            let query = serde_urlencoded::to_string(&next).unwrap_or_default();
+            response.insert_header((
+                header::LINK,
+                format!("<{}?{query}>; rel=\"next\"", req.path()),
+            ));
+        }
+        response.json(items)
+    }
+}
+
+fn last<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_bounds() {
+        let q = ListQuery::parse("").unwrap();
+        assert_eq!((q.limit, q.after), (DEFAULT_LIMIT, None));
+        let q = ListQuery::parse("limit=1000&after=7").unwrap();
+        assert_eq!((q.limit, q.after), (1000, Some(7)));
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=abc",
+            "after=-1",
+            "after=1.5",
+        ] {
+            assert!(
+                matches!(ListQuery::parse(bad), Err(ApiError::Validation(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn boolean_filters_take_true_or_false() {
+        let q = ListQuery::parse("completed=true").unwrap();
+        assert_eq!(q.bool_param("completed").unwrap(), Some(true));
+        let q = ListQuery::parse("completed=yes").unwrap();
+        assert!(q.bool_param("completed").is_err());
+    }
+}

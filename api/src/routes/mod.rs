@@ -1,0 +1,18 @@
+//! The HTTP routes, one module per resource.
+
+pub mod notes;
+pub mod ops;
+pub mod testing;
+pub mod users;
+
+use crate::error::ApiError;
+
+/// Fallback for paths no route matches.
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound)
+}
+
+/// Fallback for a known path with a method it does not serve.
+pub async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

@@ -1,0 +1,336 @@
+//! `/notes`: the query shapes of the original pattern, one per route — fetch-all (list),
+//! fetch-one (get), execute (create, update, delete), execute-many (bulk) and iterate (export).
+
+use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use chrono::{DateTime, Utc};
+use entity::note;
+use futures_util::StreamExt;
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
+    DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    TransactionTrait,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{
+    db::{DbSource, RequestDb},
+    error::{ApiError, FieldError},
+    input::{Fields, FromJson, Json, join, parse_id},
+    pagination::ListQuery,
+};
+
+pub const MAX_TEXT_CHARS: usize = 10_000;
+pub const MAX_BULK_ITEMS: usize = 5000;
+/// Rows per INSERT in a bulk request: 5 binds each keeps every backend far below its limit.
+const BULK_BATCH: usize = 500;
+/// Export lines are sent in chunks of about this size: one write per row would cost a
+/// syscall and a frame each.
+const EXPORT_CHUNK_BYTES: usize = 32 * 1024;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/notes")
+            .route(web::get().to(list))
+            .route(web::post().to(create))
+            .default_service(web::to(crate::routes::method_not_allowed)),
+    )
+    .service(
+        web::resource("/notes/bulk")
+            .route(web::post().to(bulk_create))
+            .default_service(web::to(crate::routes::method_not_allowed)),
+    )
+    .service(
+        web::resource("/notes/export")
+            .route(web::get().to(export))
+            .default_service(web::to(crate::routes::method_not_allowed)),
+    )
+    .service(
+        web::resource("/notes/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete))
+            .default_service(web::to(crate::routes::method_not_allowed)),
+    );
+}
+
+/// A note as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct NoteView {
+    pub id: i64,
+    pub text: String,
+    pub completed: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<note::Model> for NoteView {
+    fn from(note: note::Model) -> Self {
+        Self {
+            id: note.id,
+            text: note.text,
+            completed: note.completed,
+            created_at: note.created_at,
+            updated_at: note.updated_at,
+        }
+    }
+}
+
+/// `POST /notes` body.
+pub struct NewNote {
+    pub text: String,
+    pub completed: bool,
+}
+
+impl FromJson for NewNote {
+    fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
+        let mut fields = Fields::of(value, path)?;
+        let text = fields.required_string("text");
+        let completed = fields.optional_bool("completed");
+        if let Some(text) = &text {
+            fields.check_text("text", text, 1, MAX_TEXT_CHARS);
+        }
+        fields.finish(|| {
+            Some(Self {
+                text: text?,
+                completed: completed.unwrap_or(false),
+            })
+        })
+    }
+}
+
+impl NewNote {
+    fn into_active_model(self) -> note::ActiveModel {
+        note::ActiveModel {
+            text: Set(self.text),
+            completed: Set(self.completed),
+            ..note::ActiveModel::new()
+        }
+    }
+}
+
+/// `POST /notes/bulk` body: 1..=5000 notes.
+pub struct NewNotes(Vec<NewNote>);
+
+impl FromJson for NewNotes {
+    fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
+        let Value::Array(items) = value else {
+            return Err(vec![FieldError::new(
+                "body",
+                "must be a JSON array of notes",
+            )]);
+        };
+        if items.is_empty() || items.len() > MAX_BULK_ITEMS {
+            return Err(vec![FieldError::new(
+                "body",
+                format!("must hold 1 to {MAX_BULK_ITEMS} notes"),
+            )]);
+        }
+        let mut notes = Vec::with_capacity(items.len());
+        let mut errors = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            match NewNote::from_json(item, &join(path, &format!("[{i}]"))) {
+                Ok(note) => notes.push(note),
+                Err(mut item_errors) => errors.append(&mut item_errors),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self(notes))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// `PATCH /notes/{id}` body.
+pub struct NotePatch {
+    text: Option<String>,
+    completed: Option<bool>,
+}
+
+impl FromJson for NotePatch {
+    fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
+        let mut fields = Fields::of(value, path)?;
+        let text = fields.optional_string("text");
+        let completed = fields.optional_bool("completed");
+        if let Some(text) = &text {
+            fields.check_text("text", text, 1, MAX_TEXT_CHARS);
+        }
+        fields.finish(|| Some(Self { text, completed }))
+    }
+}
+
+/// Fetch-all: a page of notes in id order, optionally filtered by `completed`.
+async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError> {
+    let query = ListQuery::parse(req.query_string())?;
+    let completed = query.bool_param("completed")?;
+    let mut select = note::Entity::find()
+        .order_by_asc(note::Column::Id)
+        .limit(query.limit);
+    if let Some(after) = query.after {
+        select = select.filter(note::Column::Id.gt(after));
+    }
+    if let Some(completed) = completed {
+        select = select.filter(note::Column::Completed.eq(completed));
+    }
+    let notes = select.all(&db.reader()).await?;
+    let last_id = notes.last().map(|n| n.id);
+    let views: Vec<NoteView> = notes.into_iter().map(NoteView::from).collect();
+    Ok(query.respond(&req, &views, last_id))
+}
+
+/// Execute: insert one note in the request's transaction.
+async fn create(db: RequestDb, Json(new): Json<NewNote>) -> Result<HttpResponse, ApiError> {
+    let txn = db.writer().await?;
+    let note = new.into_active_model().insert(&*txn).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/notes/{}", note.id)))
+        .json(NoteView::from(note)))
+}
+
+/// Fetch-one.
+async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let note = note::Entity::find_by_id(id)
+        .one(&db.reader())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(NoteView::from(note)))
+}
+
+/// Execute: change a note's text or state; `updated_at` advances, `created_at` stays.
+async fn update(
+    db: RequestDb,
+    id: web::Path<String>,
+    Json(patch): Json<NotePatch>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let txn = db.writer().await?;
+    let mut note = note::Entity::find_by_id(id)
+        .one(&*txn)
+        .await?
+        .ok_or(ApiError::NotFound)?
+        .into_active_model();
+    if let Some(text) = patch.text {
+        note.text = Set(text);
+    }
+    if let Some(completed) = patch.completed {
+        note.completed = Set(completed);
+    }
+    let note = note.update(&*txn).await?;
+    Ok(HttpResponse::Ok().json(NoteView::from(note)))
+}
+
+/// Execute: delete a note.
+async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let txn = db.writer().await?;
+    let result = note::Entity::delete_by_id(id).exec(&*txn).await?;
+    if result.rows_affected == 0 {
+        return Err(ApiError::NotFound);
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Execute-many, in the scoped ("context manager") style: the closure runs inside
+/// `transaction(…)` and every row is rolled back if any batch fails.
+async fn bulk_create(
+    db: RequestDb,
+    Json(NewNotes(notes)): Json<NewNotes>,
+) -> Result<HttpResponse, ApiError> {
+    let txn = db.writer().await?;
+    let created = txn
+        .transaction::<_, _, DbErr>(|scoped| Box::pin(insert_notes(scoped, notes)))
+        .await
+        .map_err(|error| match error {
+            sea_orm::TransactionError::Connection(e)
+            | sea_orm::TransactionError::Transaction(e) => ApiError::from_db(&e, "bulk insert"),
+        })?;
+    let views: Vec<NoteView> = created.into_iter().map(NoteView::from).collect();
+    Ok(HttpResponse::Created().json(views))
+}
+
+/// Insert `notes` in batches, returning them in input order with their ids.
+///
+/// Backends with `INSERT … RETURNING` (PostgreSQL, SQLite) take a batch per statement; MySQL
+/// has no RETURNING, so each row is inserted on its own, still inside the one transaction.
+pub async fn insert_notes(
+    txn: &DatabaseTransaction,
+    notes: Vec<NewNote>,
+) -> Result<Vec<note::Model>, DbErr> {
+    let mut models = Vec::with_capacity(notes.len());
+    for new in notes {
+        models.push(entity::prepare_insert(new.into_active_model(), txn).await?);
+    }
+    if !txn.support_returning() {
+        let mut created = Vec::with_capacity(models.len());
+        for model in models {
+            created.push(model.insert(txn).await?);
+        }
+        return Ok(created);
+    }
+    let mut created = Vec::with_capacity(models.len());
+    let mut models = models.into_iter().peekable();
+    while models.peek().is_some() {
+        let batch: Vec<_> = models.by_ref().take(BULK_BATCH).collect();
+        let mut rows = note::Entity::insert_many(batch)
+            .exec_with_returning(txn)
+            .await?;
+        rows.sort_by_key(|row| row.id);
+        created.append(&mut rows);
+    }
+    Ok(created)
+}
+
+/// Iterate: every note as NDJSON, streamed from a database cursor so memory stays flat
+/// whatever the table's size.
+///
+/// The stream has its own pooled connection, held until the last byte is sent or the client
+/// goes away (dropping the body drops the stream, which returns the connection). The first
+/// row is fetched before answering, so an exhausted pool or a database that is down answers
+/// 503 rather than a 200 that breaks off.
+async fn export(db: RequestDb) -> Result<HttpResponse, ApiError> {
+    let mut lines = Box::pin(ndjson_lines(db.source().clone()));
+    let first = match lines.next().await {
+        Some(Err(error)) => return Err(ApiError::from_db(&error, "export")),
+        first => first,
+    };
+    let body = futures_util::stream::iter(first).chain(lines).map(|line| {
+        line.map_err(|error| {
+            tracing::error!(%error, "export stream failed");
+            actix_web::error::ErrorInternalServerError("export failed")
+        })
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming(body))
+}
+
+fn ndjson_lines(
+    source: DbSource,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, DbErr>> + 'static {
+    async_stream::try_stream! {
+        let executor = source.executor();
+        let query = note::Entity::find().order_by_asc(note::Column::Id);
+        let mut rows = match &executor {
+            sea_orm::DatabaseExecutor::Connection(pool) => query.stream(*pool).await?.boxed_local(),
+            sea_orm::DatabaseExecutor::Transaction(txn) => query.stream(*txn).await?.boxed_local(),
+            sea_orm::DatabaseExecutor::OwnedTransaction(txn) => query.stream(txn).await?.boxed_local(),
+        };
+        let mut chunk = Vec::with_capacity(EXPORT_CHUNK_BYTES + 1024);
+        while let Some(row) = rows.next().await {
+            serde_json::to_writer(&mut chunk, &NoteView::from(row?))
+                .map_err(|e| DbErr::Json(e.to_string()))?;
+            chunk.push(b'\n');
+            if chunk.len() >= EXPORT_CHUNK_BYTES {
+                yield web::Bytes::from(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(EXPORT_CHUNK_BYTES + 1024),
+                ));
+            }
+        }
+        if !chunk.is_empty() {
+            yield web::Bytes::from(chunk);
+        }
+    }
+}

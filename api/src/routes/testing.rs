@@ -1,0 +1,82 @@
+//! Routes mounted only when `TESTING=true`, so tests can drive the failure paths of the
+//! unit of work through the real stack: a panicking handler, and an error midway through
+//! each of the three transaction styles.
+
+use actix_web::{HttpResponse, web};
+use entity::note;
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, DbErr,
+    TransactionTrait,
+};
+use serde_json::json;
+
+use crate::{db::RequestDb, error::ApiError, input::parse_id};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/__test/panic", web::get().to(panic))
+        .route(
+            "/__test/panic-after-write",
+            web::post().to(panic_after_write),
+        )
+        .route("/__test/fail-midway/{style}", web::post().to(fail_midway))
+        .route("/__test/hold/{ms}", web::post().to(hold));
+}
+
+async fn panic() -> HttpResponse {
+    panic!("test route panicked on purpose");
+}
+
+async fn panic_after_write(db: RequestDb) -> Result<HttpResponse, ApiError> {
+    let txn = db.writer().await?;
+    insert_marker(&txn, "panic-after-write").await?;
+    panic!("test route panicked after writing");
+}
+
+/// Write a note, then fail, in the given style. `whole` fails the request (409), so the
+/// middleware rolls back; `scoped` and `explicit` roll back their own transaction and then
+/// answer 200, so the request transaction commits and only their rollback can have removed
+/// the note.
+async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let txn = db.writer().await?;
+    match style.as_str() {
+        "whole" => {
+            insert_marker(&txn, "midway-whole").await?;
+            Err(ApiError::Conflict("failed midway on purpose".into()))
+        }
+        "scoped" => {
+            let outcome = txn
+                .transaction::<_, (), DbErr>(|scoped| {
+                    Box::pin(async move {
+                        insert_marker(scoped, "midway-scoped").await?;
+                        Err(DbErr::Custom("failed midway on purpose".into()))
+                    })
+                })
+                .await;
+            Ok(HttpResponse::Ok().json(json!({ "rolled_back": outcome.is_err() })))
+        }
+        "explicit" => {
+            let inner = txn.begin().await?;
+            insert_marker(&inner, "midway-explicit").await?;
+            inner.rollback().await?;
+            Ok(HttpResponse::Ok().json(json!({ "rolled_back": true })))
+        }
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Take the request's connection and keep it for `ms` milliseconds (pool exhaustion tests).
+async fn hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let ms = parse_id(&ms)?.min(60_000) as u64;
+    let _txn = db.writer().await?;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
+}
+
+async fn insert_marker(txn: &DatabaseTransaction, text: &str) -> Result<note::Model, DbErr> {
+    note::ActiveModel {
+        text: Set(text.to_owned()),
+        ..note::ActiveModel::new()
+    }
+    .insert(txn)
+    .await
+}

@@ -1,0 +1,181 @@
+//! Building the app, binding the server, and the process's life: connect, migrate, serve,
+//! drain on SIGTERM/SIGINT, close the pool.
+
+use std::{net::TcpListener, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use actix_web::{
+    App, HttpServer,
+    body::MessageBody,
+    dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse},
+    middleware::{Next, from_fn},
+    web,
+};
+use futures_util::FutureExt;
+use sea_orm::{DatabaseConnection, DbErr};
+
+use crate::{
+    config::Settings,
+    db::{self, DbSource},
+    error::ApiError,
+    routes, telemetry,
+};
+
+/// Connection attempts at start-up before giving up.
+const CONNECT_ATTEMPTS: u32 = 5;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub db: DbSource,
+    pub settings: Arc<Settings>,
+}
+
+/// The whole application: routes and middleware. Tests build exactly this.
+pub fn app(
+    state: AppState,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let body_limit = state.settings.body_limit_bytes;
+    let testing = state.settings.testing;
+    App::new()
+        .app_data(web::Data::new(state))
+        .app_data(web::PayloadConfig::new(body_limit))
+        .configure(routes::ops::routes)
+        .configure(routes::notes::routes)
+        .configure(routes::users::routes)
+        .configure(|cfg| {
+            if testing {
+                routes::testing::routes(cfg);
+            }
+        })
+        .default_service(web::to(routes::not_found))
+        // Order matters: the last `wrap` is the outermost. A panic is turned into a 500
+        // inside the unit of work, so the request's transaction is rolled back explicitly.
+        .wrap(from_fn(catch_panic))
+        .wrap(from_fn(db::unit_of_work))
+        .wrap(from_fn(telemetry::request_context))
+}
+
+/// Middleware: a panicking handler answers a 500 problem instead of closing the connection.
+///
+/// The panic becomes an error, not a response: the request cannot be cloned before routing,
+/// and the outer middleware (unit of work, request context) handle errors anyway.
+async fn catch_panic(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    match AssertUnwindSafe(next.call(req)).catch_unwind().await {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::Internal("the handler panicked".into()).into()),
+    }
+}
+
+/// Start serving `state` on `listener`. The returned server runs until stopped.
+pub fn serve(
+    listener: TcpListener,
+    db: DbSource,
+    settings: Arc<Settings>,
+) -> std::io::Result<Server> {
+    let shutdown_timeout = settings.shutdown_timeout.as_secs();
+    let server = HttpServer::new(move || {
+        app(AppState {
+            db: db.clone(),
+            settings: Arc::clone(&settings),
+        })
+    })
+    // Signals are handled in `run`, so SIGINT drains like SIGTERM instead of stopping at once.
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+/// Connect, retrying with back-off so a database that starts a little after the server
+/// does not stop it.
+pub async fn connect_with_retry(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
+    let mut delay = Duration::from_millis(250);
+    let mut attempt = 1;
+    loop {
+        match db::connect(settings).await {
+            Ok(conn) => return Ok(conn),
+            Err(error) if attempt < CONNECT_ATTEMPTS => {
+                tracing::warn!(
+                    attempt,
+                    database = %settings.database_url,
+                    %error,
+                    "database connection failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Run the server until SIGTERM or SIGINT, then drain and close the pool.
+pub async fn run(settings: Settings) -> Result<(), String> {
+    let settings = Arc::new(settings);
+    let url = settings.database_url.expose();
+    let db = connect_with_retry(&settings).await.map_err(|e| {
+        format!(
+            "cannot connect to the database at {}: {}",
+            settings.database_url,
+            migration::database::scrub(&e.to_string(), url)
+        )
+    })?;
+    if settings.auto_migrate {
+        migration::migrate_up(&db).await.map_err(|e| {
+            format!(
+                "migration failed: {}",
+                migration::database::scrub(&e.to_string(), url)
+            )
+        })?;
+        tracing::info!("database schema is up to date");
+    }
+    let address = settings.listen_address();
+    let listener =
+        TcpListener::bind(&address).map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    tracing::info!(
+        address = %listener.local_addr().map_or(address, |a| a.to_string()),
+        database = %settings.database_url,
+        "serving"
+    );
+    let server = serve(listener, DbSource::Pool(db.clone()), Arc::clone(&settings))
+        .map_err(|e| format!("cannot start the server: {e}"))?;
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        wait_for_shutdown_signal().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        handle.stop(true).await;
+    });
+    server.await.map_err(|e| format!("server error: {e}"))?;
+    db.close()
+        .await
+        .map_err(|e| format!("closing the pool failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the process with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
