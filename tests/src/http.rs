@@ -1,0 +1,118 @@
+//! Helpers for calling the app: in-process requests and a server on a real port.
+
+use std::{net::TcpListener, sync::Arc};
+
+use actix_web::{
+    body::MessageBody,
+    dev::{Service, ServiceResponse},
+    http::{StatusCode, header::HeaderMap},
+    test,
+};
+use api::{config::Settings, db::DbSource};
+use serde_json::Value;
+
+/// A finished response: status, headers and the whole body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: actix_web::web::Bytes,
+}
+
+impl Reply {
+    /// The body as JSON (panics with the body when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!(
+                "body is not JSON ({}): {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// A header's value as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Send `req` through `app` and read the whole response.
+pub async fn send<S, B>(app: &S, req: test::TestRequest) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let response = match app.call(req.to_request()).await {
+        Ok(response) => response,
+        Err(error) => {
+            let response = error.error_response();
+            return Reply {
+                status: response.status(),
+                headers: response.headers().clone(),
+                body: actix_web::body::to_bytes(response.into_body())
+                    .await
+                    .unwrap_or_default(),
+            };
+        }
+    };
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = test::read_body(response).await;
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// `POST`/`PATCH`… with a JSON body.
+pub fn json_request(
+    method: actix_web::http::Method,
+    path: &str,
+    body: &Value,
+) -> test::TestRequest {
+    test::TestRequest::default()
+        .method(method)
+        .uri(path)
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.to_string())
+}
+
+/// `GET path`.
+pub fn get(path: &str) -> test::TestRequest {
+    test::TestRequest::get().uri(path)
+}
+
+/// The app served on 127.0.0.1 on a port of its own; stopped when dropped.
+pub struct TestServer {
+    pub base_url: String,
+    pub address: std::net::SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestServer {
+    pub(crate) fn start(db: DbSource, settings: Settings) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
+        let address = listener.local_addr().expect("test port address");
+        let server =
+            api::startup::serve(listener, db, Arc::new(settings)).expect("start test server");
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        Self {
+            base_url: format!("http://{address}"),
+            address,
+            handle,
+        }
+    }
+
+    /// `base_url` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Stop gracefully and wait.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
+}
