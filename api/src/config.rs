@@ -211,8 +211,15 @@ fn parse_bool(value: &str) -> Result<bool, String> {
 }
 
 fn parse_host(value: &str) -> Result<String, String> {
-    let valid = value.parse::<IpAddr>().is_ok()
-        || (!value.is_empty() && url::Host::parse(value).is_ok() && !value.contains('/'));
+    let is_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let valid =
+        value.parse::<IpAddr>().is_ok() || (value.len() <= 253 && value.split('.').all(is_label));
     if valid {
         Ok(value.to_owned())
     } else {
@@ -328,7 +335,11 @@ mod tests {
             load(&[("LOG_FORMAT", "json")]).unwrap().log_format,
             LogFormat::Json
         );
-        assert_eq!(load(&[("HOST", "not a host/")]).unwrap_err().var, "HOST");
+        for bad in ["not a host/", "also bad", "", "a..b", "under_score"] {
+            assert_eq!(load(&[("HOST", bad)]).unwrap_err().var, "HOST", "{bad:?}");
+        }
+        assert_eq!(load(&[("HOST", "localhost")]).unwrap().host, "localhost");
+        assert_eq!(load(&[("HOST", "0.0.0.0")]).unwrap().host, "0.0.0.0");
         assert_eq!(
             load(&[("HOST", "::1"), ("PORT", "9")])
                 .unwrap()

@@ -184,10 +184,19 @@ impl Fields {
 
 /// A resource id from the path: a positive 64-bit integer. Anything else names no resource.
 pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
-    raw.parse::<i64>()
-        .ok()
+    parse_decimal(raw)
+        .and_then(|n| i64::try_from(n).ok())
         .filter(|id| *id > 0)
         .ok_or(ApiError::NotFound)
+}
+
+/// A number written in decimal digits only. Rust's own parser also takes a leading `+`,
+/// which would let `/notes/+1` name note 1 and `limit=+5` pass as 5.
+pub fn parse_decimal(raw: &str) -> Option<u64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
 }
 
 #[cfg(test)]
@@ -198,7 +207,17 @@ mod tests {
     #[test]
     fn ids_must_be_positive_64_bit_integers() {
         assert_eq!(parse_id("42").unwrap(), 42);
-        for bad in ["0", "-1", "abc", "1.5", "18446744073709551616", "", " 1"] {
+        for bad in [
+            "0",
+            "-1",
+            "+1",
+            "abc",
+            "1.5",
+            "9223372036854775808",
+            "18446744073709551616",
+            "",
+            " 1",
+        ] {
             assert!(matches!(parse_id(bad), Err(ApiError::NotFound)), "{bad}");
         }
     }

@@ -7,7 +7,10 @@
 use actix_web::{HttpRequest, HttpResponse, http::header};
 use serde::Serialize;
 
-use crate::error::{ApiError, FieldError};
+use crate::{
+    error::{ApiError, FieldError},
+    input::parse_decimal,
+};
 
 pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_LIMIT: u64 = 1000;
@@ -36,8 +39,8 @@ impl ListQuery {
         let mut errors = Vec::new();
         let limit = match last(&pairs, "limit") {
             None => DEFAULT_LIMIT,
-            Some(raw) => match raw.parse::<u64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            Some(raw) => match parse_decimal(raw) {
+                Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
                 _ => {
                     errors.push(FieldError::new(
                         "limit",
@@ -47,19 +50,16 @@ impl ListQuery {
                 }
             },
         };
-        let after = match last(&pairs, "after") {
-            None => None,
-            Some(raw) => match raw.parse::<i64>() {
-                Ok(n) if n >= 0 => Some(n),
-                _ => {
-                    errors.push(FieldError::new(
-                        "after",
-                        "must be a non-negative integer id",
-                    ));
-                    None
-                }
-            },
-        };
+        let after = last(&pairs, "after").and_then(|raw| {
+            let after = parse_decimal(raw).and_then(|n| i64::try_from(n).ok());
+            if after.is_none() {
+                errors.push(FieldError::new(
+                    "after",
+                    "must be a non-negative integer id",
+                ));
+            }
+            after
+        });
         if !errors.is_empty() {
             return Err(ApiError::Validation(errors));
         }
@@ -129,8 +129,11 @@ mod tests {
             "limit=0",
             "limit=1001",
             "limit=abc",
+            "limit=+5",
             "after=-1",
+            "after=+1",
             "after=1.5",
+            "after=9223372036854775808",
         ] {
             assert!(
                 matches!(ListQuery::parse(bad), Err(ApiError::Validation(_))),

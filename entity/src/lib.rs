@@ -29,9 +29,39 @@ where
     model.before_save(db, true).await
 }
 
+/// The new `updated_at` for a row last updated at `previous`: now, but always later than
+/// `previous`, so "updated" is visible even when two saves land in the same microsecond or the
+/// clock steps back.
+pub fn next_update_time(
+    previous: Option<chrono::DateTime<chrono::Utc>>,
+) -> chrono::DateTime<chrono::Utc> {
+    let now = now();
+    match previous {
+        Some(previous) if previous >= now => previous + chrono::Duration::microseconds(1),
+        _ => now,
+    }
+}
+
 /// The current time at the precision every supported database stores (microseconds), so a
 /// value read back equals the value written.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::{SubsecRound, Utc};
     Utc::now().trunc_subsecs(6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_time_always_advances() {
+        let future = now() + chrono::Duration::seconds(60);
+        assert_eq!(
+            next_update_time(Some(future)),
+            future + chrono::Duration::microseconds(1)
+        );
+        let past = now() - chrono::Duration::seconds(60);
+        assert!(next_update_time(Some(past)) > past + chrono::Duration::seconds(59));
+        assert!(next_update_time(None) <= now());
+    }
 }

@@ -47,7 +47,11 @@ impl ActiveModelBehavior for ActiveModel {
                 self.completed = Set(false);
             }
         }
-        self.updated_at = Set(now);
+        self.updated_at = Set(if insert {
+            now
+        } else {
+            crate::next_update_time(self.updated_at.try_as_ref().copied())
+        });
         Ok(self)
     }
 }

@@ -64,7 +64,11 @@ impl ActiveModelBehavior for ActiveModel {
                 self.is_active = Set(true);
             }
         }
-        self.updated_at = Set(now);
+        self.updated_at = Set(if insert {
+            now
+        } else {
+            crate::next_update_time(self.updated_at.try_as_ref().copied())
+        });
         Ok(self)
     }
 }

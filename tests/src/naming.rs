@@ -7,14 +7,19 @@ use std::path::Path;
 /// Derive the `<name>` part from a configured URL: its database name, reduced to
 /// `[a-z0-9]` and at most 16 characters (`notes` when there is none).
 pub fn base_name(url: &str) -> String {
-    let path = url
-        .split('?')
-        .next()
-        .unwrap_or_default()
+    let without_query = url.split('?').next().unwrap_or_default();
+    let after_scheme = without_query
+        .split_once("://")
+        .map_or(without_query, |(_, rest)| rest);
+    // `host/db` for servers, a file path for SQLite; no `/` means no database name.
+    let path = after_scheme.split_once('/').map_or("", |(_, path)| path);
+    let stem = path
         .rsplit('/')
         .next()
+        .unwrap_or_default()
+        .split('.')
+        .next()
         .unwrap_or_default();
-    let stem = path.split('.').next().unwrap_or_default();
     let cleaned: String = stem
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())

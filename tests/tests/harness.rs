@@ -6,8 +6,8 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use tests::{
     Backend, RunDatabase, TestDb, admin_url, check_leftovers, drop_database, each_backend,
-    list_test_databases,
     http::{json_request, send},
+    list_test_databases,
 };
 
 /// Both tests insert the same unique e-mail; each sees only its own transaction.
@@ -60,7 +60,6 @@ async fn rollback_mode_leaves_nothing_behind(backend: Backend) {
     fresh.close().await.unwrap();
 }
 
-
 /// A `test_…` database of a process that is gone stops the run, named in the error, and is
 /// left untouched.
 async fn leftover_database_stops_the_run_and_survives(backend: Backend) {
@@ -74,9 +73,16 @@ async fn leftover_database_stops_the_run_and_survives(backend: Backend) {
 
     let error = check_leftovers(&admin, "harnesscheck").await.unwrap_err();
     assert!(error.contains(&leftover), "names the leftover: {error}");
-    assert!(error.contains("clean-test-dbs"), "says how to remove it: {error}");
+    assert!(
+        error.contains("clean-test-dbs"),
+        "says how to remove it: {error}"
+    );
     let still_there = list_test_databases(&admin, &leftover).await.unwrap();
-    assert_eq!(still_there, [leftover.clone()], "the leftover is untouched");
+    assert_eq!(
+        still_there,
+        std::slice::from_ref(&leftover),
+        "the leftover is untouched"
+    );
 
     drop_database(&admin, &leftover).await.unwrap();
     assert!(check_leftovers(&admin, "harnesscheck").await.is_ok());

@@ -1,0 +1,1327 @@
+//! The `/notes` routes, as the contract describes them, on every backend.
+//!
+//! Each test runs in its own rolled-back transaction, so the notes table starts empty inside
+//! it; tests that rely on that check it first with `assert_no_notes`.
+
+use actix_web::{
+    body::MessageBody,
+    dev::{Service, ServiceResponse},
+    http::{Method, StatusCode},
+    test::TestRequest,
+};
+use chrono::{DateTime, Utc};
+use entity::note;
+use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder};
+use serde_json::{Value, json};
+use tests::{
+    Backend, TestDb, each_backend,
+    http::{Reply, get, json_request, send},
+};
+
+const MAX_TEXT_CHARS: usize = 10_000;
+const MAX_BULK_ITEMS: usize = 5000;
+
+/// Texts that must be stored and shown exactly as sent.
+const HOSTILE_TEXTS: &[&str] = &[
+    "'; DROP TABLE notes; --",
+    "\" OR 1=1 --",
+    "1' OR '1'='1",
+    "Robert'); DELETE FROM notes WHERE ('1'='1",
+    "x'); SELECT SLEEP(5); SELECT pg_sleep(5); --",
+    "%s %d {} $1 ? :name @p1",
+    "back\\slash \\\\ \\' \\\" \"double\" 'single' `backtick`",
+    "😀👍🏽🚀",
+    "👨\u{200D}👩\u{200D}👧",
+    "𝔘𝔫𝔦𝔠𝔬𝔡𝔢 𐍈 🀄",
+    "\u{202E}reversed\u{202C} \u{200F}عربي\u{200E} עברית",
+    "e\u{0301} n\u{0303} a\u{0308}\u{0304}",
+    "\u{FEFF}byte order mark",
+    "日本語のテキスト",
+    "tab\tnewline\ncarriage\rreturn",
+    "\u{1}\u{1F}\u{7F} control characters",
+    "  leading and trailing spaces  ",
+    "<script>alert('x')</script>",
+    "null",
+    "true",
+    "0",
+];
+
+// ---------------------------------------------------------------- helpers
+
+async fn post_note<S, B>(app: &S, body: Value) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    send(app, json_request(Method::POST, "/notes", &body)).await
+}
+
+/// Create a note through the API and return it.
+async fn create_note<S, B>(app: &S, body: Value) -> Value
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let reply = post_note(app, body).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    reply.json()
+}
+
+/// Create `count` notes in one bulk request, `completed` alternating when `alternate`.
+async fn create_notes<S, B>(app: &S, count: usize, alternate: bool) -> Vec<Value>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let items: Vec<Value> = (0..count)
+        .map(|i| json!({"text": format!("note {i}"), "completed": alternate && i % 2 == 1}))
+        .collect();
+    let reply = send(
+        app,
+        json_request(Method::POST, "/notes/bulk", &Value::Array(items)),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    array(&reply.json())
+}
+
+async fn list<S, B>(app: &S, path: &str) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let reply = send(app, get(path)).await;
+    assert_eq!(reply.status, StatusCode::OK, "GET {path}: {reply:?}");
+    reply
+}
+
+/// The app shows no notes: the test's transaction starts from an empty table.
+async fn assert_no_notes<S, B>(app: &S)
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    assert_eq!(list(app, "/notes").await.json(), json!([]));
+}
+
+fn request(method: Method, path: &str) -> TestRequest {
+    TestRequest::default().method(method).uri(path)
+}
+
+fn raw_json_request(method: Method, path: &str, body: impl Into<Vec<u8>>) -> TestRequest {
+    request(method, path)
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body.into())
+}
+
+fn array(value: &Value) -> Vec<Value> {
+    value
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {value}"))
+        .clone()
+}
+
+fn id_of(note: &Value) -> i64 {
+    note["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no integer id: {note}"))
+}
+
+fn ids(notes: &[Value]) -> Vec<i64> {
+    notes.iter().map(id_of).collect()
+}
+
+fn time_of(note: &Value, field: &str) -> DateTime<Utc> {
+    let raw = note[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} is not a string: {note}"));
+    assert!(raw.ends_with('Z'), "{field} is not written in UTC: {raw}");
+    DateTime::parse_from_rfc3339(raw)
+        .unwrap_or_else(|e| panic!("{field} is not RFC 3339 ({e}): {raw}"))
+        .with_timezone(&Utc)
+}
+
+/// A note exactly as the contract shows it: these five fields and no other.
+fn assert_note_shape(note: &Value) {
+    let object = note
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {note}"));
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["completed", "created_at", "id", "text", "updated_at"],
+        "{note}"
+    );
+    assert!(id_of(note) > 0, "{note}");
+    assert!(note["text"].is_string(), "{note}");
+    assert!(note["completed"].is_boolean(), "{note}");
+    let created_at = time_of(note, "created_at");
+    let updated_at = time_of(note, "updated_at");
+    assert!(updated_at >= created_at, "{note}");
+}
+
+/// Headers every response carries.
+fn assert_common_headers(reply: &Reply) {
+    let request_id = reply.header("x-request-id").unwrap_or_default();
+    assert!(!request_id.is_empty(), "no x-request-id: {reply:?}");
+    assert_eq!(
+        reply.header("x-content-type-options"),
+        Some("nosniff"),
+        "{reply:?}"
+    );
+}
+
+/// An RFC 9457 problem with `status`; returns the body.
+fn assert_problem(reply: &Reply, status: StatusCode) -> Value {
+    assert_eq!(reply.status, status, "{reply:?}");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json"),
+        "{reply:?}"
+    );
+    assert_common_headers(reply);
+    let problem = reply.json();
+    assert!(problem["type"].is_string(), "{problem}");
+    assert!(problem["title"].is_string(), "{problem}");
+    assert_eq!(problem["status"], json!(status.as_u16()), "{problem}");
+    assert!(problem["detail"].is_string(), "{problem}");
+    if status == StatusCode::UNPROCESSABLE_ENTITY {
+        assert!(
+            !error_fields(&problem).is_empty(),
+            "a 422 names its fields: {problem}"
+        );
+    }
+    problem
+}
+
+/// A 4xx problem (never a 5xx), whichever client error it is.
+fn assert_client_problem(reply: &Reply, what: &str) -> Value {
+    assert!(
+        reply.status.is_client_error(),
+        "{what}: expected 4xx, got {reply:?}"
+    );
+    assert_problem(reply, reply.status)
+}
+
+/// The field names of a 422 problem's `errors` list.
+fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors list: {problem}"))
+        .iter()
+        .map(|e| {
+            assert!(e["message"].is_string(), "{e}");
+            e["field"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no field: {e}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+async fn count_notes(db: &TestDb) -> u64 {
+    note::Entity::find().count(&db.conn()).await.unwrap()
+}
+
+/// The `Link: <…>; rel="next"` target, if any.
+fn next_link(reply: &Reply) -> Option<String> {
+    let link = reply.header("link")?;
+    assert!(link.ends_with("; rel=\"next\""), "{link}");
+    let start = link.find('<')? + 1;
+    let end = link.find('>')?;
+    Some(link[start..end].to_owned())
+}
+
+fn export_lines(reply: &Reply) -> Vec<Value> {
+    let body = std::str::from_utf8(&reply.body).expect("export is UTF-8");
+    assert!(
+        body.is_empty() || body.ends_with('\n'),
+        "every line ends with a newline: {body:?}"
+    );
+    body.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line ({e}): {line}")))
+        .collect()
+}
+
+// ---------------------------------------------------------------- create and get
+
+async fn notes_table_starts_empty_in_each_test(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+
+    let reply = list(&app, "/notes").await;
+
+    assert_eq!(reply.json(), json!([]));
+    assert_eq!(count_notes(&db).await, 0);
+    drop(app);
+    db.finish().await;
+}
+
+async fn creates_note_with_exact_shape_and_location(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let before = Utc::now() - chrono::Duration::seconds(5);
+
+    let reply = post_note(&app, json!({"text": "buy milk"})).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    assert_common_headers(&reply);
+    let note = reply.json();
+    assert_note_shape(&note);
+    let id = id_of(&note);
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/notes/{id}").as_str())
+    );
+    assert_eq!(note["text"], "buy milk");
+    assert_eq!(note["completed"], false, "completed defaults to false");
+    assert_eq!(note["created_at"], note["updated_at"]);
+    let created_at = time_of(&note, "created_at");
+    let after = Utc::now() + chrono::Duration::seconds(5);
+    assert!(before < created_at && created_at < after, "{created_at}");
+    let stored = note::Entity::find_by_id(id)
+        .one(&db.conn())
+        .await
+        .unwrap()
+        .expect("the note is stored");
+    assert_eq!(stored.text, "buy milk");
+    assert!(!stored.completed);
+    assert_eq!(stored.created_at, created_at);
+    drop(app);
+    db.finish().await;
+}
+
+async fn creates_completed_note_when_asked(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+
+    let note = create_note(&app, json!({"text": "done already", "completed": true})).await;
+
+    assert_note_shape(&note);
+    assert_eq!(note["completed"], true);
+    drop(app);
+    db.finish().await;
+}
+
+async fn create_ignores_client_supplied_id_and_timestamps(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let body = json!({
+        "text": "mine",
+        "id": 424242,
+        "created_at": "2001-01-01T00:00:00Z",
+        "updated_at": "2001-01-01T00:00:00Z",
+    });
+
+    let note = create_note(&app, body).await;
+
+    assert_note_shape(&note);
+    assert_ne!(note["id"], 424242);
+    assert!(time_of(&note, "created_at").timestamp() > 978_307_200);
+    assert_eq!(
+        send(&app, get("/notes/424242")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    drop(app);
+    db.finish().await;
+}
+
+async fn gets_note_exactly_as_created(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "read me", "completed": true})).await;
+
+    let reply = send(&app, get(&format!("/notes/{}", id_of(&created)))).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_common_headers(&reply);
+    assert_eq!(reply.json(), created, "timestamps survive the round trip");
+    drop(app);
+    db.finish().await;
+}
+
+async fn get_of_missing_note_is_404_problem(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "only one"})).await;
+    let missing = id_of(&created) + 1000;
+
+    let reply = send(&app, get(&format!("/notes/{missing}"))).await;
+    let largest = send(&app, get(&format!("/notes/{}", i64::MAX))).await;
+
+    assert_problem(&reply, StatusCode::NOT_FOUND);
+    assert_problem(&largest, StatusCode::NOT_FOUND);
+    drop(app);
+    db.finish().await;
+}
+
+// ---------------------------------------------------------------- list
+
+async fn lists_notes_in_id_order(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let mut created = Vec::new();
+    for text in ["first", "second", "third"] {
+        created.push(create_note(&app, json!({"text": text})).await);
+    }
+
+    let reply = list(&app, "/notes").await;
+
+    assert_common_headers(&reply);
+    assert_eq!(reply.header("link"), None, "a short page has no next link");
+    let listed = array(&reply.json());
+    listed.iter().for_each(assert_note_shape);
+    assert_eq!(listed, created);
+    let listed_ids = ids(&listed);
+    assert!(listed_ids.windows(2).all(|w| w[0] < w[1]), "{listed_ids:?}");
+    drop(app);
+    db.finish().await;
+}
+
+async fn list_defaults_to_100_notes(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let created = create_notes(&app, 101, false).await;
+
+    let reply = list(&app, "/notes").await;
+
+    let listed = array(&reply.json());
+    assert_eq!(ids(&listed), ids(&created[..100]));
+    let next = next_link(&reply).expect("a full page links to the next one");
+    let rest = array(&list(&app, &next).await.json());
+    assert_eq!(ids(&rest), ids(&created[100..]));
+    drop(app);
+    db.finish().await;
+}
+
+async fn list_accepts_limit_from_1_to_1000(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let created = create_notes(&app, 3, false).await;
+
+    let one = array(&list(&app, "/notes?limit=1").await.json());
+    let thousand = array(&list(&app, "/notes?limit=1000").await.json());
+
+    assert_eq!(ids(&one), ids(&created[..1]));
+    assert_eq!(ids(&thousand), ids(&created));
+    drop(app);
+    db.finish().await;
+}
+
+async fn list_rejects_limit_out_of_range_with_422(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+
+    for limit in ["0", "1001", "-1", "18446744073709551616"] {
+        let reply = send(&app, get(&format!("/notes?limit={limit}"))).await;
+
+        let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_fields(&problem), ["limit"], "limit={limit}");
+    }
+    drop(app);
+    db.finish().await;
+}
+
+async fn list_rejects_non_numeric_parameters_with_4xx(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+
+    for query in [
+        "limit=abc",
+        "limit=1.5",
+        "limit=",
+        "limit=%F0%9F%98%80",
+        "limit=1%20OR%201=1",
+        "limit=+5",
+        "limit=5%20",
+        "after=abc",
+        "after=-1",
+        "after=1.5",
+        "after=18446744073709551616",
+        "after=9223372036854775808",
+        "after=+1",
+        "after=1;DROP%20TABLE%20notes",
+        "completed=yes",
+        "completed=1",
+        "completed=TRUE",
+        "completed=",
+    ] {
+        let reply = send(&app, get(&format!("/notes?{query}"))).await;
+
+        assert!(
+            matches!(reply.status.as_u16(), 400 | 422),
+            "{query}: {reply:?}"
+        );
+        assert_client_problem(&reply, query);
+    }
+    let overlong = format!("/notes?limit=10&pad={}", "x".repeat(4096));
+    let reply = send(&app, get(&overlong)).await;
+    assert_problem(&reply, StatusCode::BAD_REQUEST);
+    drop(app);
+    db.finish().await;
+}
+
+async fn list_ignores_unknown_parameters(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let created = create_notes(&app, 2, false).await;
+
+    let reply = list(&app, "/notes?utm_source=mail&_=12345").await;
+
+    assert_eq!(ids(&array(&reply.json())), ids(&created));
+    drop(app);
+    db.finish().await;
+}
+
+async fn list_after_returns_only_later_notes(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let created = create_notes(&app, 5, false).await;
+    let second = id_of(&created[1]);
+    let last = id_of(&created[4]);
+
+    let later = array(&list(&app, &format!("/notes?after={second}")).await.json());
+    let none = array(&list(&app, &format!("/notes?after={last}")).await.json());
+    let all = array(&list(&app, "/notes?after=0").await.json());
+    let beyond = array(
+        &list(&app, &format!("/notes?after={}", i64::MAX))
+            .await
+            .json(),
+    );
+
+    assert_eq!(ids(&later), ids(&created[2..]));
+    assert_eq!(none, Vec::<Value>::new());
+    assert_eq!(ids(&all), ids(&created));
+    assert_eq!(beyond, Vec::<Value>::new());
+    drop(app);
+    db.finish().await;
+}
+
+async fn list_filters_by_completed(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let created = create_notes(&app, 6, true).await;
+    let (done, open): (Vec<Value>, Vec<Value>) = created
+        .iter()
+        .cloned()
+        .partition(|n| n["completed"] == true);
+
+    let completed = array(&list(&app, "/notes?completed=true").await.json());
+    let not_completed = array(&list(&app, "/notes?completed=false").await.json());
+
+    assert_eq!(done.len(), 3);
+    assert_eq!(completed, done);
+    assert_eq!(not_completed, open);
+    drop(app);
+    db.finish().await;
+}
+
+async fn next_link_only_on_full_pages_and_walks_every_note(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let created = create_notes(&app, 10, true).await;
+    let wanted: Vec<i64> = created
+        .iter()
+        .filter(|n| n["completed"] == true)
+        .map(id_of)
+        .collect();
+
+    let mut path = "/notes?completed=true&limit=2".to_owned();
+    let mut seen = Vec::new();
+    let mut pages = Vec::new();
+    for _ in 0..10 {
+        let reply = list(&app, &path).await;
+        let page = array(&reply.json());
+        assert!(page.iter().all(|n| n["completed"] == true), "{page:?}");
+        seen.extend(ids(&page));
+        pages.push(page.len());
+        match next_link(&reply) {
+            Some(next) => {
+                assert_eq!(page.len(), 2, "only a full page links on");
+                assert!(next.starts_with("/notes?"), "{next}");
+                path = next;
+            }
+            None => break,
+        }
+    }
+
+    assert_eq!(
+        seen, wanted,
+        "the pages hold every matching note once, in order"
+    );
+    assert_eq!(pages, [2, 2, 1]);
+    drop(app);
+    db.finish().await;
+}
+
+// ---------------------------------------------------------------- patch
+
+async fn patch_changes_text_and_advances_updated_at(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "draft", "completed": true})).await;
+    let path = format!("/notes/{}", id_of(&created));
+
+    let reply = send(
+        &app,
+        json_request(Method::PATCH, &path, &json!({"text": "final"})),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_common_headers(&reply);
+    let patched = reply.json();
+    assert_note_shape(&patched);
+    assert_eq!(patched["id"], created["id"]);
+    assert_eq!(patched["text"], "final");
+    assert_eq!(patched["completed"], true, "an absent field is kept");
+    assert_eq!(patched["created_at"], created["created_at"]);
+    assert!(
+        time_of(&patched, "updated_at") > time_of(&created, "updated_at"),
+        "updated_at advances: {created} -> {patched}"
+    );
+    assert_eq!(send(&app, get(&path)).await.json(), patched);
+    drop(app);
+    db.finish().await;
+}
+
+async fn patch_changes_completed_only(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "keep this text"})).await;
+    let path = format!("/notes/{}", id_of(&created));
+
+    let done = send(
+        &app,
+        json_request(Method::PATCH, &path, &json!({"completed": true})),
+    )
+    .await;
+    let undone = send(
+        &app,
+        json_request(Method::PATCH, &path, &json!({"completed": false})),
+    )
+    .await;
+
+    assert_eq!(done.status, StatusCode::OK, "{done:?}");
+    assert_eq!(undone.status, StatusCode::OK, "{undone:?}");
+    let (done, undone) = (done.json(), undone.json());
+    assert_eq!(done["completed"], true);
+    assert_eq!(done["text"], "keep this text");
+    assert_eq!(undone["completed"], false);
+    assert_eq!(undone["created_at"], created["created_at"]);
+    assert!(time_of(&done, "updated_at") > time_of(&created, "updated_at"));
+    assert!(time_of(&undone, "updated_at") > time_of(&done, "updated_at"));
+    drop(app);
+    db.finish().await;
+}
+
+async fn patch_with_no_fields_keeps_the_note_and_advances_updated_at(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "as is", "completed": true})).await;
+    let path = format!("/notes/{}", id_of(&created));
+
+    let reply = send(
+        &app,
+        json_request(
+            Method::PATCH,
+            &path,
+            &json!({"id": 1, "created_at": "2001-01-01T00:00:00Z"}),
+        ),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let patched = reply.json();
+    assert_eq!(patched["id"], created["id"]);
+    assert_eq!(patched["text"], "as is");
+    assert_eq!(patched["completed"], true);
+    assert_eq!(patched["created_at"], created["created_at"]);
+    assert!(time_of(&patched, "updated_at") > time_of(&created, "updated_at"));
+    drop(app);
+    db.finish().await;
+}
+
+async fn patch_of_missing_note_is_404(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "exists"})).await;
+    let missing = format!("/notes/{}", id_of(&created) + 1000);
+
+    let reply = send(
+        &app,
+        json_request(Method::PATCH, &missing, &json!({"completed": true})),
+    )
+    .await;
+
+    assert_problem(&reply, StatusCode::NOT_FOUND);
+    drop(app);
+    db.finish().await;
+}
+
+async fn patch_rejects_bad_fields_with_422_and_changes_nothing(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "unchanged"})).await;
+    let path = format!("/notes/{}", id_of(&created));
+    let cases = [
+        (json!({"text": ""}), vec!["text"]),
+        (json!({"text": null}), vec!["text"]),
+        (json!({"text": 5}), vec!["text"]),
+        (json!({"text": ["a"]}), vec!["text"]),
+        (json!({"completed": "yes"}), vec!["completed"]),
+        (json!({"completed": null}), vec!["completed"]),
+        (json!({"completed": 1}), vec!["completed"]),
+        (
+            json!({"text": "é".repeat(MAX_TEXT_CHARS + 1)}),
+            vec!["text"],
+        ),
+        (
+            json!({"text": false, "completed": "no"}),
+            vec!["text", "completed"],
+        ),
+    ];
+
+    for (body, fields) in cases {
+        let reply = send(&app, json_request(Method::PATCH, &path, &body)).await;
+
+        let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_fields(&problem), fields, "{body}");
+    }
+    assert_eq!(send(&app, get(&path)).await.json(), created);
+    drop(app);
+    db.finish().await;
+}
+
+// ---------------------------------------------------------------- delete
+
+async fn delete_answers_204_then_404(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let kept = create_note(&app, json!({"text": "kept"})).await;
+    let doomed = create_note(&app, json!({"text": "doomed"})).await;
+    let path = format!("/notes/{}", id_of(&doomed));
+
+    let deleted = send(&app, request(Method::DELETE, &path)).await;
+    let again = send(&app, request(Method::DELETE, &path)).await;
+    let fetched = send(&app, get(&path)).await;
+    let patched = send(
+        &app,
+        json_request(Method::PATCH, &path, &json!({"text": "revived"})),
+    )
+    .await;
+
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    assert!(deleted.body.is_empty());
+    assert_common_headers(&deleted);
+    assert_problem(&again, StatusCode::NOT_FOUND);
+    assert_problem(&fetched, StatusCode::NOT_FOUND);
+    assert_problem(&patched, StatusCode::NOT_FOUND);
+    let stored = note::Entity::find().all(&db.conn()).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|n| n.id).collect::<Vec<_>>(),
+        [id_of(&kept)]
+    );
+    drop(app);
+    db.finish().await;
+}
+
+// ---------------------------------------------------------------- bulk
+
+async fn bulk_creates_every_note_in_order(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let items = json!([
+        {"text": "one"},
+        {"text": "two", "completed": true},
+        {"text": "three", "completed": false},
+    ]);
+
+    let reply = send(&app, json_request(Method::POST, "/notes/bulk", &items)).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert_common_headers(&reply);
+    let created = array(&reply.json());
+    created.iter().for_each(assert_note_shape);
+    let texts: Vec<&Value> = created.iter().map(|n| &n["text"]).collect();
+    assert_eq!(texts, [&json!("one"), &json!("two"), &json!("three")]);
+    let completed: Vec<&Value> = created.iter().map(|n| &n["completed"]).collect();
+    assert_eq!(completed, [&json!(false), &json!(true), &json!(false)]);
+    let created_ids = ids(&created);
+    assert!(
+        created_ids.windows(2).all(|w| w[0] < w[1]),
+        "{created_ids:?}"
+    );
+    assert_eq!(list(&app, "/notes").await.json(), Value::Array(created));
+    drop(app);
+    db.finish().await;
+}
+
+async fn bulk_accepts_5000_notes(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+
+    let created = create_notes(&app, MAX_BULK_ITEMS, false).await;
+
+    assert_eq!(created.len(), MAX_BULK_ITEMS);
+    let texts: Vec<String> = created
+        .iter()
+        .map(|n| n["text"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..MAX_BULK_ITEMS).map(|i| format!("note {i}")).collect();
+    assert_eq!(texts, expected, "notes come back in input order");
+    let created_ids = ids(&created);
+    assert!(created_ids.windows(2).all(|w| w[0] < w[1]));
+    let stored: Vec<i64> = note::Entity::find()
+        .order_by_asc(note::Column::Id)
+        .all(&db.conn())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.id)
+        .collect();
+    assert_eq!(stored, created_ids);
+    drop(app);
+    db.finish().await;
+}
+
+async fn bulk_with_one_invalid_item_writes_nothing(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    let items = json!([
+        {"text": "valid"},
+        {"text": ""},
+        {"text": "also valid"},
+        {"completed": "no"},
+        "not an object",
+    ]);
+
+    let reply = send(&app, json_request(Method::POST, "/notes/bulk", &items)).await;
+
+    let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error_fields(&problem),
+        ["[1].text", "[3].text", "[3].completed", "[4]"]
+    );
+    assert_eq!(count_notes(&db).await, 0, "nothing is written");
+    assert_no_notes(&app).await;
+    drop(app);
+    db.finish().await;
+}
+
+async fn bulk_rejects_empty_oversized_and_non_array_bodies(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let too_many = Value::Array(vec![json!({"text": "x"}); MAX_BULK_ITEMS + 1]);
+
+    for body in [
+        json!([]),
+        too_many,
+        json!({"text": "not a list"}),
+        json!(null),
+        json!("str"),
+    ] {
+        let reply = send(&app, json_request(Method::POST, "/notes/bulk", &body)).await;
+
+        let what = body.to_string();
+        assert!(
+            matches!(reply.status.as_u16(), 413 | 422),
+            "{}: {reply:?}",
+            &what[..what.len().min(40)]
+        );
+        assert_client_problem(&reply, "bulk");
+    }
+    assert_eq!(count_notes(&db).await, 0, "nothing is written");
+    drop(app);
+    db.finish().await;
+}
+
+// ---------------------------------------------------------------- export
+
+async fn exports_every_note_as_ndjson_in_id_order(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+    // About 130 KiB of lines: several of the export's write chunks.
+    let mut created = create_notes(&app, 1000, true).await;
+    created.push(create_note(&app, json!({"text": "line\nbreak \u{2028} 😀"})).await);
+
+    let reply = send(&app, get("/notes/export")).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
+    assert_common_headers(&reply);
+    let lines = export_lines(&reply);
+    lines.iter().for_each(assert_note_shape);
+    assert_eq!(lines, created);
+    drop(app);
+    db.finish().await;
+}
+
+async fn export_of_empty_table_is_empty_200(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+
+    let reply = send(&app, get("/notes/export")).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/x-ndjson"));
+    assert_common_headers(&reply);
+    assert!(reply.body.is_empty(), "{:?}", reply.body);
+    drop(app);
+    db.finish().await;
+}
+
+// ---------------------------------------------------------------- protocol
+
+async fn echoes_client_request_id_and_makes_one_otherwise(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+
+    let echoed = send(
+        &app,
+        get("/notes").insert_header(("x-request-id", "client-id-42")),
+    )
+    .await;
+    let echoed_error = send(
+        &app,
+        get("/notes/0").insert_header(("x-request-id", "client-id-43")),
+    )
+    .await;
+    let replaced = send(
+        &app,
+        get("/notes").insert_header(("x-request-id", "x".repeat(500))),
+    )
+    .await;
+    let first = send(&app, get("/notes")).await;
+    let second = send(&app, get("/notes")).await;
+
+    assert_eq!(echoed.header("x-request-id"), Some("client-id-42"));
+    assert_eq!(echoed_error.header("x-request-id"), Some("client-id-43"));
+    assert_common_headers(&replaced);
+    assert_ne!(
+        replaced.header("x-request-id"),
+        Some("x".repeat(500).as_str())
+    );
+    assert_common_headers(&first);
+    assert_common_headers(&second);
+    assert_ne!(
+        first.header("x-request-id"),
+        second.header("x-request-id"),
+        "each request gets its own id"
+    );
+    drop(app);
+    db.finish().await;
+}
+
+async fn unknown_route_is_404_problem(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+
+    for path in ["/nope", "/notes/1/extra", "/notes/", "/note"] {
+        let reply = send(&app, get(path)).await;
+
+        assert_problem(&reply, StatusCode::NOT_FOUND);
+    }
+    drop(app);
+    db.finish().await;
+}
+
+async fn wrong_method_is_405_problem(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "target"})).await;
+    let one = format!("/notes/{}", id_of(&created));
+
+    for (method, path) in [
+        (Method::PUT, one.as_str()),
+        (Method::POST, one.as_str()),
+        (Method::PUT, "/notes"),
+        (Method::DELETE, "/notes"),
+        (Method::PATCH, "/notes"),
+        (Method::GET, "/notes/bulk"),
+        (Method::DELETE, "/notes/export"),
+    ] {
+        let reply = send(
+            &app,
+            raw_json_request(method.clone(), path, r#"{"text": "x"}"#),
+        )
+        .await;
+
+        assert_eq!(
+            reply.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert_problem(&reply, StatusCode::METHOD_NOT_ALLOWED);
+    }
+    assert_eq!(send(&app, get(&one)).await.json(), created);
+    drop(app);
+    db.finish().await;
+}
+
+// ---------------------------------------------------------------- hostile input
+
+async fn hostile_texts_round_trip_unchanged(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    assert_no_notes(&app).await;
+
+    let mut created = Vec::new();
+    for text in HOSTILE_TEXTS {
+        let note = create_note(&app, json!({"text": text})).await;
+        assert_eq!(note["text"], *text);
+        created.push(note);
+    }
+
+    for (note, text) in created.iter().zip(HOSTILE_TEXTS) {
+        let fetched = send(&app, get(&format!("/notes/{}", id_of(note)))).await;
+        assert_eq!(fetched.json()["text"], *text);
+        let stored = note::Entity::find_by_id(id_of(note))
+            .one(&db.conn())
+            .await
+            .unwrap()
+            .expect("stored");
+        assert_eq!(stored.text, *text, "stored byte for byte");
+    }
+    assert_eq!(array(&list(&app, "/notes").await.json()), created);
+    assert_eq!(
+        export_lines(&send(&app, get("/notes/export")).await),
+        created
+    );
+    assert_eq!(count_notes(&db).await, HOSTILE_TEXTS.len() as u64);
+    drop(app);
+    db.finish().await;
+}
+
+async fn hostile_texts_survive_patch_and_bulk(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let note = create_note(&app, json!({"text": "plain"})).await;
+    let path = format!("/notes/{}", id_of(&note));
+    let items: Vec<Value> = HOSTILE_TEXTS.iter().map(|t| json!({"text": t})).collect();
+
+    let bulk = send(
+        &app,
+        json_request(Method::POST, "/notes/bulk", &Value::Array(items)),
+    )
+    .await;
+    let mut patched = Vec::new();
+    for text in HOSTILE_TEXTS {
+        let reply = send(
+            &app,
+            json_request(Method::PATCH, &path, &json!({"text": text})),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        patched.push(send(&app, get(&path)).await.json()["text"].clone());
+    }
+
+    assert_eq!(bulk.status, StatusCode::CREATED, "{bulk:?}");
+    let bulk_texts: Vec<Value> = array(&bulk.json())
+        .iter()
+        .map(|n| n["text"].clone())
+        .collect();
+    let expected: Vec<Value> = HOSTILE_TEXTS.iter().map(|t| json!(t)).collect();
+    assert_eq!(bulk_texts, expected);
+    assert_eq!(patched, expected);
+    drop(app);
+    db.finish().await;
+}
+
+async fn accepts_text_of_exactly_10000_characters(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    // Four bytes each: 40 000 bytes, but 10 000 characters.
+    let longest = "😀".repeat(MAX_TEXT_CHARS);
+    let combining = "e\u{0301}".repeat(MAX_TEXT_CHARS / 2);
+
+    let note = create_note(&app, json!({"text": longest})).await;
+    let other = create_note(&app, json!({"text": combining})).await;
+
+    assert_eq!(note["text"], longest);
+    assert_eq!(other["text"], combining);
+    let stored = note::Entity::find_by_id(id_of(&note))
+        .one(&db.conn())
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(stored.text, longest);
+    drop(app);
+    db.finish().await;
+}
+
+async fn rejects_text_of_10001_characters(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let too_long = "😀".repeat(MAX_TEXT_CHARS + 1);
+    let ascii_too_long = "a".repeat(MAX_TEXT_CHARS + 1);
+
+    for text in [too_long, ascii_too_long] {
+        let reply = post_note(&app, json!({"text": text})).await;
+
+        let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_fields(&problem), ["text"]);
+    }
+    assert_eq!(count_notes(&db).await, 0);
+    drop(app);
+    db.finish().await;
+}
+
+async fn rejects_malformed_ids_with_4xx(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "survivor"})).await;
+
+    let id = id_of(&created);
+    let malformed = [
+        "-1".to_owned(),
+        "0".to_owned(),
+        "18446744073709551616".to_owned(),
+        "9223372036854775808".to_owned(),
+        "abc".to_owned(),
+        "1.5".to_owned(),
+        "1e3".to_owned(),
+        "0x1".to_owned(),
+        "%20".to_owned(),
+        "%00".to_owned(),
+        "%F0%9F%98%80".to_owned(),
+        format!("-{id}"),
+        format!("+{id}"),
+        format!("{id}.0"),
+        format!("{id}%20"),
+        format!("%20{id}"),
+        format!("{id}%00"),
+        format!("{id}%20OR%201=1"),
+        format!("{id};DROP%20TABLE%20notes"),
+    ];
+
+    for raw in malformed {
+        let path = format!("/notes/{raw}");
+        let requests = [
+            get(&path),
+            json_request(Method::PATCH, &path, &json!({"completed": true})),
+            request(Method::DELETE, &path),
+        ];
+        for req in requests {
+            let reply = send(&app, req).await;
+
+            assert_client_problem(&reply, &path);
+        }
+    }
+    assert_eq!(count_notes(&db).await, 1);
+    let survivor = send(&app, get(&format!("/notes/{id}"))).await;
+    assert_eq!(survivor.json(), created);
+    drop(app);
+    db.finish().await;
+}
+
+async fn rejects_well_formed_but_wrong_bodies_with_422(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let cases = [
+        (json!(null), vec!["body"]),
+        (json!([]), vec!["body"]),
+        (json!("str"), vec!["body"]),
+        (json!(5), vec!["body"]),
+        (json!({}), vec!["text"]),
+        (json!({"text": null}), vec!["text"]),
+        (json!({"text": 5}), vec!["text"]),
+        (json!({"text": {"nested": "x"}}), vec!["text"]),
+        (json!({"text": ""}), vec!["text"]),
+        (json!({"text": "nul \u{0} inside"}), vec!["text"]),
+        (
+            json!({"text": "ok", "completed": "true"}),
+            vec!["completed"],
+        ),
+        (json!({"text": "ok", "completed": null}), vec!["completed"]),
+        (
+            json!({"text": 5, "completed": 0}),
+            vec!["text", "completed"],
+        ),
+    ];
+
+    for (body, fields) in cases {
+        let reply = post_note(&app, body.clone()).await;
+
+        let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(error_fields(&problem), fields, "{body}");
+    }
+    assert_eq!(count_notes(&db).await, 0, "nothing is written");
+    drop(app);
+    db.finish().await;
+}
+
+async fn rejects_malformed_json_with_400(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "target"})).await;
+    let one = format!("/notes/{}", id_of(&created));
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bodies: Vec<Vec<u8>> = vec![
+        b"{\"text\": \"\xff\xfe invalid utf-8\"}".to_vec(),
+        b"\xc3\x28".to_vec(),
+        br#"{"text": "truncated"#.to_vec(),
+        br#"{"text": "x",}"#.to_vec(),
+        br#"{'text': 'single quotes'}"#.to_vec(),
+        br#"{"text": "lone surrogate \ud800"}"#.to_vec(),
+        br#"{"text": "x"} trailing"#.to_vec(),
+        b"".to_vec(),
+        deep.into_bytes(),
+    ];
+
+    for body in bodies {
+        let shown = String::from_utf8_lossy(&body[..body.len().min(40)]).into_owned();
+        for (method, path) in [
+            (Method::POST, "/notes"),
+            (Method::POST, "/notes/bulk"),
+            (Method::PATCH, one.as_str()),
+        ] {
+            let reply = send(&app, raw_json_request(method.clone(), path, body.clone())).await;
+
+            assert_eq!(
+                reply.status,
+                StatusCode::BAD_REQUEST,
+                "{method} {path} {shown:?}"
+            );
+            assert_problem(&reply, StatusCode::BAD_REQUEST);
+        }
+    }
+    assert_eq!(count_notes(&db).await, 1);
+    assert_eq!(send(&app, get(&one)).await.json(), created);
+    drop(app);
+    db.finish().await;
+}
+
+async fn rejects_bodies_that_are_not_json_with_415(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let created = create_note(&app, json!({"text": "target"})).await;
+    let one = format!("/notes/{}", id_of(&created));
+    let body = r#"{"text": "looks like JSON"}"#;
+
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonx"),
+        Some("not a mime type"),
+    ] {
+        for (method, path) in [
+            (Method::POST, "/notes"),
+            (Method::POST, "/notes/bulk"),
+            (Method::PATCH, one.as_str()),
+        ] {
+            let mut req = request(method.clone(), path).set_payload(body);
+            if let Some(content_type) = content_type {
+                req = req.insert_header(("content-type", content_type));
+            }
+
+            let reply = send(&app, req).await;
+
+            assert_eq!(
+                reply.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{method} {path} {content_type:?}"
+            );
+            assert_problem(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        }
+    }
+    assert_eq!(count_notes(&db).await, 1);
+    drop(app);
+    db.finish().await;
+}
+
+async fn accepts_json_content_type_with_charset(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+
+    let reply = send(
+        &app,
+        request(Method::POST, "/notes")
+            .insert_header(("content-type", "application/json; charset=utf-8"))
+            .set_payload(r#"{"text": "with charset"}"#),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert_eq!(reply.json()["text"], "with charset");
+    drop(app);
+    db.finish().await;
+}
+
+async fn rejects_body_over_the_limit_with_413(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let huge = json!({"text": "a".repeat(1 << 20)});
+
+    let reply = post_note(&app, huge.clone()).await;
+    let bulk = send(
+        &app,
+        json_request(Method::POST, "/notes/bulk", &json!([huge])),
+    )
+    .await;
+
+    assert_problem(&reply, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_problem(&bulk, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(count_notes(&db).await, 0);
+    drop(app);
+    db.finish().await;
+}
+
+each_backend!(
+    notes_table_starts_empty_in_each_test,
+    creates_note_with_exact_shape_and_location,
+    creates_completed_note_when_asked,
+    create_ignores_client_supplied_id_and_timestamps,
+    gets_note_exactly_as_created,
+    get_of_missing_note_is_404_problem,
+    lists_notes_in_id_order,
+    list_defaults_to_100_notes,
+    list_accepts_limit_from_1_to_1000,
+    list_rejects_limit_out_of_range_with_422,
+    list_rejects_non_numeric_parameters_with_4xx,
+    list_ignores_unknown_parameters,
+    list_after_returns_only_later_notes,
+    list_filters_by_completed,
+    next_link_only_on_full_pages_and_walks_every_note,
+    patch_changes_text_and_advances_updated_at,
+    patch_changes_completed_only,
+    patch_with_no_fields_keeps_the_note_and_advances_updated_at,
+    patch_of_missing_note_is_404,
+    patch_rejects_bad_fields_with_422_and_changes_nothing,
+    delete_answers_204_then_404,
+    bulk_creates_every_note_in_order,
+    bulk_accepts_5000_notes,
+    bulk_with_one_invalid_item_writes_nothing,
+    bulk_rejects_empty_oversized_and_non_array_bodies,
+    exports_every_note_as_ndjson_in_id_order,
+    export_of_empty_table_is_empty_200,
+    echoes_client_request_id_and_makes_one_otherwise,
+    unknown_route_is_404_problem,
+    wrong_method_is_405_problem,
+    hostile_texts_round_trip_unchanged,
+    hostile_texts_survive_patch_and_bulk,
+    accepts_text_of_exactly_10000_characters,
+    rejects_text_of_10001_characters,
+    rejects_malformed_ids_with_4xx,
+    rejects_well_formed_but_wrong_bodies_with_422,
+    rejects_malformed_json_with_400,
+    rejects_bodies_that_are_not_json_with_415,
+    accepts_json_content_type_with_charset,
+    rejects_body_over_the_limit_with_413,
+);
