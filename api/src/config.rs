@@ -85,6 +85,7 @@ pub struct Settings {
     pub db_acquire_timeout: Duration,
     pub body_limit_bytes: usize,
     pub shutdown_timeout: Duration,
+    pub request_timeout: Duration,
     pub log_format: LogFormat,
     pub testing: bool,
 }
@@ -141,6 +142,9 @@ impl Settings {
             body_limit_bytes: vars.number("BODY_LIMIT_BYTES", 1 << 20, 1..=1 << 30)? as usize,
             shutdown_timeout: Duration::from_secs(
                 vars.number("SHUTDOWN_TIMEOUT_S", 30, 0..=3600)?.into(),
+            ),
+            request_timeout: Duration::from_secs(
+                vars.number("REQUEST_TIMEOUT_S", 30, 1..=3600)?.into(),
             ),
             log_format: vars.parse("LOG_FORMAT", "pretty", parse_log_format)?,
             testing: vars.parse("TESTING", "false", parse_bool)?,

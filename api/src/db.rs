@@ -36,9 +36,6 @@ use crate::{
     startup::AppState,
 };
 
-/// How long SQLite waits for the write lock before giving up.
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Open the pool described by `settings` (sized per backend, SQLite in WAL mode).
 pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
     let url = settings.database_url.expose();
@@ -55,10 +52,14 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
         .idle_timeout(Duration::from_secs(600))
         .sqlx_logging(false);
     if settings.database_url.backend() == Backend::Sqlite {
-        options.map_sqlx_sqlite_opts(|o| {
+        // SQLite has one writer at a time whatever the pool size, so for a writer the write
+        // lock is the scarce resource: it waits for it as long as for a pooled connection,
+        // then answers 503 (SQLITE_BUSY), instead of queueing behind a long writer.
+        let lock_timeout = settings.db_acquire_timeout;
+        options.map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                .busy_timeout(lock_timeout)
                 .foreign_keys(true)
         });
     }
@@ -92,10 +93,13 @@ impl DbSource {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
         };
-        match self {
+        let started = std::time::Instant::now();
+        let txn = match self {
             Self::Pool(pool) => pool.begin_with_options(options).await,
             Self::Pinned(txn) => txn.begin().await,
-        }
+        };
+        metrics::histogram!("db_pool_acquire_seconds").record(started.elapsed().as_secs_f64());
+        txn
     }
 
     /// The backend behind this source.

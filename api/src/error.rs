@@ -7,14 +7,20 @@ use actix_web::{
     HttpResponse, ResponseError,
     http::{StatusCode, header},
 };
-use sea_orm::{DbErr, RuntimeErr, SqlErr, sqlx};
+use sea_orm::{
+    DbErr, RuntimeErr, SqlErr,
+    sqlx::{self, sqlite::SqliteError},
+};
 use serde::Serialize;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_S: &str = "1";
+/// SQLite's primary result codes for "the database file is locked".
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
 
 /// A field that failed validation: a JSON path (`text`, `[3].text`, `limit`) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
@@ -56,6 +62,12 @@ pub enum ApiError {
     /// 503: the database is down or every pooled connection is busy.
     #[error("the database is unavailable; retry shortly")]
     Unavailable,
+    /// 503: the request took longer than the server allows.
+    #[error("the request took too long; retry shortly")]
+    Timeout,
+    /// Any other error status, for responses that came without a body of their own.
+    #[error("{}", .0.canonical_reason().unwrap_or("error"))]
+    Status(StatusCode),
     /// 500: anything else. The text is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -64,6 +76,9 @@ pub enum ApiError {
 impl ApiError {
     /// Classify a database error. `context` says what was being done, for the log.
     pub fn from_db(error: &DbErr, context: &str) -> Self {
+        if is_pool_timeout(error) {
+            metrics::counter!("db_pool_acquire_timeouts_total").increment(1);
+        }
         if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
             return Self::Conflict("a resource with this unique value already exists".into());
         }
@@ -90,6 +105,8 @@ impl ApiError {
             Self::Validation(_) => "Unprocessable Content",
             Self::Unavailable => "Service Unavailable",
             Self::Internal(_) => "Internal Server Error",
+            Self::Status(status) => status.canonical_reason().unwrap_or("Error"),
+            Self::Timeout => "Service Unavailable",
         }
     }
 }
@@ -97,6 +114,17 @@ impl ApiError {
 impl From<DbErr> for ApiError {
     fn from(error: DbErr) -> Self {
         Self::from_db(&error, "query")
+    }
+}
+
+/// True when no pooled connection came within the acquire timeout.
+fn is_pool_timeout(error: &DbErr) -> bool {
+    match error {
+        DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout) => true,
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(e.as_ref(), sqlx::Error::PoolTimedOut),
+        _ => false,
     }
 }
 
@@ -117,6 +145,13 @@ fn is_unavailable(error: &DbErr) -> bool {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) if db.try_downcast_ref::<SqliteError>().is_some() => {
+            // SQLITE_BUSY, SQLITE_LOCKED and their extended codes: the write lock stayed
+            // taken for longer than the busy timeout.
+            db.code()
+                .and_then(|code| code.parse::<i32>().ok())
+                .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
+        }
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // PostgreSQL: connection exceptions (08xxx), shutdown/starting up (57P0x);
             // MySQL/MariaDB: server gone away or lost, too many connections.
@@ -151,6 +186,8 @@ impl ResponseError for ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Status(status) => *status,
+            Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -171,7 +208,7 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
-        if matches!(self, Self::Unavailable) {
+        if matches!(self, Self::Unavailable | Self::Timeout) {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_S));
         }
         let body = serde_json::to_vec(&problem).unwrap_or_default();

@@ -7,6 +7,8 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod input;
+pub mod metrics;
+pub mod openapi;
 pub mod pagination;
 pub mod routes;
 pub mod seed;

@@ -43,12 +43,14 @@ pub fn app(
 > {
     let body_limit = state.settings.body_limit_bytes;
     let testing = state.settings.testing;
+    crate::metrics::handle();
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(body_limit))
         .configure(routes::ops::routes)
         .configure(routes::notes::routes)
         .configure(routes::users::routes)
+        .configure(crate::openapi::routes)
         .configure(|cfg| {
             if testing {
                 routes::testing::routes(cfg);
@@ -59,7 +61,44 @@ pub fn app(
         // inside the unit of work, so the request's transaction is rolled back explicitly.
         .wrap(from_fn(catch_panic))
         .wrap(from_fn(db::unit_of_work))
+        .wrap(from_fn(limits))
         .wrap(from_fn(telemetry::request_context))
+}
+
+/// Middleware: the limits every request is held to.
+///
+/// - a declared body larger than `BODY_LIMIT_BYTES` is refused with 413 before anything reads
+///   it, whatever its type or route (bodies without a length are cut by the extractors);
+/// - a handler that runs longer than `REQUEST_TIMEOUT_S` is dropped — which rolls back its
+///   transaction and returns its connection — and the client gets a 503. Streamed bodies are
+///   not cut: the client and the database bound them.
+async fn limits(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let (limit, timeout) =
+        req.app_data::<web::Data<AppState>>()
+            .map_or((usize::MAX, Duration::MAX), |state| {
+                (
+                    state.settings.body_limit_bytes,
+                    state.settings.request_timeout,
+                )
+            });
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit).into());
+    }
+    match tokio::time::timeout(timeout, next.call(req)).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(?timeout, "request timed out");
+            Err(ApiError::Timeout.into())
+        }
+    }
 }
 
 /// Middleware: a panicking handler answers a 500 problem instead of closing the connection.

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use actix_web::{
     HttpMessage, HttpResponse, ResponseError,
-    body::MessageBody,
+    body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
         StatusCode,
@@ -15,7 +15,10 @@ use actix_web::{
 use tracing::Instrument;
 use tracing_subscriber::{EnvFilter, fmt};
 
-use crate::config::{LogFormat, Settings};
+use crate::{
+    config::{LogFormat, Settings},
+    error::ApiError,
+};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The longest client-supplied request id that is kept; longer or odd ones are replaced.
@@ -25,15 +28,38 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 /// (default `info`).
 pub fn init(settings: &Settings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match settings.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+    let _ = tracing::subscriber::set_global_default(subscriber(
+        settings.log_format,
+        filter,
+        std::io::stderr,
+    ));
+}
+
+/// The subscriber `init` installs, writing to `writer` (tests capture the output with it).
+pub fn subscriber<W>(
+    format: LogFormat,
+    filter: EnvFilter,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = fmt().with_env_filter(filter).with_writer(writer);
+    match format {
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+        LogFormat::Pretty => Box::new(
+            builder
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .finish(),
+        ),
+    }
 }
 
 /// The request's id, from `x-request-id` or newly made.
@@ -55,9 +81,10 @@ pub async fn request_context(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let request_id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
-        method = %req.method(),
+        method = %method,
         route = tracing::field::Empty,
         request_id = %request_id,
     );
@@ -67,19 +94,50 @@ pub async fn request_context(
         Ok(response) => response.status(),
         Err(error) => error.as_response_error().status_code(),
     };
-    if let Ok(response) = &result {
-        let route = response.request().match_pattern();
-        span.record("route", route.as_deref().unwrap_or("unmatched"));
-    }
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    span.in_scope(|| tracing::info!(status = status.as_u16(), latency_ms, "request finished"));
+    let route = match &result {
+        Ok(response) => response.request().match_pattern(),
+        Err(_) => None,
+    };
+    let route = route.as_deref().unwrap_or("unmatched");
+    span.record("route", route);
+    let elapsed = started.elapsed().as_secs_f64();
+    crate::metrics::record_request(method.as_str(), route, status.as_u16(), elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = elapsed * 1000.0,
+            "request finished"
+        )
+    });
     match result {
-        Ok(mut response) => {
+        Ok(response) => {
+            let mut response = problem_if_bare(response);
             add_headers(response.headers_mut(), &request_id);
             Ok(response)
         }
-        Err(error) => Err(WithHeaders { error, request_id }.into()),
+        Err(error) => Err(WithHeaders {
+            error,
+            request_id,
+            span,
+        }
+        .into()),
     }
+}
+
+/// An error response that came without a body of its own (from a component that is not
+/// ours, such as the docs page's asset server) gets a problem+json body, like every error.
+fn problem_if_bare<B: MessageBody + 'static>(
+    response: ServiceResponse<B>,
+) -> ServiceResponse<EitherBody<B>> {
+    let status = response.status();
+    let bare = (status.is_client_error() || status.is_server_error())
+        && !response.headers().contains_key(header::CONTENT_TYPE);
+    if !bare {
+        return response.map_into_left_body();
+    }
+    let (req, _) = response.into_parts();
+    let error = ApiError::Status(status);
+    ServiceResponse::from_err(error, req).map_into_right_body()
 }
 
 /// The headers every response carries.
@@ -93,11 +151,14 @@ fn add_headers(headers: &mut HeaderMap, request_id: &str) {
     );
 }
 
-/// An error on its way out, which still gets the headers every response carries.
+/// An error on its way out, which still gets the headers every response carries. actix
+/// turns it into a response after the middleware is done, so it keeps the request's span:
+/// what is logged then (a 500's details) still names the request.
 #[derive(Debug)]
 struct WithHeaders {
     error: actix_web::Error,
     request_id: String,
+    span: tracing::Span,
 }
 
 impl std::fmt::Display for WithHeaders {
@@ -112,6 +173,7 @@ impl ResponseError for WithHeaders {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let _entered = self.span.enter();
         let mut response = self.error.error_response();
         add_headers(response.headers_mut(), &self.request_id);
         response

@@ -203,7 +203,9 @@ impl TestDb {
                 Err(_) => panic!("the test transaction is still shared: drop the app first"),
             }
         }
-        let _ = self.pool.clone().close().await;
+        // Bounded: a connection that a broken test never returned must not hang the run.
+        let close = self.pool.clone().close();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), close).await;
     }
 }
 

@@ -232,11 +232,15 @@ async fn list_on(admin: &DatabaseConnection, prefix: &str) -> Result<Vec<String>
         .collect())
 }
 
-/// Drop a database, closing other sessions on it (PostgreSQL).
+/// Drop a database, first closing other sessions on it (a session left in a transaction
+/// would otherwise make the drop wait for its locks).
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
     let admin = connect(admin_url).await?;
     let sql = match admin.get_database_backend() {
-        DbBackend::MySql => format!("DROP DATABASE IF EXISTS `{name}`"),
+        DbBackend::MySql => {
+            kill_mysql_sessions(&admin, name).await;
+            format!("DROP DATABASE IF EXISTS `{name}`")
+        }
         _ => format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
     };
     let result = admin.execute_unprepared(&sql).await;
@@ -244,6 +248,25 @@ pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
     result
         .map(|_| ())
         .map_err(|e| format!("cannot drop {name}: {e}"))
+}
+
+async fn kill_mysql_sessions(admin: &DatabaseConnection, name: &str) {
+    let sessions = admin
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT ID AS id FROM information_schema.PROCESSLIST WHERE DB = ? AND ID <> CONNECTION_ID()",
+            [name.into()],
+        ))
+        .await
+        .unwrap_or_default();
+    for session in sessions {
+        if let Ok(id) = session.try_get::<u64>("", "id") {
+            // The session may have ended meanwhile: nothing to do then.
+            let _ = admin
+                .execute_unprepared(&format!("KILL CONNECTION {id}"))
+                .await;
+        }
+    }
 }
 
 async fn connect(url: &str) -> Result<DatabaseConnection, String> {

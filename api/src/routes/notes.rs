@@ -12,11 +12,13 @@ use sea_orm::{
 };
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::{
     db::{DbSource, RequestDb},
     error::{ApiError, FieldError},
     input::{Fields, FromJson, Json, join, parse_id},
+    openapi::Problem,
     pagination::ListQuery,
 };
 
@@ -55,7 +57,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// A note as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Note)]
 pub struct NoteView {
     pub id: i64,
     pub text: String,
@@ -76,9 +79,13 @@ impl From<note::Model> for NoteView {
     }
 }
 
-/// `POST /notes` body.
+/// `POST /notes` body (also each item of `POST /notes/bulk`).
+#[derive(ToSchema)]
 pub struct NewNote {
+    /// 1 to 10 000 characters.
+    #[schema(min_length = 1, max_length = 10000)]
     pub text: String,
+    #[schema(default = false, required = false)]
     pub completed: bool,
 }
 
@@ -142,9 +149,12 @@ impl FromJson for NewNotes {
     }
 }
 
-/// `PATCH /notes/{id}` body.
+/// `PATCH /notes/{id}` body: the fields to change.
+#[derive(ToSchema)]
 pub struct NotePatch {
+    #[schema(min_length = 1, max_length = 10000, required = false)]
     text: Option<String>,
+    #[schema(required = false)]
     completed: Option<bool>,
 }
 
@@ -161,7 +171,22 @@ impl FromJson for NotePatch {
 }
 
 /// Fetch-all: a page of notes in id order, optionally filtered by `completed`.
-async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get, path = "/notes", tag = "notes",
+    params(
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "page size (default 100)"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "the last id seen"),
+        ("completed" = Option<bool>, Query, description = "only notes in this state"),
+    ),
+    responses(
+        (status = 200, description = "notes by id; a full page has a Link rel=next header", body = [NoteView],
+            headers(("link" = String, description = "<…>; rel=\"next\" when the page is full"))),
+        (status = 400, description = "malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
     let completed = query.bool_param("completed")?;
     let mut select = note::Entity::find()
@@ -180,7 +205,20 @@ async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError>
 }
 
 /// Execute: insert one note in the request's transaction.
-async fn create(db: RequestDb, Json(new): Json<NewNote>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    post, path = "/notes", tag = "notes",
+    request_body = NewNote,
+    responses(
+        (status = 201, description = "created", body = NoteView,
+            headers(("location" = String, description = "/notes/{id}"))),
+        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid note", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(db: RequestDb, Json(new): Json<NewNote>) -> Result<HttpResponse, ApiError> {
     let txn = db.writer().await?;
     let note = new.into_active_model().insert(&*txn).await?;
     Ok(HttpResponse::Created()
@@ -189,7 +227,16 @@ async fn create(db: RequestDb, Json(new): Json<NewNote>) -> Result<HttpResponse,
 }
 
 /// Fetch-one.
-async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get, path = "/notes/{id}", tag = "notes",
+    params(("id" = i64, Path, minimum = 1, description = "note id")),
+    responses(
+        (status = 200, description = "the note", body = NoteView),
+        (status = 404, description = "no such note", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let note = note::Entity::find_by_id(id)
         .one(&db.reader())
@@ -199,7 +246,21 @@ async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiEr
 }
 
 /// Execute: change a note's text or state; `updated_at` advances, `created_at` stays.
-async fn update(
+#[utoipa::path(
+    patch, path = "/notes/{id}", tag = "notes",
+    params(("id" = i64, Path, minimum = 1, description = "note id")),
+    request_body = NotePatch,
+    responses(
+        (status = 200, description = "the changed note", body = NoteView),
+        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such note", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid change", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update(
     db: RequestDb,
     id: web::Path<String>,
     Json(patch): Json<NotePatch>,
@@ -222,7 +283,16 @@ async fn update(
 }
 
 /// Execute: delete a note.
-async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    delete, path = "/notes/{id}", tag = "notes",
+    params(("id" = i64, Path, minimum = 1, description = "note id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 404, description = "no such note", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let txn = db.writer().await?;
     let result = note::Entity::delete_by_id(id).exec(&*txn).await?;
@@ -234,7 +304,19 @@ async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, Ap
 
 /// Execute-many, in the scoped ("context manager") style: the closure runs inside
 /// `transaction(…)` and every row is rolled back if any batch fails.
-async fn bulk_create(
+#[utoipa::path(
+    post, path = "/notes/bulk", tag = "notes",
+    request_body(content = Vec<NewNote>, description = "1 to 5000 notes"),
+    responses(
+        (status = 201, description = "all notes created, in order", body = [NoteView]),
+        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "an item is invalid or there are more than 5000: nothing written", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn bulk_create(
     db: RequestDb,
     Json(NewNotes(notes)): Json<NewNotes>,
 ) -> Result<HttpResponse, ApiError> {
@@ -289,7 +371,15 @@ pub async fn insert_notes(
 /// goes away (dropping the body drops the stream, which returns the connection). The first
 /// row is fetched before answering, so an exhausted pool or a database that is down answers
 /// 503 rather than a 200 that breaks off.
-async fn export(db: RequestDb) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get, path = "/notes/export", tag = "notes",
+    responses(
+        (status = 200, description = "every note, one JSON object per line, in id order",
+            body = String, content_type = "application/x-ndjson"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn export(db: RequestDb) -> Result<HttpResponse, ApiError> {
     let mut lines = Box::pin(ndjson_lines(db.source().clone()));
     let first = match lines.next().await {
         Some(Err(error)) => return Err(ApiError::from_db(&error, "export")),

@@ -6,23 +6,40 @@ use actix_web::{HttpResponse, web};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
 
-use crate::{db::RequestDb, error::ApiError};
+use crate::{db::RequestDb, error::ApiError, startup::AppState};
 
 /// How long `/readyz` waits for `SELECT 1`.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+    for (path, route) in [
+        ("/healthz", web::get().to(healthz)),
+        ("/readyz", web::get().to(readyz)),
+        ("/metrics", web::get().to(metrics)),
+    ] {
+        cfg.service(
+            web::resource(path)
+                .route(route)
+                .default_service(web::to(super::method_not_allowed)),
+        );
+    }
 }
 
 /// Liveness: 200 while the process serves requests. Touches no database.
-async fn healthz() -> HttpResponse {
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "the process is up", body = Object)))]
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 /// Readiness: 200 when the database answers `SELECT 1` in time, 503 otherwise.
-async fn readyz(db: RequestDb) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "the database answers", body = Object),
+        (status = 503, description = "the database does not answer", body = crate::openapi::Problem,
+            content_type = "application/problem+json"),
+    ))]
+pub async fn readyz(db: RequestDb) -> Result<HttpResponse, ApiError> {
     let reader = db.reader();
     match tokio::time::timeout(READY_TIMEOUT, reader.execute_unprepared("SELECT 1")).await {
         Ok(Ok(_)) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
@@ -35,4 +52,15 @@ async fn readyz(db: RequestDb) -> Result<HttpResponse, ApiError> {
             Err(ApiError::Unavailable)
         }
     }
+}
+
+/// Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", body = String,
+        content_type = "text/plain; version=0.0.4")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    crate::metrics::record_pool(&state.db, state.settings.db_pool_max);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::handle().render())
 }

@@ -1,6 +1,7 @@
 //! Routes mounted only when `TESTING=true`, so tests can drive the failure paths of the
-//! unit of work through the real stack: a panicking handler, and an error midway through
-//! each of the three transaction styles.
+//! unit of work through the real stack: a panicking handler, an error midway through each
+//! of the three transaction styles, and requests that hold the connection (with or without
+//! a write) while their client goes away.
 
 use actix_web::{HttpResponse, web};
 use entity::note;
@@ -19,7 +20,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(panic_after_write),
         )
         .route("/__test/fail-midway/{style}", web::post().to(fail_midway))
-        .route("/__test/hold/{ms}", web::post().to(hold));
+        .route("/__test/hold/{ms}", web::post().to(hold))
+        .route(
+            "/__test/write-and-hold/{ms}",
+            web::post().to(write_and_hold),
+        );
 }
 
 async fn panic() -> HttpResponse {
@@ -33,9 +38,9 @@ async fn panic_after_write(db: RequestDb) -> Result<HttpResponse, ApiError> {
 }
 
 /// Write a note, then fail, in the given style. `whole` fails the request (409), so the
-/// middleware rolls back; `scoped` and `explicit` roll back their own transaction and then
-/// answer 200, so the request transaction commits and only their rollback can have removed
-/// the note.
+/// middleware rolls back; `scoped` and `explicit` first write a `midway-kept` note in the
+/// request's transaction, then roll back their own (nested) transaction and answer 200: the
+/// request commits the kept note, and only their rollback can have removed the other.
 async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let txn = db.writer().await?;
     match style.as_str() {
@@ -44,6 +49,7 @@ async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResp
             Err(ApiError::Conflict("failed midway on purpose".into()))
         }
         "scoped" => {
+            insert_marker(&txn, "midway-kept").await?;
             let outcome = txn
                 .transaction::<_, (), DbErr>(|scoped| {
                     Box::pin(async move {
@@ -55,6 +61,7 @@ async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResp
             Ok(HttpResponse::Ok().json(json!({ "rolled_back": outcome.is_err() })))
         }
         "explicit" => {
+            insert_marker(&txn, "midway-kept").await?;
             let inner = txn.begin().await?;
             insert_marker(&inner, "midway-explicit").await?;
             inner.rollback().await?;
@@ -68,6 +75,16 @@ async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResp
 async fn hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let ms = parse_id(&ms)?.min(60_000) as u64;
     let _txn = db.writer().await?;
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
+}
+
+/// Write a note (`write-and-hold`), then keep the connection for `ms` milliseconds. A client
+/// that goes away meanwhile must leave no note and no open transaction behind.
+async fn write_and_hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let ms = parse_id(&ms)?.min(60_000) as u64;
+    let txn = db.writer().await?;
+    insert_marker(&txn, "write-and-hold").await?;
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
 }

@@ -14,12 +14,14 @@ use sea_orm::{
 };
 use serde::Serialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 use validator::ValidateEmail;
 
 use crate::{
     db::RequestDb,
     error::{ApiError, FieldError},
     input::{Fields, FromJson, Json, parse_id},
+    openapi::Problem,
     pagination::ListQuery,
 };
 
@@ -45,7 +47,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 }
 
 /// A user as the API shows it: never the password or its hash.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
     pub id: i64,
     pub email: String,
@@ -129,10 +132,14 @@ fn read_name(fields: &mut Fields, raw: Option<String>) -> Option<String> {
 }
 
 /// `POST /users` body.
-#[derive(Debug)]
+#[derive(Debug, ToSchema)]
 pub struct NewUser {
+    /// Trimmed and lower-cased before it is stored; unique.
+    #[schema(format = Email, max_length = 254)]
     email: String,
+    #[schema(value_type = String, format = Password, min_length = 8, max_length = 256)]
     password: Password,
+    #[schema(max_length = 200, required = false, nullable)]
     name: Option<String>,
 }
 
@@ -156,11 +163,15 @@ impl FromJson for NewUser {
 }
 
 /// `PATCH /users/{id}` body: each field optional; `"name": null` clears the name.
-#[derive(Debug)]
+#[derive(Debug, ToSchema)]
 pub struct UserPatch {
+    #[schema(format = Email, max_length = 254, required = false)]
     email: Option<String>,
+    #[schema(value_type = Option<String>, max_length = 200, required = false, nullable)]
     name: Option<Option<String>>,
+    #[schema(required = false)]
     is_active: Option<bool>,
+    #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 256, required = false)]
     password: Option<Password>,
 }
 
@@ -197,7 +208,21 @@ fn conflict_on_email(error: sea_orm::DbErr) -> ApiError {
     }
 }
 
-async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get, path = "/users", tag = "users",
+    params(
+        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "page size (default 100)"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "the last id seen"),
+    ),
+    responses(
+        (status = 200, description = "users by id; a full page has a Link rel=next header", body = [UserView],
+            headers(("link" = String, description = "<…>; rel=\"next\" when the page is full"))),
+        (status = 400, description = "malformed query", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "bad parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
     let mut select = user::Entity::find()
         .order_by_asc(user::Column::Id)
@@ -212,7 +237,21 @@ async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError>
 }
 
 /// Sign-up. The unique index decides duplicates, so racing sign-ups give exactly one 201.
-async fn create(db: RequestDb, Json(new): Json<NewUser>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    post, path = "/users", tag = "users",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "signed up", body = UserView,
+            headers(("location" = String, description = "/users/{id}"))),
+        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "e-mail address taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn create(db: RequestDb, Json(new): Json<NewUser>) -> Result<HttpResponse, ApiError> {
     let hashed_password = new.password.hash().await?;
     let txn = db.writer().await?;
     let user = user::ActiveModel {
@@ -229,7 +268,16 @@ async fn create(db: RequestDb, Json(new): Json<NewUser>) -> Result<HttpResponse,
         .json(UserView::from(user)))
 }
 
-async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    get, path = "/users/{id}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "user id")),
+    responses(
+        (status = 200, description = "the user", body = UserView),
+        (status = 404, description = "no such user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let user = user::Entity::find_by_id(id)
         .one(&db.reader())
@@ -241,7 +289,22 @@ async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiEr
 /// Profile change in the explicit style: begin, apply the profile fields, then the e-mail,
 /// and commit — or roll back everything when any step fails (a taken e-mail address leaves
 /// the name and flags unchanged too).
-async fn update(
+#[utoipa::path(
+    patch, path = "/users/{id}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "user id")),
+    request_body = UserPatch,
+    responses(
+        (status = 200, description = "the changed user", body = UserView),
+        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "no such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "e-mail address taken", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "invalid change", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn update(
     db: RequestDb,
     id: web::Path<String>,
     Json(patch): Json<UserPatch>,
@@ -306,7 +369,16 @@ async fn apply_profile_changes(
     user.update(txn).await.map_err(conflict_on_email)
 }
 
-async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+#[utoipa::path(
+    delete, path = "/users/{id}", tag = "users",
+    params(("id" = i64, Path, minimum = 1, description = "user id")),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 404, description = "no such user", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&id)?;
     let txn = db.writer().await?;
     let result = user::Entity::delete_by_id(id).exec(&*txn).await?;

@@ -1,0 +1,95 @@
+//! Prometheus metrics: HTTP requests and latency by method, route template and status; the
+//! database pool's size, idle and in-use connections; acquire timeouts.
+//!
+//! Routes are labelled by their template (`/notes/{id}`), never the raw path, so the number
+//! of series stays bounded whatever clients send.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sea_orm::DatabaseBackend;
+
+use crate::db::DbSource;
+
+/// Latency buckets, in seconds: 0.5 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The process-wide recorder, installed on first use.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &LATENCY_BUCKETS)
+            .and_then(PrometheusBuilder::install_recorder)
+            .expect("the metrics recorder is installed once per process");
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "http_requests_total",
+        "HTTP requests by method, route and status"
+    );
+    metrics::describe_histogram!(
+        "http_request_duration_seconds",
+        metrics::Unit::Seconds,
+        "HTTP request latency until the response head, by method, route and status"
+    );
+    metrics::describe_gauge!(
+        "db_pool_connections",
+        "database pool connections by state: max, open, idle, in_use"
+    );
+    metrics::describe_histogram!(
+        "db_pool_acquire_seconds",
+        metrics::Unit::Seconds,
+        "time a request waited to begin its write transaction (pool acquire + BEGIN)"
+    );
+    metrics::describe_counter!(
+        "db_pool_acquire_timeouts_total",
+        "requests answered 503 because no pooled connection came within DB_ACQUIRE_TIMEOUT_MS"
+    );
+}
+
+/// Count one finished request.
+pub fn record_request(method: &str, route: &str, status: u16, seconds: f64) {
+    let labels = [
+        ("method", method.to_owned()),
+        ("route", route.to_owned()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(seconds);
+}
+
+/// Refresh the pool gauges (called when `/metrics` is scraped).
+pub fn record_pool(db: &DbSource, max: u32) {
+    let DbSource::Pool(pool) = db else {
+        return;
+    };
+    let (open, idle) = match pool.get_database_backend() {
+        DatabaseBackend::Postgres => {
+            let p = pool.get_postgres_connection_pool();
+            (p.size(), p.num_idle())
+        }
+        DatabaseBackend::MySql => {
+            let p = pool.get_mysql_connection_pool();
+            (p.size(), p.num_idle())
+        }
+        DatabaseBackend::Sqlite => {
+            let p = pool.get_sqlite_connection_pool();
+            (p.size(), p.num_idle())
+        }
+        #[allow(unreachable_patterns)]
+        _ => return,
+    };
+    let idle = idle as f64;
+    let open = f64::from(open);
+    metrics::gauge!("db_pool_connections", "state" => "max").set(f64::from(max));
+    metrics::gauge!("db_pool_connections", "state" => "open").set(open);
+    metrics::gauge!("db_pool_connections", "state" => "idle").set(idle);
+    metrics::gauge!("db_pool_connections", "state" => "in_use").set((open - idle).max(0.0));
+}

@@ -1,0 +1,117 @@
+//! The OpenAPI 3 document, generated from the annotations on the handlers, and the docs page.
+//!
+//! `tests/tests/operability.rs` compares the routes this document lists with the routes the
+//! app serves, so the two cannot drift apart.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_swagger_ui::{Config, SwaggerUi};
+
+use crate::routes::{notes, ops, users};
+
+/// An RFC 9457 problem, as every error is answered.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// Always `about:blank`: the status and title say what happened.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The invalid fields (422 only).
+    #[schema(required = false)]
+    pub errors: Option<Vec<crate::error::FieldError>>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "notes-api",
+        description = "Notes and users over SeaORM. Errors are application/problem+json (RFC 9457); \
+                       every response carries x-request-id."
+    ),
+    paths(
+        notes::list,
+        notes::create,
+        notes::bulk_create,
+        notes::export,
+        notes::get,
+        notes::update,
+        notes::delete,
+        users::list,
+        users::create,
+        users::get,
+        users::update,
+        users::delete,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+        openapi_json,
+        docs_index,
+    ),
+    components(schemas(Problem, crate::error::FieldError)),
+    tags(
+        (name = "notes", description = "Notes"),
+        (name = "users", description = "Users"),
+        (name = "operations", description = "Health, readiness and metrics")
+    )
+)]
+pub struct ApiDoc;
+
+/// `/openapi.json`, `/docs` and the docs page's assets (served from the binary: no internet
+/// access needed).
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let config = Config::new(["/openapi.json"])
+        // The default validator badge calls an outside service.
+        .validator_url("none")
+        .try_it_out_enabled(true);
+    let document = web::Data::new(
+        serde_json::to_vec(&ApiDoc::openapi()).expect("the OpenAPI document serialises"),
+    );
+    cfg.service(
+        web::resource("/openapi.json")
+            .app_data(document)
+            .route(web::get().to(openapi_json))
+            .default_service(web::to(crate::routes::method_not_allowed)),
+    )
+    .service(
+        web::resource("/docs")
+            .route(web::get().to(docs_index))
+            .default_service(web::to(crate::routes::method_not_allowed)),
+    )
+    .service(SwaggerUi::new("/docs/{_:.*}").config(config));
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "the OpenAPI 3 document", body = Object)))]
+pub async fn openapi_json(document: web::Data<Vec<u8>>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(document.get_ref().clone())
+}
+
+/// `/docs` without the trailing slash: the explorer's page, with its relative asset links
+/// anchored under `/docs/`.
+#[utoipa::path(get, path = "/docs", tag = "operations",
+    responses((status = 200, description = "Swagger UI, served by this server", body = String,
+        content_type = "text/html")))]
+pub async fn docs_index() -> HttpResponse {
+    let config = std::sync::Arc::new(Config::new(["/openapi.json"]).validator_url("none"));
+    match utoipa_swagger_ui::serve("index.html", config) {
+        Ok(Some(file)) => {
+            let html = String::from_utf8_lossy(&file.bytes).replacen(
+                "<head>",
+                "<head><base href=\"/docs/\">",
+                1,
+            );
+            HttpResponse::Ok()
+                .content_type("text/html; charset=utf-8")
+                .body(html)
+        }
+        _ => HttpResponse::Found()
+            .insert_header(("location", "/docs/"))
+            .finish(),
+    }
+}

@@ -1,0 +1,350 @@
+//! Operability: the OpenAPI document against the served routes, metrics, readiness, logs,
+//! limits.
+
+use std::collections::BTreeSet;
+
+use actix_web::{
+    http::{Method, StatusCode},
+    test::TestRequest,
+};
+use serde_json::{Value, json};
+use tests::{
+    Backend, TestDb, each_backend,
+    http::{get, json_request, send},
+};
+
+/// Every route of the contract, as `METHOD path`.
+const CONTRACT_ROUTES: [&str; 17] = [
+    "GET /notes",
+    "POST /notes",
+    "GET /notes/{id}",
+    "PATCH /notes/{id}",
+    "DELETE /notes/{id}",
+    "POST /notes/bulk",
+    "GET /notes/export",
+    "GET /users",
+    "POST /users",
+    "GET /users/{id}",
+    "PATCH /users/{id}",
+    "DELETE /users/{id}",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /openapi.json",
+    "GET /docs",
+];
+
+fn documented_routes(doc: &Value) -> BTreeSet<String> {
+    doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect()
+}
+
+/// A valid request for a documented route, with `{id}` naming an existing row.
+fn valid_request(method: &str, path: &str, note: i64, user: i64) -> TestRequest {
+    let id = if path.starts_with("/users") {
+        user
+    } else {
+        note
+    };
+    let uri = path.replace("{id}", &id.to_string());
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let body = match (method.as_str(), path) {
+        ("POST", "/notes") => json!({"text": "documented"}),
+        ("POST", "/notes/bulk") => json!([{"text": "documented"}]),
+        ("POST", "/users") => json!({"email": "documented@example.com", "password": "long enough"}),
+        ("PATCH", _) => json!({}),
+        _ => return TestRequest::default().method(method).uri(&uri),
+    };
+    json_request(method, &uri, &body)
+}
+
+/// The document lists exactly the contract's routes, each answers a valid request (no 404 or
+/// 405), and every other method on a documented path is 405: documentation and routing
+/// cannot drift apart.
+async fn openapi_document_matches_the_served_routes(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let reply = send(&app, get("/openapi.json")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let doc = reply.json();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    let documented = documented_routes(&doc);
+    let contract: BTreeSet<String> = CONTRACT_ROUTES.iter().map(|r| r.to_string()).collect();
+    assert_eq!(documented, contract);
+
+    let note = send(
+        &app,
+        json_request(Method::POST, "/notes", &json!({"text": "n"})),
+    )
+    .await;
+    let user_body = json!({"email": "u@example.com", "password": "long enough"});
+    let user = send(&app, json_request(Method::POST, "/users", &user_body)).await;
+    let (note, user) = (
+        note.json()["id"].as_i64().unwrap(),
+        user.json()["id"].as_i64().unwrap(),
+    );
+
+    // DELETE last, so the other routes still find the rows.
+    let mut routes: Vec<&String> = documented.iter().collect();
+    routes.sort_by_key(|r| r.starts_with("DELETE"));
+    for route in routes {
+        let (method, path) = route.split_once(' ').unwrap();
+        let reply = send(&app, valid_request(method, path, note, user)).await;
+        assert!(
+            reply.status.is_success(),
+            "{route} answered {}: {:?}",
+            reply.status,
+            reply.body
+        );
+    }
+
+    let paths: BTreeSet<&str> = documented
+        .iter()
+        .map(|r| r.split_once(' ').unwrap().1)
+        .collect();
+    for path in paths {
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if documented.contains(&format!("{method} {path}")) {
+                continue;
+            }
+            let uri = path.replace("{id}", "1");
+            let req = TestRequest::default()
+                .method(Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(&uri);
+            let reply = send(&app, req).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+        }
+    }
+    drop(app);
+    db.finish().await;
+}
+
+/// Every documented operation lists its error responses with a problem schema.
+async fn openapi_document_describes_bodies_and_errors(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let doc = send(&app, get("/openapi.json")).await.json();
+    let create = &doc["paths"]["/notes"]["post"];
+    assert!(create["requestBody"]["content"]["application/json"].is_object());
+    for status in ["201", "400", "413", "415", "422"] {
+        assert!(
+            create["responses"][status].is_object(),
+            "POST /notes {status}"
+        );
+    }
+    let problem = &doc["components"]["schemas"]["Problem"]["properties"];
+    for field in ["type", "title", "status", "detail", "errors"] {
+        assert!(problem[field].is_object(), "Problem.{field}");
+    }
+    let user = &doc["components"]["schemas"]["User"]["properties"];
+    assert!(user["email"].is_object());
+    assert!(user.get("hashed_password").is_none() && user.get("password").is_none());
+    drop(app);
+    db.finish().await;
+}
+
+/// `/metrics` counts requests by route template (never the raw path) and shows the pool.
+async fn metrics_count_requests_by_route_template(backend: Backend) {
+    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "3")]).await;
+    let app = db.app().await;
+    let missing = format!("/notes/{}", 9_000_000_000i64 + i64::from(rand_u16()));
+    for _ in 0..3 {
+        assert_eq!(
+            send(&app, get(&missing)).await.status,
+            StatusCode::NOT_FOUND
+        );
+    }
+    let reply = send(&app, get("/metrics")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8(reply.body.to_vec()).unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("http_requests_total{")
+                && l.contains(r#"route="/notes/{id}""#)
+                && l.contains(r#"status="404""#)
+        })
+        .unwrap_or_else(|| panic!("no counter for /notes/{{id}} 404:\n{text}"));
+    let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(count >= 3.0, "{line}");
+    assert!(!text.contains(&missing), "raw paths never become labels");
+    assert!(
+        text.contains("http_request_duration_seconds_bucket{"),
+        "latency histogram"
+    );
+    assert!(
+        text.contains(r#"db_pool_connections{state="max"} 3"#),
+        "{text}"
+    );
+    for state in ["idle", "in_use", "open"] {
+        assert!(
+            text.contains(&format!(r#"db_pool_connections{{state="{state}"}}"#)),
+            "{state}"
+        );
+    }
+    drop(app);
+    db.finish().await;
+}
+
+fn rand_u16() -> u16 {
+    (uuid::Uuid::new_v4().as_u128() & 0xffff) as u16
+}
+
+/// With the database gone, `/readyz` and data routes answer 503 problems; `/healthz` is 200.
+async fn readiness_follows_the_database(backend: Backend) {
+    let db = TestDb::committed(backend, &[("DB_ACQUIRE_TIMEOUT_MS", "300")]).await;
+    let app = db.app().await;
+    assert_eq!(send(&app, get("/readyz")).await.status, StatusCode::OK);
+
+    db.pool().close_by_ref().await.unwrap();
+    let ready = send(&app, get("/readyz")).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        ready.header("content-type"),
+        Some("application/problem+json")
+    );
+    let notes = send(&app, get("/notes")).await;
+    assert_eq!(notes.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(notes.header("retry-after").is_some());
+    let write = send(
+        &app,
+        json_request(Method::POST, "/notes", &json!({"text": "x"})),
+    )
+    .await;
+    assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK);
+    drop(app);
+}
+
+/// Bodies over `BODY_LIMIT_BYTES` are 413 problems whatever their type and route.
+async fn oversized_bodies_are_413_whatever_their_type(backend: Backend) {
+    let db = TestDb::committed(backend, &[("BODY_LIMIT_BYTES", "1000")]).await;
+    let app = db.app().await;
+    let big_text = "x".repeat(2000);
+    let cases = [
+        (
+            "/notes",
+            "application/json",
+            json!({"text": big_text}).to_string(),
+        ),
+        ("/notes", "text/plain", big_text.clone()),
+        (
+            "/users",
+            "application/json",
+            json!({"email": big_text}).to_string(),
+        ),
+        ("/notes/bulk", "application/octet-stream", big_text.clone()),
+        ("/healthz", "text/plain", big_text.clone()),
+    ];
+    for (path, content_type, body) in cases {
+        let req = TestRequest::post()
+            .uri(path)
+            .insert_header(("content-type", content_type))
+            .set_payload(body);
+        let reply = send(&app, req).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{path} {content_type}"
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert!(reply.header("x-request-id").is_some());
+    }
+    let small = json_request(Method::POST, "/notes", &json!({"text": "fits"}));
+    assert_eq!(send(&app, small).await.status, StatusCode::CREATED);
+    drop(app);
+    db.finish().await;
+}
+
+/// A handler that outlives `REQUEST_TIMEOUT_S` is cut off with a 503, and its write is
+/// rolled back.
+async fn slow_requests_time_out_and_roll_back(backend: Backend) {
+    let db = TestDb::committed(backend, &[("REQUEST_TIMEOUT_S", "1")]).await;
+    let app = db.app().await;
+    let reply = send(&app, TestRequest::post().uri("/__test/hold/3000")).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(reply.header("retry-after").is_some());
+    let after = send(
+        &app,
+        json_request(Method::POST, "/notes", &json!({"text": "next"})),
+    )
+    .await;
+    assert_eq!(
+        after.status,
+        StatusCode::CREATED,
+        "the connection came back"
+    );
+    drop(app);
+    db.finish().await;
+}
+
+/// The docs page and its assets come from the server itself.
+async fn docs_page_is_served_offline(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let page = send(&app, get("/docs")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.header("content-type")
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let html = String::from_utf8(page.body.to_vec()).unwrap();
+    assert!(html.contains("swagger-ui-bundle.js"), "{html}");
+    assert!(
+        !html.contains("https://"),
+        "no asset from the internet: {html}"
+    );
+    for asset in [
+        "swagger-ui-bundle.js",
+        "swagger-ui.css",
+        "swagger-initializer.js",
+    ] {
+        let reply = send(&app, get(&format!("/docs/{asset}"))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{asset}");
+    }
+    let init = send(&app, get("/docs/swagger-initializer.js")).await;
+    let init = String::from_utf8_lossy(&init.body);
+    assert!(
+        init.contains("/openapi.json") && init.contains(r#""validatorUrl": "none""#),
+        "{init}"
+    );
+    drop(app);
+    db.finish().await;
+}
+
+each_backend!(
+    openapi_document_matches_the_served_routes,
+    openapi_document_describes_bodies_and_errors,
+    metrics_count_requests_by_route_template,
+    readiness_follows_the_database,
+    oversized_bodies_are_413_whatever_their_type,
+    slow_requests_time_out_and_roll_back,
+    docs_page_is_served_offline,
+);
