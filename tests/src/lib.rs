@@ -261,3 +261,31 @@ macro_rules! each_backend {
         }
     };
 }
+
+/// Like [`each_backend!`], for tests that only make sense on a database server (PostgreSQL
+/// and MySQL/MariaDB): an outage, a database that exists beside the run's.
+#[macro_export]
+macro_rules! server_backends {
+    ($($test:ident),+ $(,)?) => {
+        mod postgres {
+            $(
+                #[::actix_web::test]
+                async fn $test() {
+                    if $crate::Backend::Postgres.enabled() {
+                        super::$test($crate::Backend::Postgres).await
+                    }
+                }
+            )+
+        }
+        mod mysql {
+            $(
+                #[::actix_web::test]
+                async fn $test() {
+                    if $crate::Backend::MySql.enabled() {
+                        super::$test($crate::Backend::MySql).await
+                    }
+                }
+            )+
+        }
+    };
+}

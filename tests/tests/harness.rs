@@ -7,7 +7,7 @@ use serde_json::json;
 use tests::{
     Backend, RunDatabase, TestDb, admin_url, check_leftovers, drop_database, each_backend,
     http::{json_request, send},
-    list_test_databases,
+    list_test_databases, server_backends,
 };
 
 /// Both tests insert the same unique e-mail; each sees only its own transaction.
@@ -63,9 +63,6 @@ async fn rollback_mode_leaves_nothing_behind(backend: Backend) {
 /// A `test_…` database of a process that is gone stops the run, named in the error, and is
 /// left untouched.
 async fn leftover_database_stops_the_run_and_survives(backend: Backend) {
-    if backend == Backend::Sqlite {
-        return; // SQLite runs live in a fresh temporary directory per process.
-    }
     let admin = admin_url(&backend.configured_url().unwrap()).unwrap();
     // No process has this id (above the kernel's pid_max), so the database is a leftover.
     let leftover = format!("test_harnesscheck_4294967290_{:06x}_r", rand_suffix());
@@ -120,9 +117,14 @@ each_backend!(
     isolation_first_insert_of_shared_email,
     isolation_second_insert_of_shared_email,
     rollback_mode_leaves_nothing_behind,
-    leftover_database_stops_the_run_and_survives,
     panicking_run_still_drops_its_database,
 );
+
+/// SQLite runs live in a fresh temporary directory per process: no leftover to refuse.
+mod servers {
+    use super::*;
+    server_backends!(leftover_database_stops_the_run_and_survives);
+}
 
 fn backend_arg(backend: Backend) -> &'static str {
     match backend {

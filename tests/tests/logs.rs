@@ -49,25 +49,11 @@ async fn logs_carry_request_ids_and_never_passwords() {
         captured.clone(),
     ))
     .expect("the only subscriber of this test binary");
-    let db = TestDb::rollback(Backend::Sqlite).await;
-    let app = db.app().await;
-    let password = "Tr0ub4dor&3-very-secret";
-    let sign_up = json!({"email": "logs@example.com", "password": password});
-    let created = send(&app, json_request(Method::POST, "/users", &sign_up)).await;
-    assert_eq!(created.status, StatusCode::CREATED);
-    let id = created.json()["id"].as_i64().unwrap();
-    let change = json!({"password": format!("{password}-2")});
-    let patch = json_request(Method::PATCH, &format!("/users/{id}"), &change);
-    assert_eq!(send(&app, patch).await.status, StatusCode::OK);
-    let too_short = json!({"email": "x@example.com", "password": "short"});
-    send(&app, json_request(Method::POST, "/users", &too_short)).await;
-    let panic = get("/__test/panic").insert_header(("x-request-id", "trace-me-500"));
-    assert_eq!(
-        send(&app, panic).await.status,
-        StatusCode::INTERNAL_SERVER_ERROR
-    );
-    drop(app);
-    db.finish().await;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        if backend.enabled() {
+            exercise_users_and_a_panic(backend).await;
+        }
+    }
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(!text.is_empty());
@@ -87,4 +73,27 @@ async fn logs_carry_request_ids_and_never_passwords() {
         .find(|log| log["level"] == "ERROR")
         .unwrap_or_else(|| panic!("the 500 is logged as an error: {text}"));
     assert_eq!(failure["span"]["request_id"], "trace-me-500");
+}
+
+/// Sign up, change the password, fail validation with a password, and panic.
+async fn exercise_users_and_a_panic(backend: Backend) {
+    let db = TestDb::rollback(backend).await;
+    let app = db.app().await;
+    let password = "Tr0ub4dor&3-very-secret";
+    let sign_up = json!({"email": "logs@example.com", "password": password});
+    let created = send(&app, json_request(Method::POST, "/users", &sign_up)).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let id = created.json()["id"].as_i64().unwrap();
+    let change = json!({"password": format!("{password}-2")});
+    let patch = json_request(Method::PATCH, &format!("/users/{id}"), &change);
+    assert_eq!(send(&app, patch).await.status, StatusCode::OK);
+    let too_short = json!({"email": "x@example.com", "password": "short"});
+    send(&app, json_request(Method::POST, "/users", &too_short)).await;
+    let panic = get("/__test/panic").insert_header(("x-request-id", "trace-me-500"));
+    assert_eq!(
+        send(&app, panic).await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    drop(app);
+    db.finish().await;
 }

@@ -1,0 +1,128 @@
+//! `/notes/export` holds its own pooled connection only while the body is being sent: after
+//! the last byte, or as soon as the client goes away mid-stream.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use actix_web::http::{Method, StatusCode};
+use serde_json::{Value, json};
+use tests::{
+    Backend, TestDb, each_backend,
+    http::{json_request, send},
+};
+
+/// Rows per bulk request while seeding: about 800 KB, under the default body limit.
+const SEED_BATCH: usize = 800;
+
+/// Fill the notes table through the bulk route.
+async fn seed_notes(db: &TestDb, count: usize) {
+    let app = db.app().await;
+    for start in (0..count).step_by(SEED_BATCH) {
+        let batch: Vec<Value> = (start..(start + SEED_BATCH).min(count))
+            .map(|i| json!({"text": format!("export row {i} {}", "x".repeat(1000))}))
+            .collect();
+        let reply = send(
+            &app,
+            json_request(Method::POST, "/notes/bulk", &json!(batch)),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CREATED);
+    }
+}
+
+/// With a pool of one, a write can only succeed once the export's connection is back.
+async fn write_succeeds_within(base: &str, limit: Duration) -> bool {
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .finish();
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let response = client
+            .post(format!("{base}/notes"))
+            .send_json(&json!({"text": "after export"}))
+            .await;
+        if response.is_ok_and(|r| r.status() == StatusCode::CREATED) {
+            return true;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn abandoned_export_returns_its_connection(backend: Backend) {
+    let db = TestDb::committed(
+        backend,
+        &[
+            ("DB_POOL_MAX", "1"),
+            ("DB_POOL_MIN", "0"),
+            ("DB_ACQUIRE_TIMEOUT_MS", "300"),
+        ],
+    )
+    .await;
+    // About 30 MB: more than loopback socket buffers hold, so the client really leaves
+    // mid-stream.
+    seed_notes(&db, 30_000).await;
+    let server = db.spawn_server().await;
+    let address = server.address;
+
+    // A client that reads the start of the export and then goes away.
+    let first_bytes = actix_web::rt::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        write!(stream, "GET /notes/export HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        let mut buffer = vec![0u8; 16 * 1024];
+        let read = stream.read(&mut buffer).unwrap();
+        String::from_utf8_lossy(&buffer[..read]).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(first_bytes.starts_with("HTTP/1.1 200"), "{first_bytes}");
+    assert!(
+        first_bytes.contains("application/x-ndjson"),
+        "{first_bytes}"
+    );
+
+    assert!(
+        write_succeeds_within(&server.base_url, Duration::from_secs(10)).await,
+        "the export's connection never came back to the pool"
+    );
+    server.stop().await;
+    db.finish().await;
+}
+
+async fn complete_export_streams_every_row_and_returns_its_connection(backend: Backend) {
+    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1"), ("DB_POOL_MIN", "0")]).await;
+    seed_notes(&db, 6_000).await;
+    let server = db.spawn_server().await;
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish();
+    let mut response = client
+        .get(server.url("/notes/export"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.body().limit(64 << 20).await.unwrap();
+    let lines: Vec<&str> = std::str::from_utf8(&body).unwrap().lines().collect();
+    assert_eq!(lines.len(), 6_000);
+    let ids: Vec<i64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order");
+    assert!(write_succeeds_within(&server.base_url, Duration::from_secs(5)).await);
+    server.stop().await;
+    db.finish().await;
+}
+
+each_backend!(
+    abandoned_export_returns_its_connection,
+    complete_export_streams_every_row_and_returns_its_connection,
+);

@@ -1,0 +1,170 @@
+//! A database that goes away and comes back: data routes answer 503 quickly while it is
+//! gone, `/healthz` stays 200, and the server recovers by itself — no restart.
+//!
+//! The app reaches the database through a TCP proxy the test can cut, which looks to the
+//! server exactly like a database that stopped (connections dropped, new ones refused).
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use actix_web::http::{Method, StatusCode};
+use api::startup::{self, AppState};
+use serde_json::json;
+use tests::{
+    Backend, TestDb,
+    http::{get, json_request, send},
+    server_backends, test_settings,
+};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    task::JoinHandle,
+};
+
+/// A loopback TCP proxy to `target` that can be cut and restored.
+struct Proxy {
+    port: u16,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = Arc::new(AtomicBool::new(true));
+        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let accept = tokio::spawn({
+            let (up, links) = (Arc::clone(&up), Arc::clone(&links));
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if !up.load(Ordering::SeqCst) {
+                        continue; // dropped at once: "connection refused" for the client
+                    }
+                    let target = target.clone();
+                    links.lock().unwrap().push(tokio::spawn(async move {
+                        if let Ok(mut server) = TcpStream::connect(target).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    }));
+                }
+            }
+        });
+        Self {
+            port,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    /// The database "stops": every open connection is cut, new ones are dropped.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+async fn database_outage_answers_503_and_recovers(backend: Backend) {
+    let db = TestDb::committed(backend, &[]).await;
+    let mut url = url::Url::parse(db.url()).unwrap();
+    let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
+    let proxy = Proxy::start(target).await;
+    url.set_port(Some(proxy.port)).unwrap();
+    let overrides = [("DB_ACQUIRE_TIMEOUT_MS", "500"), ("DB_POOL_MIN", "0")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let settings = test_settings(url.as_str(), &overrides);
+    let pool = api::db::connect(&settings).await.unwrap();
+    let app = actix_web::test::init_service(startup::app(AppState {
+        db: api::db::DbSource::Pool(pool.clone()),
+        settings: Arc::new(settings),
+    }))
+    .await;
+
+    let created = send(
+        &app,
+        json_request(Method::POST, "/notes", &json!({"text": "kept"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let path = format!("/notes/{}", created.json()["id"]);
+
+    proxy.cut();
+    for request in [
+        get(&path),
+        get("/notes"),
+        json_request(Method::POST, "/notes", &json!({"text": "lost"})),
+        get("/readyz"),
+    ] {
+        let started = Instant::now();
+        let reply = send(&app, request).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{:?}",
+            reply.body
+        );
+        assert_eq!(
+            reply.header("content-type"),
+            Some("application/problem+json")
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered after {:?}, not quickly",
+            started.elapsed()
+        );
+    }
+    assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK);
+
+    proxy.restore();
+    let back = Instant::now();
+    loop {
+        let reply = send(&app, get(&path)).await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(
+                reply.json()["text"],
+                "kept",
+                "what got a 201 is still there"
+            );
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not recovered 10 s after the database came back: {}",
+            reply.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let write = send(
+        &app,
+        json_request(Method::POST, "/notes", &json!({"text": "after"})),
+    )
+    .await;
+    assert_eq!(write.status, StatusCode::CREATED);
+    drop(app);
+    pool.close().await.unwrap();
+    drop(proxy);
+    db.finish().await;
+}
+
+server_backends!(database_outage_answers_503_and_recovers);
