@@ -48,18 +48,23 @@ impl<T: FromJson + 'static> FromRequest for Json<T> {
                     ApiError::BadRequest("the request body could not be read".into())
                 }
             })?;
-            let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
-                ApiError::BadRequest(format!(
-                    "the request body is not valid JSON (line {}, column {})",
-                    error.line(),
-                    error.column()
-                ))
-            })?;
-            T::from_json(value, "")
-                .map(Json)
-                .map_err(ApiError::Validation)
+            parse_json_body(&bytes).map(Json)
         })
     }
+}
+
+/// Parse a request body: 400 when it is not JSON, 422 with every bad field when it is JSON
+/// but not a valid `T`. What the `Json` extractor does once the body is read (and what the
+/// property tests drive with arbitrary bytes).
+pub fn parse_json_body<T: FromJson>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|error| {
+        ApiError::BadRequest(format!(
+            "the request body is not valid JSON (line {}, column {})",
+            error.line(),
+            error.column()
+        ))
+    })?;
+    T::from_json(value, "").map_err(ApiError::Validation)
 }
 
 /// The JSON path of `field` under `path` (`text`, `[3].text`).

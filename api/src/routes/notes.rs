@@ -117,7 +117,7 @@ impl NewNote {
 }
 
 /// `POST /notes/bulk` body: 1..=5000 notes.
-pub struct NewNotes(Vec<NewNote>);
+pub struct NewNotes(pub Vec<NewNote>);
 
 impl FromJson for NewNotes {
     fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
@@ -153,9 +153,9 @@ impl FromJson for NewNotes {
 #[derive(ToSchema)]
 pub struct NotePatch {
     #[schema(min_length = 1, max_length = 10000, required = false)]
-    text: Option<String>,
+    pub text: Option<String>,
     #[schema(required = false)]
-    completed: Option<bool>,
+    pub completed: Option<bool>,
 }
 
 impl FromJson for NotePatch {

@@ -136,11 +136,11 @@ fn read_name(fields: &mut Fields, raw: Option<String>) -> Option<String> {
 pub struct NewUser {
     /// Trimmed and lower-cased before it is stored; unique.
     #[schema(format = Email, max_length = 254)]
-    email: String,
+    pub email: String,
     #[schema(value_type = String, format = Password, min_length = 8, max_length = 256)]
     password: Password,
     #[schema(max_length = 200, required = false, nullable)]
-    name: Option<String>,
+    pub name: Option<String>,
 }
 
 impl FromJson for NewUser {
