@@ -6,8 +6,8 @@
 use actix_web::{HttpResponse, web};
 use entity::note;
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, DatabaseTransaction, DbErr,
-    TransactionTrait,
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseTransaction,
+    DbErr, TransactionTrait,
 };
 use serde_json::json;
 
@@ -21,6 +21,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/__test/fail-midway/{style}", web::post().to(fail_midway))
         .route("/__test/hold/{ms}", web::post().to(hold))
+        .route("/__test/commit-fails", web::post().to(commit_fails))
         .route(
             "/__test/write-and-hold/{ms}",
             web::post().to(write_and_hold),
@@ -87,6 +88,21 @@ async fn write_and_hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResp
     insert_marker(&txn, "write-and-hold").await?;
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
+}
+
+/// Write a note, then lose the connection before the middleware commits (the server ends
+/// this session), and answer 200: the commit fails, so the client must get a 503, not the 200.
+async fn commit_fails(db: RequestDb) -> Result<HttpResponse, ApiError> {
+    let txn = db.writer().await?;
+    insert_marker(&txn, "commit-fails").await?;
+    let kill = match txn.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => "SELECT pg_terminate_backend(pg_backend_pid())",
+        sea_orm::DatabaseBackend::MySql => "KILL CONNECTION_ID()",
+        _ => return Err(ApiError::NotFound),
+    };
+    // The statement itself fails as the session ends; the handler still answers 200.
+    let _ = txn.execute_unprepared(kill).await;
+    Ok(HttpResponse::Ok().json(json!({ "wrote": "commit-fails" })))
 }
 
 async fn insert_marker(txn: &DatabaseTransaction, text: &str) -> Result<note::Model, DbErr> {
