@@ -24,11 +24,12 @@ use actix_web::{
     web,
 };
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseExecutor,
-    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseExecutor, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
-use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     config::{Backend, Settings},
@@ -69,37 +70,84 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
 /// Where requests' database work runs.
 #[derive(Clone, Debug)]
 pub enum DbSource {
-    /// Production: the pool.
-    Pool(DatabaseConnection),
+    /// Production: the pool (build it with [`DbSource::pool`]).
+    Pool(DatabaseConnection, WriterGate),
     /// Tests: every request runs inside one outer transaction that the test rolls back at
     /// its end; a request's own transaction is a savepoint in it.
     Pinned(Arc<DatabaseTransaction>),
 }
 
+/// SQLite has one writer at a time. Writers that all `BEGIN IMMEDIATE` at once would wait
+/// in SQLite's busy handler, which polls with sleeps of up to 100 ms; queueing them here
+/// instead, first come first served, hands the lock over as soon as it is free. Other
+/// backends have row locks and need no gate.
+#[derive(Clone, Debug)]
+pub struct WriterGate {
+    permits: Option<Arc<Semaphore>>,
+    timeout: Duration,
+}
+
+impl WriterGate {
+    async fn enter(&self) -> Result<Option<OwnedSemaphorePermit>, DbErr> {
+        let Some(permits) = &self.permits else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(self.timeout, Arc::clone(permits).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Err(_)) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
+            Err(_) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+        }
+    }
+}
+
+/// A request's write transaction, with its turn at the writer gate (SQLite).
+pub struct Write {
+    txn: DatabaseTransaction,
+    _turn: Option<OwnedSemaphorePermit>,
+}
+
 impl DbSource {
+    /// The pool, with a writer gate on SQLite; waiting at the gate longer than
+    /// `acquire_timeout` answers 503 like waiting for a connection.
+    pub fn pool(conn: DatabaseConnection, acquire_timeout: Duration) -> Self {
+        let sqlite = conn.get_database_backend() == sea_orm::DbBackend::Sqlite;
+        let gate = WriterGate {
+            permits: sqlite.then(|| Arc::new(Semaphore::new(1))),
+            timeout: acquire_timeout,
+        };
+        Self::Pool(conn, gate)
+    }
+
     /// An executor for reads outside any request transaction.
     pub fn executor(&self) -> DatabaseExecutor<'_> {
         match self {
-            Self::Pool(pool) => DatabaseExecutor::Connection(pool),
+            Self::Pool(pool, _) => DatabaseExecutor::Connection(pool),
             Self::Pinned(txn) => DatabaseExecutor::Transaction(txn),
         }
     }
 
     /// Begin a write transaction. On SQLite it is `IMMEDIATE`: it takes the write lock at
-    /// once, so concurrent writers queue on the busy timeout instead of failing with
-    /// `SQLITE_BUSY` when a read turns into a write.
-    pub async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+    /// once (after this process's writer gate), so a read that turns into a write cannot
+    /// fail with `SQLITE_BUSY`.
+    pub async fn begin_write(&self) -> Result<Write, DbErr> {
         let options = TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..TransactionOptions::default()
         };
         let started = std::time::Instant::now();
-        let txn = match self {
-            Self::Pool(pool) => pool.begin_with_options(options).await,
-            Self::Pinned(txn) => txn.begin().await,
+        let write = match self {
+            Self::Pool(pool, gate) => {
+                let turn = gate.enter().await?;
+                let txn = pool.begin_with_options(options).await?;
+                Write { txn, _turn: turn }
+            }
+            Self::Pinned(txn) => Write {
+                txn: txn.begin().await?,
+                _turn: None,
+            },
         };
         metrics::histogram!("db_pool_acquire_seconds").record(started.elapsed().as_secs_f64());
-        txn
+        Ok(write)
     }
 
     /// The backend behind this source.
@@ -111,7 +159,7 @@ impl DbSource {
 /// One request's database state: its source and, once a handler wrote, its transaction.
 pub struct UnitOfWork {
     source: DbSource,
-    txn: Mutex<Option<DatabaseTransaction>>,
+    txn: Mutex<Option<Write>>,
 }
 
 impl UnitOfWork {
@@ -124,13 +172,14 @@ impl UnitOfWork {
 
     /// Finish the request's transaction, if it began one: commit when `commit`, else roll back.
     async fn finish(&self, commit: bool) -> Result<(), DbErr> {
-        let Some(txn) = self.txn.lock().await.take() else {
+        let Some(write) = self.txn.lock().await.take() else {
             return Ok(());
         };
+        // The writer-gate turn is released when `write` drops, after the commit/rollback.
         if commit {
-            txn.commit().await
+            write.txn.commit().await
         } else {
-            txn.rollback().await
+            write.txn.rollback().await
         }
     }
 }
@@ -140,19 +189,20 @@ impl Drop for UnitOfWork {
     /// middleware finished it (client gone, server stopping). SeaORM's own `Drop` would panic
     /// if the transaction were still borrowed, so roll back explicitly on a task instead.
     fn drop(&mut self) {
-        let Some(txn) = self.txn.get_mut().take() else {
+        let Some(write) = self.txn.get_mut().take() else {
             return;
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 runtime.spawn(async move {
+                    let Write { txn, _turn } = write;
                     if let Err(error) = txn.rollback().await {
                         tracing::warn!(%error, "rollback of an abandoned request failed");
                     }
                 });
             }
             // No runtime left: dropping queues the rollback on the connection itself.
-            Err(_) => drop(txn),
+            Err(_) => drop(write),
         }
     }
 }
@@ -203,8 +253,11 @@ impl RequestDb {
                 .map_err(|e| ApiError::from_db(&e, "begin"))?;
             *slot = Some(txn);
         }
-        Ok(MutexGuard::map(slot, |txn| {
-            txn.as_mut().expect("the transaction was set just above")
+        Ok(MutexGuard::map(slot, |write| {
+            &mut write
+                .as_mut()
+                .expect("the transaction was set just above")
+                .txn
         }))
     }
 

@@ -67,7 +67,7 @@ pub fn record_request(method: &str, route: &str, status: u16, seconds: f64) {
 
 /// Refresh the pool gauges (called when `/metrics` is scraped).
 pub fn record_pool(db: &DbSource, max: u32) {
-    let DbSource::Pool(pool) = db else {
+    let DbSource::Pool(pool, _) = db else {
         return;
     };
     let (open, idle) = match pool.get_database_backend() {

@@ -188,8 +188,12 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         database = %settings.database_url,
         "serving"
     );
-    let server = serve(listener, DbSource::Pool(db.clone()), Arc::clone(&settings))
-        .map_err(|e| format!("cannot start the server: {e}"))?;
+    let server = serve(
+        listener,
+        DbSource::pool(db.clone(), settings.db_acquire_timeout),
+        Arc::clone(&settings),
+    )
+    .map_err(|e| format!("cannot start the server: {e}"))?;
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         wait_for_shutdown_signal().await;

@@ -150,7 +150,7 @@ impl TestDb {
     pub fn source(&self) -> DbSource {
         match &self.txn {
             Some(txn) => DbSource::Pinned(Arc::clone(txn)),
-            None => DbSource::Pool(self.pool.clone()),
+            None => DbSource::pool(self.pool.clone(), self.settings().db_acquire_timeout),
         }
     }
 

@@ -96,7 +96,7 @@ async fn database_outage_answers_503_and_recovers(backend: Backend) {
     let settings = test_settings(url.as_str(), &overrides);
     let pool = api::db::connect(&settings).await.unwrap();
     let app = actix_web::test::init_service(startup::app(AppState {
-        db: api::db::DbSource::Pool(pool.clone()),
+        db: api::db::DbSource::pool(pool.clone(), settings.db_acquire_timeout),
         settings: Arc::new(settings),
     }))
     .await;
