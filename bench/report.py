@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Turn bench/run.sh's raw measurements (JSON lines) into bench/results.json and bench/RESULTS.md.
+
+usage: report.py RAW.jsonl results.json RESULTS.md   (run.sh passes the settings in BENCH_* vars)
+"""
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+SCENARIOS = {
+    "get": "GET /notes/{id}",
+    "list": "GET /notes?limit=100",
+    "post": "POST /notes",
+    "mix": "90/10 GET/POST",
+}
+# Issue 7's targets: api/baseline requests/s per scenario, and absolute bounds.
+MIN_RATIO = {"get": 0.90, "list": 0.90, "post": 0.85, "mix": 0.85}
+MAX_P99_MS_GET_POSTGRES = 10.0
+MAX_RSS_MIB = 64.0
+MAX_EXPORT_GROWTH_MIB = 32.0
+
+
+def machine():
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "memory_gib": round(mem_kib / 1048576, 1), "cpu": cpu}
+
+
+def git_commit():
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return out.stdout.strip() + ("+changes" if dirty else "")
+    except OSError:
+        return ""
+
+
+def main(raw_path, json_path, md_path):
+    env = os.environ
+    raw = [json.loads(line) for line in open(raw_path) if line.strip()]
+    runs = []
+    for r in raw:
+        if r["kind"] != "load":
+            continue
+        w = r["wrk"]
+        errors = sum(v for k, v in w.items() if k.startswith("errors_"))
+        runs.append({
+            "backend": r["backend"],
+            "scenario": r["scenario"],
+            "server": r["server"],
+            "requests": w["requests"],
+            "seconds": round(w["duration_us"] / 1e6, 3),
+            "requests_per_s": round(w["requests"] * 1e6 / w["duration_us"], 1),
+            "p50_ms": round(w["p50_us"] / 1000, 3),
+            "p99_ms": round(w["p99_us"] / 1000, 3),
+            "max_ms": round(w["max_us"] / 1000, 3),
+            "errors": errors,
+            "errors_detail": {k[len("errors_"):]: v for k, v in w.items() if k.startswith("errors_")},
+            "peak_rss_mib": round(r["peak_rss_kib"] / 1024, 1),
+            "background_busy_pct": r.get("background_busy_pct"),
+        })
+    by = {(r["backend"], r["scenario"], r["server"]): r for r in runs}
+    backends = list(dict.fromkeys(r["backend"] for r in runs))
+    comparisons = []
+    for b in backends:
+        for s in SCENARIOS:
+            a, base = by.get((b, s, "api")), by.get((b, s, "baseline"))
+            if not a or not base:
+                continue
+            comparisons.append({
+                "backend": b,
+                "scenario": s,
+                "ratio_requests_per_s": round(a["requests_per_s"] / base["requests_per_s"], 3),
+                "ratio_p99": round(a["p99_ms"] / base["p99_ms"], 3) if base["p99_ms"] else None,
+                "target_ratio": MIN_RATIO[s],
+            })
+    exports = []
+    for r in raw:
+        if r["kind"] != "export":
+            continue
+        exports.append({
+            "backend": r["backend"],
+            "server": r["server"],
+            "rows": r["rows"],
+            "seconds": r["seconds"],
+            "rows_per_s": round(r["rows"] / r["seconds"]) if r["seconds"] else None,
+            "rss_before_mib": round(r["rss_before_kib"] / 1024, 1),
+            "peak_rss_mib": round(r["peak_rss_kib"] / 1024, 1),
+            "rss_growth_mib": round((r["peak_rss_kib"] - r["rss_before_kib"]) / 1024, 1),
+            "background_busy_pct": r.get("background_busy_pct"),
+        })
+
+    targets = []
+    for c in comparisons:
+        targets.append({
+            "target": f"{c['backend']} {SCENARIOS[c['scenario']]}: api ≥ {c['target_ratio']:.2f}× baseline req/s",
+            "value": f"{c['ratio_requests_per_s']:.2f}×",
+            "met": c["ratio_requests_per_s"] >= c["target_ratio"],
+        })
+    g = by.get(("postgres", "get", "api"))
+    if g:
+        targets.append({
+            "target": f"postgres GET /notes/{{id}}: api p99 ≤ {MAX_P99_MS_GET_POSTGRES:g} ms",
+            "value": f"{g['p99_ms']:.2f} ms",
+            "met": g["p99_ms"] <= MAX_P99_MS_GET_POSTGRES,
+        })
+    api_runs = [r for r in runs if r["server"] == "api"]
+    if api_runs:
+        worst = max(api_runs, key=lambda r: r["peak_rss_mib"])
+        targets.append({
+            "target": f"api peak RSS under load ≤ {MAX_RSS_MIB:g} MiB",
+            "value": f"{worst['peak_rss_mib']} MiB ({worst['backend']} {worst['scenario']})",
+            "met": worst["peak_rss_mib"] <= MAX_RSS_MIB,
+        })
+    for e in exports:
+        if e["server"] == "api":
+            targets.append({
+                "target": f"{e['backend']} export of {e['rows']} rows: api RSS growth ≤ {MAX_EXPORT_GROWTH_MIB:g} MiB",
+                "value": f"{e['rss_growth_mib']} MiB",
+                "met": e["rss_growth_mib"] <= MAX_EXPORT_GROWTH_MIB,
+            })
+    failing = [r for r in runs if r["errors"]]
+    targets.append({
+        "target": "zero errors in every scenario (both servers)",
+        "value": ", ".join(f"{r['backend']} {r['scenario']} {r['server']}: {r['errors']}" for r in failing) or "0",
+        "met": not failing,
+    })
+
+    settings = {
+        "duration_s": int(env["BENCH_DURATION"]),
+        "warmup_s": int(env["BENCH_WARMUP"]),
+        "connections": int(env["BENCH_CONNECTIONS"]),
+        "threads": int(env["BENCH_THREADS"]),
+        "rows": int(env["BENCH_ROWS"]),
+        "export_rows": int(env["BENCH_EXPORT_ROWS"]),
+        "load_generator": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.split("\n")[0].strip(),
+    }
+    result = {
+        "date": env["BENCH_STARTED"],
+        "command": env["BENCH_COMMAND"],
+        "commit": git_commit(),
+        "machine": machine() | {"load_average_at_start": env["BENCH_LOADAVG"],
+                                "load_average_at_end": env.get("BENCH_LOADAVG_END", "")},
+        "settings": settings,
+        "runs": runs,
+        "comparisons": comparisons,
+        "exports": exports,
+        "targets": targets,
+    }
+    with open(json_path, "w") as f:
+        json.dump(result, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+    m = result["machine"]
+    out = []
+    out.append("# Benchmark: api (actix-web + SeaORM) against a hand-written actix-web + sqlx baseline\n")
+    out.append(f"- date: {result['date']}, commit `{result['commit']}`")
+    out.append(f"- machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB memory; "
+               f"load average at start {m['load_average_at_start']}, at end {m['load_average_at_end']}. "
+               "Servers and load generator share it.")
+    busy = [r for r in runs if (r["background_busy_pct"] or 0) > 15]
+    if busy:
+        out.append("- **noisy**: other processes kept the CPUs busy before " +
+                   ", ".join(f"{r['backend']} {r['scenario']} {r['server']} ({r['background_busy_pct']} %)" for r in busy) +
+                   "; treat those figures with care.")
+    out.append(f"- command: `{result['command']}`")
+    out.append(f"- load: {settings['load_generator']}, {settings['connections']} connections, "
+               f"{settings['threads']} threads, {settings['duration_s']} s per run after a "
+               f"{settings['warmup_s']} s warm-up; {settings['rows']} notes; both servers run at once on "
+               "the same database and pool size, driven one at a time, alternating who goes first.")
+    out.append("- RSS is the server's peak resident set (VmHWM) during the measured run. Errors are "
+               "non-2xx answers plus socket errors and timeouts.")
+    out.append("- The ratios of one run are the figures that count; absolute numbers depend on the machine.\n")
+    out.append("## Load\n")
+    out.append("| backend | scenario | api req/s | baseline req/s | api/baseline | api p50 ms | baseline p50 ms "
+               "| api p99 ms | baseline p99 ms | api errors | baseline errors | api RSS MiB | baseline RSS MiB |")
+    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for c in comparisons:
+        a = by[(c["backend"], c["scenario"], "api")]
+        base = by[(c["backend"], c["scenario"], "baseline")]
+        out.append(
+            f"| {c['backend']} | {SCENARIOS[c['scenario']]} | {a['requests_per_s']:.0f} | {base['requests_per_s']:.0f} "
+            f"| **{c['ratio_requests_per_s']:.2f}** | {a['p50_ms']:.2f} | {base['p50_ms']:.2f} | {a['p99_ms']:.2f} "
+            f"| {base['p99_ms']:.2f} | {a['errors']} | {base['errors']} | {a['peak_rss_mib']} | {base['peak_rss_mib']} |")
+    if exports:
+        out.append(f"\n## `GET /notes/export` over {exports[0]['rows']} rows\n")
+        out.append("| backend | server | rows | seconds | rows/s | RSS before MiB | peak RSS MiB | growth MiB |")
+        out.append("|---|---|--:|--:|--:|--:|--:|--:|")
+        for e in exports:
+            out.append(f"| {e['backend']} | {e['server']} | {e['rows']} | {e['seconds']:.2f} | {e['rows_per_s']} "
+                       f"| {e['rss_before_mib']} | {e['peak_rss_mib']} | {e['rss_growth_mib']} |")
+    out.append("\n## Targets (issue 7)\n")
+    out.append("| target | measured | met |")
+    out.append("|---|---|---|")
+    for t in targets:
+        out.append(f"| {t['target']} | {t['value']} | {'yes' if t['met'] else '**no**'} |")
+    with open(md_path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# Benchmark: the `api` server against a hand-written actix-web + sqlx baseline (bench/src/main.rs),
+# side by side, on SQLite and PostgreSQL.
+#
+#   bench/run.sh            full run; writes bench/RESULTS.md and bench/results.json
+#   bench/run.sh --smoke    ~2 s of GET /notes/{id} per server on SQLite only (for CI); writes
+#                           nothing, exits non-zero if a server fails or answers an error
+#
+# What it does:
+#   1. builds `api` and `baseline` in release (into $CARGO_TARGET_DIR, default
+#      ~/.cache/notes-api/target) and installs wrk (Debian package) if it is missing;
+#   2. per backend, makes a fresh database — a SQLite file in a temporary directory, a PostgreSQL
+#      database named bench_notes_<pid> — migrated by the api itself (AUTO_MIGRATE=true) and
+#      bulk-loaded with BENCH_ROWS notes in one INSERT … SELECT;
+#   3. runs both servers at once on the same database and pool size, and drives one at a time
+#      with wrk (BENCH_CONNECTIONS connections, BENCH_THREADS threads), alternating api and
+#      baseline, with an unrecorded warm-up before each measured run. Scenarios:
+#        get   GET /notes/{id}, random ids in 1..BENCH_ROWS
+#        list  GET /notes?limit=100
+#        post  POST /notes
+#        mix   90 % GET /notes/{id}, 10 % POST /notes
+#      For each: requests/s, p50 and p99 latency, errors (non-2xx + socket errors) and the
+#      server's peak RSS during the run (VmHWM, reset through /proc/PID/clear_refs);
+#   4. grows the table to BENCH_EXPORT_ROWS rows and downloads GET /notes/export from each
+#      server: rows/s and peak RSS growth over the RSS before the request;
+#   5. writes the tables; on exit (also on error or Ctrl-C) stops the servers, drops the
+#      PostgreSQL database and removes the temporary directory.
+#
+# Environment (defaults in brackets):
+#   BENCH_DURATION [10]        seconds per measured run      BENCH_WARMUP [2]  seconds of warm-up
+#   BENCH_CONNECTIONS [64]     BENCH_THREADS [2]             BENCH_ROWS [100000]
+#   BENCH_EXPORT_ROWS [1000000]                              BENCH_BACKENDS ["sqlite postgres"]
+#   BENCH_PG_URL [postgres://postgres@127.0.0.1:5432]        server, no database name
+#   BENCH_PORT [18700]         the api listens there, the baseline on BENCH_PORT+1
+#   BENCH_QUIET_PCT [15]       before each measured run, wait while other processes keep the
+#   BENCH_QUIET_WAIT [120]     CPUs busier than this (%), at most this long (s; 0 in --smoke)
+#   DB_POOL_MAX / DB_POOL_MIN  passed to both servers when set (else each backend's default)
+#
+# Servers and load generator share the machine: the ratios of one run are what count, the
+# absolute figures are context. Benchmarks never run as timed assertions in the tests.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+cd "$ROOT"
+
+SMOKE=false
+case "${1:-}" in
+  "") ;;
+  --smoke) SMOKE=true ;;
+  -h | --help)
+    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+    exit 0
+    ;;
+  *)
+    echo "usage: bench/run.sh [--smoke]" >&2
+    exit 2
+    ;;
+esac
+
+DURATION=${BENCH_DURATION:-10}
+WARMUP=${BENCH_WARMUP:-2}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+THREADS=${BENCH_THREADS:-2}
+ROWS=${BENCH_ROWS:-100000}
+EXPORT_ROWS=${BENCH_EXPORT_ROWS:-1000000}
+BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
+PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432}
+PORT_API=${BENCH_PORT:-18700}
+PORT_BASE=$((PORT_API + 1))
+QUIET_PCT=${BENCH_QUIET_PCT:-15}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-120}
+SCENARIOS="get list post mix"
+if $SMOKE; then
+  DURATION=${BENCH_DURATION:-2}
+  WARMUP=0
+  QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
+  ROWS=${BENCH_ROWS:-1000}
+  BACKENDS=sqlite
+  SCENARIOS=get
+fi
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/notes-api/target}
+API_BIN=$CARGO_TARGET_DIR/release/api
+BASELINE_BIN=$CARGO_TARGET_DIR/release/baseline
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/notes-bench.XXXXXX")
+RAW=$WORK/raw.jsonl
+: >"$RAW"
+PG_DB=bench_notes_$$
+PG_CREATED=false
+declare -A PID=()
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+stop_server() {
+  local name=$1 pid=${PID[$1]:-}
+  [ -n "$pid" ] || return 0
+  unset "PID[$name]"
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 50); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local status=$?
+  for name in "${!PID[@]}"; do stop_server "$name"; done
+  if $PG_CREATED; then
+    psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 ||
+      echo "bench: could not drop database $PG_DB" >&2
+  fi
+  if [ $status -ne 0 ] && [ -d "$WORK" ]; then
+    for f in "$WORK"/*.log; do
+      [ -s "$f" ] && { echo "--- last lines of $(basename "$f")" >&2; tail -n 20 "$f" >&2; }
+    done
+  fi
+  rm -rf "$WORK"
+  exit $status
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- 1. build and tools --------------------------------------------------------------------
+log "building api and baseline (release, $CARGO_TARGET_DIR)"
+cargo build --release --quiet -p api -p bench
+
+if ! command -v wrk >/dev/null; then
+  log "installing wrk"
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
+fi
+for tool in wrk curl; do
+  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
+done
+
+# --- helpers ---------------------------------------------------------------------------------
+kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+reset_peak() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
+
+# start_server NAME URL: start api or baseline on DATABASE_URL=URL and wait until it answers.
+start_server() {
+  local name=$1 url=$2 bin port
+  if [ "$name" = api ]; then bin=$API_BIN port=$PORT_API; else bin=$BASELINE_BIN port=$PORT_BASE; fi
+  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
+    echo "bench: port $port is already in use (set BENCH_PORT)" >&2
+    exit 1
+  fi
+  DATABASE_URL=$url HOST=127.0.0.1 PORT=$port RUST_LOG=warn LOG_FORMAT=json AUTO_MIGRATE=true \
+    "$bin" >>"$WORK/$name.log" 2>&1 &
+  PID[$name]=$!
+  for _ in $(seq 1 200); do
+    if curl -sf -o /dev/null "http://127.0.0.1:$port/notes?limit=1"; then return 0; fi
+    kill -0 "${PID[$name]}" 2>/dev/null || { echo "bench: $name exited at start" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "bench: $name did not answer within 20 s" >&2
+  exit 1
+}
+
+# busy_pct: share of CPU time (all cores) not idle over 1 s, in percent.
+busy_pct() {
+  local a b
+  a=$(awk '/^cpu / { print $2 + $3 + $4 + $6 + $7 + $8, $5 }' /proc/stat)
+  sleep 1
+  b=$(awk '/^cpu / { print $2 + $3 + $4 + $6 + $7 + $8, $5 }' /proc/stat)
+  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    busy = y[1] - x[1]; idle = y[2] - x[2]; printf "%d", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
+}
+
+# wait_quiet: before a measured run, wait (up to BENCH_QUIET_WAIT s) until other processes
+# (a build, a test run) leave the CPUs under BENCH_QUIET_PCT % busy; sets BUSY to what was seen.
+BUSY=0
+wait_quiet() {
+  local deadline=$((SECONDS + QUIET_WAIT)) warned=false
+  while BUSY=$(busy_pct); [ "$BUSY" -gt "$QUIET_PCT" ] && [ $SECONDS -lt $deadline ]; do
+    $warned || log "the machine is busy ($BUSY % CPU): waiting up to ${QUIET_WAIT} s for it to calm down"
+    warned=true
+    sleep 4
+  done
+  [ "$BUSY" -le "$QUIET_PCT" ] || log "still $BUSY % busy: measuring anyway (recorded as background_busy_pct)"
+}
+
+port_of() { if [ "$1" = api ]; then echo "$PORT_API"; else echo "$PORT_BASE"; fi; }
+
+# load_rows BACKEND TARGET: insert notes until the table holds TARGET rows (one statement).
+load_rows() {
+  local backend=$1 target=$2 have
+  if [ "$backend" = sqlite ]; then
+    have=$(sqlite3 "$WORK/bench.db" "PRAGMA busy_timeout=10000; SELECT count(*) FROM notes" | tail -n 1)
+    [ "$have" -lt "$target" ] || return 0
+    sqlite3 "$WORK/bench.db" >/dev/null <<SQL
+PRAGMA busy_timeout = 10000;
+WITH RECURSIVE s(i) AS (SELECT $have + 1 UNION ALL SELECT i + 1 FROM s WHERE i < $target)
+INSERT INTO notes (text, completed, created_at, updated_at)
+SELECT 'Benchmark note number ' || i || ': buy milk, call mum, water the plants.', i % 2 = 0,
+       strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00',
+       strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00'
+FROM s;
+PRAGMA wal_checkpoint(TRUNCATE);
+SQL
+  else
+    have=$(psql -qAt "$PG_URL/$PG_DB" -c "SELECT count(*) FROM notes")
+    [ "$have" -lt "$target" ] || return 0
+    psql -q "$PG_URL/$PG_DB" >/dev/null <<SQL
+INSERT INTO notes (text, completed, created_at, updated_at)
+SELECT 'Benchmark note number ' || i || ': buy milk, call mum, water the plants.', i % 2 = 0,
+       now(), now()
+FROM generate_series($have + 1, $target) AS i;
+VACUUM ANALYZE notes;
+SQL
+  fi
+}
+
+# drive BACKEND SCENARIO SERVER: one warm-up and one measured wrk run; appends a JSON line.
+drive() {
+  local backend=$1 scenario=$2 server=$3 port out line pid
+  port=$(port_of "$server")
+  pid=${PID[$server]}
+  export WRK_SCENARIO=$scenario WRK_MAX_ID=$ROWS WRK_WRITE_PCT=10
+  if [ "$WARMUP" -gt 0 ]; then
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 5s -s "$BENCH_DIR/wrk.lua" \
+      "http://127.0.0.1:$port" >/dev/null
+  fi
+  wait_quiet
+  reset_peak "$pid"
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$BENCH_DIR/wrk.lua" \
+    "http://127.0.0.1:$port")
+  kill -0 "$pid" 2>/dev/null || { echo "bench: $server died during $scenario on $backend" >&2; exit 1; }
+  line=$(grep '^BENCH_JSON ' <<<"$out" | sed 's/^BENCH_JSON //')
+  [ -n "$line" ] || { echo "bench: no report from wrk:" >&2; echo "$out" >&2; exit 1; }
+  printf '{"kind":"load","backend":"%s","scenario":"%s","server":"%s","peak_rss_kib":%s,"background_busy_pct":%s,"wrk":%s}\n' \
+    "$backend" "$scenario" "$server" "$(kib "$pid" VmHWM)" "$BUSY" "$line" >>"$RAW"
+  summary "$backend" "$scenario" "$server" "$line"
+}
+
+# One human line per run, and the smoke test's verdict.
+FAILED=0
+field() { grep -o "\"$1\":[0-9.]*" <<<"$2" | cut -d: -f2 | paste -sd' '; }
+summary() {
+  local requests errors
+  requests=$(field requests "$4")
+  errors=$(field 'errors_[a-z]*' "$4" | awk '{ s = 0; for (i = 1; i <= NF; i++) s += $i; print s }')
+  awk -v b="$1" -v s="$2" -v srv="$3" -v n="$requests" -v us="$(field duration_us "$4")" \
+    -v p50="$(field p50_us "$4")" -v p99="$(field p99_us "$4")" -v e="$errors" 'BEGIN {
+      printf "    %-8s %-5s %-8s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  errors %d\n",
+        b, s, srv, n * 1e6 / us, p50 / 1000, p99 / 1000, e }' >&2
+  if [ "$errors" -ne 0 ] || [ "$requests" -eq 0 ]; then FAILED=1; fi
+}
+
+# export_run BACKEND SERVER: download /notes/export once; appends a JSON line.
+export_run() {
+  local backend=$1 server=$2 port pid before start end lines peak seconds
+  port=$(port_of "$server")
+  pid=${PID[$server]}
+  wait_quiet
+  before=$(kib "$pid" VmRSS)
+  reset_peak "$pid"
+  start=$(date +%s%N)
+  lines=$(curl -sSf --max-time 600 "http://127.0.0.1:$port/notes/export" | wc -l)
+  end=$(date +%s%N)
+  peak=$(kib "$pid" VmHWM)
+  seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
+  printf '{"kind":"export","backend":"%s","server":"%s","rows":%s,"seconds":%s,"rss_before_kib":%s,"peak_rss_kib":%s,"background_busy_pct":%s}\n' \
+    "$backend" "$server" "$lines" "$seconds" "$before" "$peak" "$BUSY" >>"$RAW"
+  printf '    %-8s export %-8s %8d rows in %6.2f s, RSS %d -> peak %d KiB\n' \
+    "$backend" "$server" "$lines" "$seconds" "$before" "$peak" >&2
+}
+
+STARTED=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- 2-4. per backend ------------------------------------------------------------------------
+for backend in $BACKENDS; do
+  log "$backend: preparing $ROWS notes"
+  case $backend in
+    sqlite)
+      command -v sqlite3 >/dev/null || apt-get install -y -qq sqlite3 >/dev/null
+      URL="sqlite://$WORK/bench.db?mode=rwc"
+      ;;
+    postgres)
+      psql -q "$PG_URL/postgres" -c "CREATE DATABASE $PG_DB" >/dev/null
+      PG_CREATED=true
+      URL="$PG_URL/$PG_DB"
+      ;;
+    *) echo "bench: unknown backend $backend (sqlite, postgres)" >&2; exit 2 ;;
+  esac
+  start_server api "$URL" # migrates the empty database
+  load_rows "$backend" "$ROWS"
+  start_server baseline "$URL"
+
+  i=0
+  for scenario in $SCENARIOS; do
+    # Alternate who goes first, so neither server always meets the warmer database.
+    if [ $((i % 2)) -eq 0 ]; then order="api baseline"; else order="baseline api"; fi
+    for server in $order; do drive "$backend" "$scenario" "$server"; done
+    i=$((i + 1))
+  done
+
+  if ! $SMOKE; then
+    log "$backend: export of $EXPORT_ROWS notes"
+    load_rows "$backend" "$EXPORT_ROWS"
+    if [ "$backend" = sqlite ]; then
+      sqlite3 "$WORK/bench.db" "SELECT sum(length(text)) FROM notes" >/dev/null
+    else
+      psql -qAt "$PG_URL/$PG_DB" -c "SELECT sum(length(text)) FROM notes" >/dev/null
+    fi
+    export_run "$backend" api
+    export_run "$backend" baseline
+  fi
+
+  stop_server api
+  stop_server baseline
+  if [ "$backend" = postgres ]; then
+    psql -q "$PG_URL/postgres" -c "DROP DATABASE $PG_DB WITH (FORCE)" >/dev/null
+    PG_CREATED=false
+  fi
+done
+
+if $SMOKE; then
+  if [ "$FAILED" -ne 0 ]; then
+    echo "bench: smoke test failed (errors or no requests)" >&2
+    exit 1
+  fi
+  log "smoke test passed"
+  exit 0
+fi
+
+# --- 5. report -------------------------------------------------------------------------------
+log "writing bench/RESULTS.md and bench/results.json"
+command -v python3 >/dev/null || { echo "bench: python3 is required for the report" >&2; exit 1; }
+BENCH_STARTED=$STARTED BENCH_LOADAVG=$LOADAVG BENCH_LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg) BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP \
+  BENCH_CONNECTIONS=$CONNECTIONS BENCH_THREADS=$THREADS BENCH_ROWS=$ROWS \
+  BENCH_EXPORT_ROWS=$EXPORT_ROWS BENCH_COMMAND="BENCH_DURATION=$DURATION bench/run.sh" \
+  python3 "$BENCH_DIR/report.py" "$RAW" "$BENCH_DIR/results.json" "$BENCH_DIR/RESULTS.md"
+cat "$BENCH_DIR/RESULTS.md"

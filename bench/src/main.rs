@@ -1,0 +1,337 @@
+//! `baseline` — the hand-written comparison server of the benchmark (`bench/run.sh`).
+//!
+//! The same routes and JSON shapes as the `api` for the benchmarked scenarios, written
+//! directly on actix-web + sqlx: no SeaORM, no per-request middleware, no transactions (each
+//! statement autocommits), no logging or metrics. The pool is sized and configured like the
+//! api's (`DB_POOL_MAX`/`DB_POOL_MIN`, SQLite 8/1, others 16/2; SQLite in WAL mode with a
+//! busy timeout), so the difference measured is the api's own cost.
+//!
+//! Routes: `GET /notes/{id}`, `GET /notes?limit=&after=`, `POST /notes`, `GET /notes/export`.
+//! Environment: `DATABASE_URL` (`sqlite:` or `postgres://`), `HOST`, `PORT`, `DB_POOL_MAX`,
+//! `DB_POOL_MIN`, and for experiments `BASELINE_WRITES` — how `POST /notes` writes:
+//!
+//! - `autocommit` (default, what the benchmark compares with): one `INSERT … RETURNING`;
+//! - `transaction`: `BEGIN` (`BEGIN IMMEDIATE` on SQLite), the insert, `COMMIT` — the shape of
+//!   the api's per-request unit of work, to measure what that shape costs by itself;
+//! - `serialized`: `transaction`, with writers queued one at a time on an in-process mutex
+//!   instead of on SQLite's busy handler.
+
+use std::{str::FromStr, time::Duration};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, http::header, web};
+use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::{StreamExt, TryStreamExt, stream::BoxStream};
+use serde::{Deserialize, Serialize};
+use sqlx::{
+    PgPool, Row, SqlitePool,
+    pool::PoolOptions,
+    postgres::PgConnectOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
+};
+
+/// The api's `DB_ACQUIRE_TIMEOUT_MS` default, used here for the pool and the SQLite lock.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(2000);
+const MAX_TEXT_CHARS: usize = 10_000;
+const EXPORT_CHUNK_BYTES: usize = 32 * 1024;
+
+const SELECT_ONE: &str =
+    "SELECT id, text, completed, created_at, updated_at FROM notes WHERE id = $1";
+const SELECT_PAGE: &str = "SELECT id, text, completed, created_at, updated_at FROM notes \
+     WHERE id > $1 ORDER BY id LIMIT $2";
+const SELECT_ALL: &str =
+    "SELECT id, text, completed, created_at, updated_at FROM notes ORDER BY id";
+const INSERT: &str = "INSERT INTO notes (text, completed, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4) RETURNING id";
+
+/// How `POST /notes` writes (`BASELINE_WRITES`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Writes {
+    Autocommit,
+    Transaction,
+    Serialized,
+}
+
+impl FromStr for Writes {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "autocommit" => Ok(Self::Autocommit),
+            "transaction" => Ok(Self::Transaction),
+            "serialized" => Ok(Self::Serialized),
+            _ => Err(()),
+        }
+    }
+}
+
+/// Shared by every worker.
+struct State {
+    db: Db,
+    writes: Writes,
+    writer: tokio::sync::Mutex<()>,
+}
+
+#[derive(Clone)]
+enum Db {
+    Pg(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Run `$body` with `$pool` bound to whichever pool `$db` holds (each arm type-checks alone).
+macro_rules! with_pool {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            Db::Pg($pool) => $body,
+            Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
+#[derive(Serialize)]
+struct Note {
+    id: i64,
+    text: String,
+    completed: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+macro_rules! note_from_row {
+    ($row:expr) => {
+        Note {
+            id: $row.try_get(0)?,
+            text: $row.try_get(1)?,
+            completed: $row.try_get(2)?,
+            created_at: $row.try_get(3)?,
+            updated_at: $row.try_get(4)?,
+        }
+    };
+}
+
+#[derive(Deserialize)]
+struct NewNote {
+    text: String,
+    #[serde(default)]
+    completed: bool,
+}
+
+#[derive(Deserialize)]
+struct Page {
+    limit: Option<i64>,
+    after: Option<i64>,
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(value) => value.parse().unwrap_or_else(|_| {
+            eprintln!("baseline: invalid {name}: {value:?}");
+            std::process::exit(2)
+        }),
+        Err(_) => default,
+    }
+}
+
+async fn connect(url: &str) -> Result<Db, sqlx::Error> {
+    let sqlite = url.starts_with("sqlite:");
+    let (default_max, default_min) = if sqlite { (8, 1) } else { (16, 2) };
+    let max = env_or("DB_POOL_MAX", default_max);
+    let min = env_or("DB_POOL_MIN", default_min).min(max);
+    fn options<DB: sqlx::Database>(max: u32, min: u32) -> PoolOptions<DB> {
+        PoolOptions::new()
+            .max_connections(max)
+            .min_connections(min)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(600))
+    }
+    Ok(if sqlite {
+        let connect = SqliteConnectOptions::from_str(url)?
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(ACQUIRE_TIMEOUT)
+            .foreign_keys(true);
+        Db::Sqlite(options(max, min).connect_with(connect).await?)
+    } else {
+        let connect = PgConnectOptions::from_str(url)?;
+        Db::Pg(options(max, min).connect_with(connect).await?)
+    })
+}
+
+fn db_error(error: sqlx::Error) -> HttpResponse {
+    eprintln!("baseline: database error: {error}");
+    HttpResponse::ServiceUnavailable().finish()
+}
+
+async fn get_note(state: web::Data<State>, id: web::Path<i64>) -> HttpResponse {
+    let id = id.into_inner();
+    let result: Result<Option<Note>, sqlx::Error> = with_pool!(&state.db, pool => async {
+        match sqlx::query(SELECT_ONE).bind(id).fetch_optional(pool).await? {
+            Some(row) => Ok(Some(note_from_row!(row))),
+            None => Ok(None),
+        }
+    }.await);
+    match result {
+        Ok(Some(note)) => HttpResponse::Ok().json(note),
+        Ok(None) => HttpResponse::NotFound().finish(),
+        Err(error) => db_error(error),
+    }
+}
+
+async fn list_notes(
+    state: web::Data<State>,
+    req: HttpRequest,
+    page: web::Query<Page>,
+) -> HttpResponse {
+    let limit = page.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) || page.after.is_some_and(|a| a < 0) {
+        return HttpResponse::UnprocessableEntity().finish();
+    }
+    let after = page.after.unwrap_or(0);
+    let result: Result<Vec<Note>, sqlx::Error> = with_pool!(&state.db, pool => async {
+        let rows = sqlx::query(SELECT_PAGE).bind(after).bind(limit).fetch_all(pool).await?;
+        rows.iter().map(|row| Ok(note_from_row!(row))).collect()
+    }.await);
+    let notes = match result {
+        Ok(notes) => notes,
+        Err(error) => return db_error(error),
+    };
+    let mut response = HttpResponse::Ok();
+    if let Some(last) = notes.last().filter(|_| notes.len() as i64 == limit) {
+        response.insert_header((
+            header::LINK,
+            format!(
+                "<{}?limit={limit}&after={}>; rel=\"next\"",
+                req.path(),
+                last.id
+            ),
+        ));
+    }
+    response.json(notes)
+}
+
+async fn create_note(state: web::Data<State>, new: web::Json<NewNote>) -> HttpResponse {
+    let NewNote { text, completed } = new.into_inner();
+    if text.is_empty() || text.chars().count() > MAX_TEXT_CHARS {
+        return HttpResponse::UnprocessableEntity().finish();
+    }
+    let now = Utc::now().trunc_subsecs(6);
+    let _serialized = if state.writes == Writes::Serialized {
+        Some(state.writer.lock().await)
+    } else {
+        None
+    };
+    let result: Result<i64, sqlx::Error> = with_pool!(&state.db, pool => async {
+        let insert = sqlx::query(INSERT).bind(&text).bind(completed).bind(now).bind(now);
+        if state.writes == Writes::Autocommit {
+            return insert.fetch_one(pool).await?.try_get(0);
+        }
+        let mut txn = if matches!(state.db, Db::Sqlite(_)) {
+            pool.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            pool.begin().await?
+        };
+        let id = insert.fetch_one(&mut *txn).await?.try_get(0)?;
+        txn.commit().await?;
+        Ok(id)
+    }.await);
+    match result {
+        Ok(id) => HttpResponse::Created()
+            .insert_header((header::LOCATION, format!("/notes/{id}")))
+            .json(Note {
+                id,
+                text,
+                completed,
+                created_at: now,
+                updated_at: now,
+            }),
+        Err(error) => db_error(error),
+    }
+}
+
+/// Every note, in id order, from a streaming `fetch` on a pooled connection.
+fn all_notes(db: Db) -> BoxStream<'static, Result<Note, sqlx::Error>> {
+    with_pool!(db, pool => async_stream::try_stream! {
+        let mut rows = sqlx::query(SELECT_ALL).fetch(&pool);
+        while let Some(row) = rows.try_next().await? {
+            // try_stream! rewrites only its own `?`s, not those inside the row macro.
+            let note = (|| Ok::<_, sqlx::Error>(note_from_row!(row)))()?;
+            yield note;
+        }
+    }
+    .boxed())
+}
+
+/// NDJSON, sent in chunks of about `EXPORT_CHUNK_BYTES`.
+async fn export_notes(state: web::Data<State>) -> HttpResponse {
+    let mut notes = all_notes(state.db.clone());
+    let body = async_stream::try_stream! {
+        let mut chunk = Vec::with_capacity(EXPORT_CHUNK_BYTES + 1024);
+        while let Some(note) = notes.try_next().await? {
+            serde_json::to_writer(&mut chunk, &note)?;
+            chunk.push(b'\n');
+            if chunk.len() >= EXPORT_CHUNK_BYTES {
+                yield web::Bytes::from(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(EXPORT_CHUNK_BYTES + 1024),
+                ));
+            }
+        }
+        if !chunk.is_empty() {
+            yield web::Bytes::from(chunk);
+        }
+    };
+    HttpResponse::Ok()
+        .content_type("application/x-ndjson")
+        .streaming::<_, ExportError>(body)
+}
+
+/// An error inside the export stream: it ends the response early.
+#[derive(Debug)]
+struct ExportError(String);
+
+impl From<sqlx::Error> for ExportError {
+    fn from(error: sqlx::Error) -> Self {
+        Self(error.to_string())
+    }
+}
+
+impl From<serde_json::Error> for ExportError {
+    fn from(error: serde_json::Error) -> Self {
+        Self(error.to_string())
+    }
+}
+
+impl std::fmt::Display for ExportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ExportError {}
+
+fn main() -> std::io::Result<()> {
+    let url: String = env_or("DATABASE_URL", "sqlite://data/notes.db?mode=rwc".to_owned());
+    let host: String = env_or("HOST", "127.0.0.1".to_owned());
+    let port: u16 = env_or("PORT", 8000);
+    let writes = env_or("BASELINE_WRITES", Writes::Autocommit);
+    actix_web::rt::System::new().block_on(async move {
+        let db = connect(&url).await.map_err(|e| {
+            std::io::Error::other(format!("baseline: cannot connect to the database: {e}"))
+        })?;
+        let state = web::Data::new(State {
+            db,
+            writes,
+            writer: tokio::sync::Mutex::new(()),
+        });
+        HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/notes", web::get().to(list_notes))
+                .route("/notes", web::post().to(create_note))
+                .route("/notes/export", web::get().to(export_notes))
+                .route("/notes/{id}", web::get().to(get_note))
+        })
+        .bind((host, port))?
+        .run()
+        .await
+    })
+}
