@@ -46,7 +46,7 @@ pub enum ApiError {
     NotFound,
     /// 405.
     #[error("the method is not allowed on this resource")]
-    MethodNotAllowed,
+    MethodNotAllowed(&'static str),
     /// 409.
     #[error("{0}")]
     Conflict(String),
@@ -98,7 +98,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => "Bad Request",
             Self::NotFound => "Not Found",
-            Self::MethodNotAllowed => "Method Not Allowed",
+            Self::MethodNotAllowed(_) => "Method Not Allowed",
             Self::Conflict(_) => "Conflict",
             Self::PayloadTooLarge(_) => "Payload Too Large",
             Self::UnsupportedMediaType => "Unsupported Media Type",
@@ -179,7 +179,7 @@ impl ResponseError for ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound => StatusCode::NOT_FOUND,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -208,6 +208,9 @@ impl ResponseError for ApiError {
         };
         let mut response = HttpResponse::build(status);
         response.content_type("application/problem+json");
+        if let Self::MethodNotAllowed(allowed) = self {
+            response.insert_header((header::ALLOW, *allowed));
+        }
         if matches!(self, Self::Unavailable | Self::Timeout) {
             response.insert_header((header::RETRY_AFTER, RETRY_AFTER_S));
         }

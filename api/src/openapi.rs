@@ -73,12 +73,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/openapi.json")
             .app_data(document)
             .route(web::get().to(openapi_json))
-            .default_service(web::to(crate::routes::method_not_allowed)),
+            .default_service(crate::routes::allow("GET")),
     )
     .service(
         web::resource("/docs")
             .route(web::get().to(docs_index))
-            .default_service(web::to(crate::routes::method_not_allowed)),
+            .default_service(crate::routes::allow("GET")),
     )
     .service(SwaggerUi::new("/docs/{_:.*}").config(config));
 }

@@ -130,6 +130,15 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "{method} {path}"
             );
+            let allowed: BTreeSet<&str> = documented
+                .iter()
+                .filter_map(|r| r.split_once(' '))
+                .filter(|(_, p)| *p == path)
+                .map(|(m, _)| m)
+                .collect();
+            let allow = reply.header("allow").unwrap_or_default();
+            let listed: BTreeSet<&str> = allow.split(", ").collect();
+            assert_eq!(listed, allowed, "Allow header of {method} {path}");
         }
     }
     drop(app);

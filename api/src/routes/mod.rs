@@ -12,7 +12,9 @@ pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)
 }
 
-/// Fallback for a known path with a method it does not serve.
-pub async fn method_not_allowed() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed)
+/// Fallback for a known path with a method it does not serve: 405 with `Allow: <allowed>`.
+pub fn allow(allowed: &'static str) -> actix_web::Route {
+    actix_web::web::to(move || async move {
+        Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed(allowed))
+    })
 }

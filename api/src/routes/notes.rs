@@ -35,24 +35,24 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/notes")
             .route(web::get().to(list))
             .route(web::post().to(create))
-            .default_service(web::to(crate::routes::method_not_allowed)),
+            .default_service(crate::routes::allow("GET, POST")),
     )
     .service(
         web::resource("/notes/bulk")
             .route(web::post().to(bulk_create))
-            .default_service(web::to(crate::routes::method_not_allowed)),
+            .default_service(crate::routes::allow("POST")),
     )
     .service(
         web::resource("/notes/export")
             .route(web::get().to(export))
-            .default_service(web::to(crate::routes::method_not_allowed)),
+            .default_service(crate::routes::allow("GET")),
     )
     .service(
         web::resource("/notes/{id}")
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(delete))
-            .default_service(web::to(crate::routes::method_not_allowed)),
+            .default_service(crate::routes::allow("GET, PATCH, DELETE")),
     );
 }
 
@@ -117,6 +117,8 @@ impl NewNote {
 }
 
 /// `POST /notes/bulk` body: 1..=5000 notes.
+#[derive(ToSchema)]
+#[schema(min_items = 1, max_items = 5000)]
 pub struct NewNotes(pub Vec<NewNote>);
 
 impl FromJson for NewNotes {
@@ -152,9 +154,9 @@ impl FromJson for NewNotes {
 /// `PATCH /notes/{id}` body: the fields to change.
 #[derive(ToSchema)]
 pub struct NotePatch {
-    #[schema(min_length = 1, max_length = 10000, required = false)]
+    #[schema(min_length = 1, max_length = 10000, required = false, nullable = false)]
     pub text: Option<String>,
-    #[schema(required = false)]
+    #[schema(required = false, nullable = false)]
     pub completed: Option<bool>,
 }
 
@@ -306,7 +308,7 @@ pub async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse
 /// `transaction(…)` and every row is rolled back if any batch fails.
 #[utoipa::path(
     post, path = "/notes/bulk", tag = "notes",
-    request_body(content = Vec<NewNote>, description = "1 to 5000 notes"),
+    request_body(content = NewNotes, description = "1 to 5000 notes"),
     responses(
         (status = 201, description = "all notes created, in order", body = [NoteView]),
         (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),

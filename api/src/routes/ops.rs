@@ -20,7 +20,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         cfg.service(
             web::resource(path)
                 .route(route)
-                .default_service(web::to(super::method_not_allowed)),
+                .default_service(super::allow("GET")),
         );
     }
 }

@@ -35,14 +35,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/users")
             .route(web::get().to(list))
             .route(web::post().to(create))
-            .default_service(web::to(crate::routes::method_not_allowed)),
+            .default_service(crate::routes::allow("GET, POST")),
     )
     .service(
         web::resource("/users/{id}")
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(delete))
-            .default_service(web::to(crate::routes::method_not_allowed)),
+            .default_service(crate::routes::allow("GET, PATCH, DELETE")),
     );
 }
 
@@ -165,13 +165,13 @@ impl FromJson for NewUser {
 /// `PATCH /users/{id}` body: each field optional; `"name": null` clears the name.
 #[derive(Debug, ToSchema)]
 pub struct UserPatch {
-    #[schema(format = Email, max_length = 254, required = false)]
+    #[schema(format = Email, max_length = 254, required = false, nullable = false)]
     email: Option<String>,
     #[schema(value_type = Option<String>, max_length = 200, required = false, nullable)]
     name: Option<Option<String>>,
-    #[schema(required = false)]
+    #[schema(required = false, nullable = false)]
     is_active: Option<bool>,
-    #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 256, required = false)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 256, required = false, nullable = false)]
     password: Option<Password>,
 }
 
