@@ -24,9 +24,8 @@ use actix_web::{
     web,
 };
 use sea_orm::{
-    ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
-    DatabaseExecutor, DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
+    ConnAcquireErr, ConnectOptions, Database, DatabaseConnection, DatabaseExecutor,
+    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
     sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
 };
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard, OwnedSemaphorePermit, Semaphore};
@@ -148,11 +147,6 @@ impl DbSource {
         };
         metrics::histogram!("db_pool_acquire_seconds").record(started.elapsed().as_secs_f64());
         Ok(write)
-    }
-
-    /// The backend behind this source.
-    pub fn backend(&self) -> sea_orm::DbBackend {
-        self.executor().get_database_backend()
     }
 }
 

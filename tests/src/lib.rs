@@ -239,26 +239,7 @@ macro_rules! each_backend {
                 }
             )+
         }
-        mod postgres {
-            $(
-                #[::actix_web::test]
-                async fn $test() {
-                    if $crate::Backend::Postgres.enabled() {
-                        super::$test($crate::Backend::Postgres).await
-                    }
-                }
-            )+
-        }
-        mod mysql {
-            $(
-                #[::actix_web::test]
-                async fn $test() {
-                    if $crate::Backend::MySql.enabled() {
-                        super::$test($crate::Backend::MySql).await
-                    }
-                }
-            )+
-        }
+        $crate::server_backends!($($test),+);
     };
 }
 
