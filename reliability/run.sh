@@ -96,7 +96,9 @@ if ! python3 -c 'import aiohttp' 2>/dev/null || ! command -v schemathesis >/dev/
 fi
 
 log "building api (release)"
-cargo build --release --quiet -p api
+# All targets of the workspace: the feature set of the README's test command, so after the
+# tests (or in CI) nothing new is built.
+cargo build --release --quiet --workspace --all-targets
 
 # --- leftovers of killed runs (rel_<tag>_<pid> whose process is gone) ------------------------
 drop_leftovers() {
