@@ -9,6 +9,8 @@ import os
 import platform
 import subprocess
 import sys
+from collections import defaultdict
+from statistics import median
 
 SCENARIOS = {
     "get": "GET /notes/{id}",
@@ -64,6 +66,7 @@ def main(raw_path, json_path, md_path):
             "backend": r["backend"],
             "scenario": r["scenario"],
             "server": r["server"],
+            "round": r.get("round", 1),
             "requests": w["requests"],
             "seconds": round(w["duration_us"] / 1e6, 3),
             "requests_per_s": round(w["requests"] * 1e6 / w["duration_us"], 1),
@@ -75,7 +78,20 @@ def main(raw_path, json_path, md_path):
             "peak_rss_mib": round(r["peak_rss_kib"] / 1024, 1),
             "background_busy_pct": r.get("background_busy_pct"),
         })
-    by = {(r["backend"], r["scenario"], r["server"]): r for r in runs}
+    # Each server's figures over the rounds: medians, the worst RSS, every error.
+    grouped = defaultdict(list)
+    for r in runs:
+        grouped[(r["backend"], r["scenario"], r["server"])].append(r)
+    by = {}
+    for key, rs in grouped.items():
+        by[key] = {
+            "rounds": len(rs),
+            "requests_per_s": round(median(r["requests_per_s"] for r in rs), 1),
+            "p50_ms": round(median(r["p50_ms"] for r in rs), 3),
+            "p99_ms": round(median(r["p99_ms"] for r in rs), 3),
+            "errors": sum(r["errors"] for r in rs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+        }
     backends = list(dict.fromkeys(r["backend"] for r in runs))
     comparisons = []
     for b in backends:
@@ -83,10 +99,17 @@ def main(raw_path, json_path, md_path):
             a, base = by.get((b, s, "api")), by.get((b, s, "baseline"))
             if not a or not base:
                 continue
+            # The ratio of each round (api and baseline measured back to back), then their median.
+            rps = {(r["server"], r["round"]): r["requests_per_s"]
+                   for r in runs if r["backend"] == b and r["scenario"] == s}
+            rounds = sorted({n for _, n in rps})
+            ratios = [round(rps[("api", n)] / rps[("baseline", n)], 3) for n in rounds
+                      if ("api", n) in rps and rps.get(("baseline", n))]
             comparisons.append({
                 "backend": b,
                 "scenario": s,
-                "ratio_requests_per_s": round(a["requests_per_s"] / base["requests_per_s"], 3),
+                "ratio_requests_per_s": round(median(ratios), 3),
+                "ratios_by_round": ratios,
                 "ratio_p99": round(a["p99_ms"] / base["p99_ms"], 3) if base["p99_ms"] else None,
                 "target_ratio": MIN_RATIO[s],
             })
@@ -138,13 +161,15 @@ def main(raw_path, json_path, md_path):
     failing = [r for r in runs if r["errors"]]
     targets.append({
         "target": "zero errors in every scenario (both servers)",
-        "value": ", ".join(f"{r['backend']} {r['scenario']} {r['server']}: {r['errors']}" for r in failing) or "0",
+        "value": ", ".join(f"{r['backend']} {r['scenario']} {r['server']} round {r['round']}: {r['errors']}"
+                           for r in failing) or "0",
         "met": not failing,
     })
 
     settings = {
         "duration_s": int(env["BENCH_DURATION"]),
         "warmup_s": int(env["BENCH_WARMUP"]),
+        "rounds": int(env.get("BENCH_ROUNDS", "1")),
         "connections": int(env["BENCH_CONNECTIONS"]),
         "threads": int(env["BENCH_THREADS"]),
         "rows": int(env["BENCH_ROWS"]),
@@ -159,6 +184,7 @@ def main(raw_path, json_path, md_path):
                                 "load_average_at_end": env.get("BENCH_LOADAVG_END", "")},
         "settings": settings,
         "runs": runs,
+        "medians": [{"backend": k[0], "scenario": k[1], "server": k[2]} | v for k, v in by.items()],
         "comparisons": comparisons,
         "exports": exports,
         "targets": targets,
@@ -184,19 +210,24 @@ def main(raw_path, json_path, md_path):
                f"{settings['threads']} threads, {settings['duration_s']} s per run after a "
                f"{settings['warmup_s']} s warm-up; {settings['rows']} notes; both servers run at once on "
                "the same database and pool size, driven one at a time, alternating who goes first.")
+    out.append(f"- Each scenario ran {settings['rounds']} round(s) (api and baseline back to back); the "
+               "table gives medians over the rounds (req/s, latencies; api/baseline is the median of "
+               "the rounds' ratios), the worst RSS and the sum of errors; every run is in results.json.")
     out.append("- RSS is the server's peak resident set (VmHWM) during the measured run. Errors are "
                "non-2xx answers plus socket errors and timeouts.")
     out.append("- The ratios of one run are the figures that count; absolute numbers depend on the machine.\n")
     out.append("## Load\n")
-    out.append("| backend | scenario | api req/s | baseline req/s | api/baseline | api p50 ms | baseline p50 ms "
-               "| api p99 ms | baseline p99 ms | api errors | baseline errors | api RSS MiB | baseline RSS MiB |")
-    out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    out.append("| backend | scenario | api req/s | baseline req/s | api/baseline | ratio by round | api p50 ms "
+               "| baseline p50 ms | api p99 ms | baseline p99 ms | api errors | baseline errors | api RSS MiB "
+               "| baseline RSS MiB |")
+    out.append("|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|")
     for c in comparisons:
         a = by[(c["backend"], c["scenario"], "api")]
         base = by[(c["backend"], c["scenario"], "baseline")]
         out.append(
             f"| {c['backend']} | {SCENARIOS[c['scenario']]} | {a['requests_per_s']:.0f} | {base['requests_per_s']:.0f} "
-            f"| **{c['ratio_requests_per_s']:.2f}** | {a['p50_ms']:.2f} | {base['p50_ms']:.2f} | {a['p99_ms']:.2f} "
+            f"| **{c['ratio_requests_per_s']:.2f}** | {' '.join(f'{x:.2f}' for x in c['ratios_by_round'])} "
+            f"| {a['p50_ms']:.2f} | {base['p50_ms']:.2f} | {a['p99_ms']:.2f} "
             f"| {base['p99_ms']:.2f} | {a['errors']} | {base['errors']} | {a['peak_rss_mib']} | {base['peak_rss_mib']} |")
     if exports:
         out.append(f"\n## `GET /notes/export` over {exports[0]['rows']} rows\n")

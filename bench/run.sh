@@ -14,7 +14,9 @@
 #      bulk-loaded with BENCH_ROWS notes in one INSERT … SELECT;
 #   3. runs both servers at once on the same database and pool size, and drives one at a time
 #      with wrk (BENCH_CONNECTIONS connections, BENCH_THREADS threads), alternating api and
-#      baseline, with an unrecorded warm-up before each measured run. Scenarios:
+#      baseline, with an unrecorded warm-up before each measured run; each scenario runs
+#      BENCH_ROUNDS rounds (api and baseline once each, who goes first alternating) and the
+#      report gives the median of the rounds, as one run swings with the machine. Scenarios:
 #        get   GET /notes/{id}, random ids in 1..BENCH_ROWS
 #        list  GET /notes?limit=100
 #        post  POST /notes
@@ -28,6 +30,8 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_DURATION [10]        seconds per measured run      BENCH_WARMUP [2]  seconds of warm-up
+#   BENCH_ROUNDS [3]           measured rounds per scenario and backend
+#   BENCH_SCENARIOS ["get list post mix"]
 #   BENCH_CONNECTIONS [64]     BENCH_THREADS [2]             BENCH_ROWS [100000]
 #   BENCH_EXPORT_ROWS [1000000]                              BENCH_BACKENDS ["sqlite postgres"]
 #   BENCH_PG_URL [postgres://postgres@127.0.0.1:5432]        server, no database name
@@ -59,6 +63,7 @@ case "${1:-}" in
 esac
 
 DURATION=${BENCH_DURATION:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
 WARMUP=${BENCH_WARMUP:-2}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
 THREADS=${BENCH_THREADS:-2}
@@ -70,10 +75,11 @@ PORT_API=${BENCH_PORT:-18700}
 PORT_BASE=$((PORT_API + 1))
 QUIET_PCT=${BENCH_QUIET_PCT:-15}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-120}
-SCENARIOS="get list post mix"
+SCENARIOS=${BENCH_SCENARIOS:-get list post mix}
 if $SMOKE; then
   DURATION=${BENCH_DURATION:-2}
   WARMUP=0
+  ROUNDS=1
   QUIET_WAIT=${BENCH_QUIET_WAIT:-0}
   ROWS=${BENCH_ROWS:-1000}
   BACKENDS=sqlite
@@ -127,7 +133,9 @@ trap 'exit 143' TERM
 
 # --- 1. build and tools --------------------------------------------------------------------
 log "building api and baseline (release, $CARGO_TARGET_DIR)"
-cargo build --release --quiet -p api -p bench
+# The whole workspace with all targets: the same feature set as the README's test command, so
+# after the tests (or in CI) this builds nothing new, and the cache holds one build.
+cargo build --release --quiet --workspace --all-targets
 
 if ! command -v wrk >/dev/null; then
   log "installing wrk"
@@ -215,9 +223,9 @@ SQL
   fi
 }
 
-# drive BACKEND SCENARIO SERVER: one warm-up and one measured wrk run; appends a JSON line.
+# drive BACKEND SCENARIO SERVER ROUND: one warm-up and one measured wrk run; appends a JSON line.
 drive() {
-  local backend=$1 scenario=$2 server=$3 port out line pid
+  local backend=$1 scenario=$2 server=$3 round=$4 port out line pid
   port=$(port_of "$server")
   pid=${PID[$server]}
   export WRK_SCENARIO=$scenario WRK_MAX_ID=$ROWS WRK_WRITE_PCT=10
@@ -232,8 +240,8 @@ drive() {
   kill -0 "$pid" 2>/dev/null || { echo "bench: $server died during $scenario on $backend" >&2; exit 1; }
   line=$(grep '^BENCH_JSON ' <<<"$out" | sed 's/^BENCH_JSON //')
   [ -n "$line" ] || { echo "bench: no report from wrk:" >&2; echo "$out" >&2; exit 1; }
-  printf '{"kind":"load","backend":"%s","scenario":"%s","server":"%s","peak_rss_kib":%s,"background_busy_pct":%s,"wrk":%s}\n' \
-    "$backend" "$scenario" "$server" "$(kib "$pid" VmHWM)" "$BUSY" "$line" >>"$RAW"
+  printf '{"kind":"load","backend":"%s","scenario":"%s","server":"%s","round":%s,"peak_rss_kib":%s,"background_busy_pct":%s,"wrk":%s}\n' \
+    "$backend" "$scenario" "$server" "$round" "$(kib "$pid" VmHWM)" "$BUSY" "$line" >>"$RAW"
   summary "$backend" "$scenario" "$server" "$line"
 }
 
@@ -294,9 +302,11 @@ for backend in $BACKENDS; do
 
   i=0
   for scenario in $SCENARIOS; do
-    # Alternate who goes first, so neither server always meets the warmer database.
-    if [ $((i % 2)) -eq 0 ]; then order="api baseline"; else order="baseline api"; fi
-    for server in $order; do drive "$backend" "$scenario" "$server"; done
+    for round in $(seq 1 "$ROUNDS"); do
+      # Alternate who goes first, so neither server always meets the warmer database.
+      if [ $(((i + round) % 2)) -eq 1 ]; then order="api baseline"; else order="baseline api"; fi
+      for server in $order; do drive "$backend" "$scenario" "$server" "$round"; done
+    done
     i=$((i + 1))
   done
 
@@ -332,8 +342,8 @@ fi
 # --- 5. report -------------------------------------------------------------------------------
 log "writing bench/RESULTS.md and bench/results.json"
 command -v python3 >/dev/null || { echo "bench: python3 is required for the report" >&2; exit 1; }
-BENCH_STARTED=$STARTED BENCH_LOADAVG=$LOADAVG BENCH_LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg) BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP \
+BENCH_STARTED=$STARTED BENCH_LOADAVG=$LOADAVG BENCH_LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg) BENCH_DURATION=$DURATION BENCH_WARMUP=$WARMUP BENCH_ROUNDS=$ROUNDS \
   BENCH_CONNECTIONS=$CONNECTIONS BENCH_THREADS=$THREADS BENCH_ROWS=$ROWS \
-  BENCH_EXPORT_ROWS=$EXPORT_ROWS BENCH_COMMAND="BENCH_DURATION=$DURATION bench/run.sh" \
+  BENCH_EXPORT_ROWS=$EXPORT_ROWS BENCH_COMMAND="BENCH_DURATION=$DURATION BENCH_ROUNDS=$ROUNDS bench/run.sh" \
   python3 "$BENCH_DIR/report.py" "$RAW" "$BENCH_DIR/results.json" "$BENCH_DIR/RESULTS.md"
 cat "$BENCH_DIR/RESULTS.md"

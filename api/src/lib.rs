@@ -13,4 +13,5 @@ pub mod pagination;
 pub mod routes;
 pub mod seed;
 pub mod startup;
+pub mod statements;
 pub mod telemetry;

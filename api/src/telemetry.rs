@@ -10,7 +10,6 @@ use actix_web::{
         StatusCode,
         header::{self, HeaderMap, HeaderName, HeaderValue},
     },
-    middleware::Next,
 };
 use tracing::Instrument;
 use tracing_subscriber::{EnvFilter, fmt};
@@ -74,11 +73,12 @@ fn client_request_id(req: &ServiceRequest) -> Option<String> {
     valid.then(|| value.to_owned())
 }
 
-/// Middleware: request id, one span per request, and a log line when the response is ready.
-pub async fn request_context(
+/// Middleware stage: request id, one span per request around `inner`, metrics, and a log line
+/// when the response is ready.
+pub async fn request_context<B: MessageBody + 'static>(
     req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    inner: impl AsyncFnOnce(ServiceRequest) -> Result<ServiceResponse<B>, actix_web::Error>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let request_id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let method = req.method().clone();
@@ -89,7 +89,7 @@ pub async fn request_context(
         request_id = %request_id,
     );
     let started = Instant::now();
-    let result = next.call(req).instrument(span.clone()).await;
+    let result = inner(req).instrument(span.clone()).await;
     let status = match &result {
         Ok(response) => response.status(),
         Err(error) => error.as_response_error().status_code(),
@@ -101,7 +101,7 @@ pub async fn request_context(
     let route = route.as_deref().unwrap_or("unmatched");
     span.record("route", route);
     let elapsed = started.elapsed().as_secs_f64();
-    crate::metrics::record_request(method.as_str(), route, status.as_u16(), elapsed);
+    crate::metrics::record_request(&method, route, status.as_u16(), elapsed);
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),

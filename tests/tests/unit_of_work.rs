@@ -88,6 +88,12 @@ fn pool_in_use(db: &TestDb) -> (u32, u32) {
     (size - idle as u32, size)
 }
 
+/// Wait until no connection is checked out — none still being given back after the set-up,
+/// for one — so that a connection seen in use next is the one the test's holding request took.
+async fn wait_for_idle_pool(db: &TestDb) {
+    wait_for_connections_in_use(db, 0).await;
+}
+
 /// Wait until `in_use` connections are checked out (a held request has its connection, or
 /// every abandoned request has given its connection back).
 async fn wait_for_connections_in_use(db: &TestDb, in_use: u32) {
@@ -179,6 +185,68 @@ async fn request_below_400_commits_its_writes(backend: Backend) {
     db.finish().await;
 }
 
+/// On the pool, reads and single-statement writes take the fast paths (the driver's pool
+/// directly for `GET /notes/{id}`, autocommit for `POST` and `DELETE /notes/{id}`): the note
+/// reads back exactly as created, then is gone, and no transaction is left open.
+async fn single_row_routes_on_the_pool_round_trip(backend: Backend) {
+    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
+    let app = db.app().await;
+
+    let created = send(&app, new_note("round trip ✓ 'quoted'")).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let location = created.header("location").expect("a Location header");
+    let read = send(&app, get(location)).await;
+    let deleted = send(&app, TestRequest::delete().uri(location)).await;
+    let gone = send(&app, get(location)).await;
+    let deleted_again = send(&app, TestRequest::delete().uri(location)).await;
+
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.json(), created.json());
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_problem(&gone, StatusCode::NOT_FOUND);
+    assert_problem(&deleted_again, StatusCode::NOT_FOUND);
+    assert_eq!(notes_with_text(&db, "round trip ✓ 'quoted'").await, 0);
+    assert!(
+        !connection_in_transaction(&db).await,
+        "a transaction leaked"
+    );
+    drop(app);
+    db.finish().await;
+}
+
+/// A single-statement write autocommits on the pool (no `BEGIN`/`COMMIT`): an error after it
+/// does not undo it — which is why handlers use it only for their last fallible step.
+async fn single_statement_write_autocommits_on_the_pool(backend: Backend) {
+    let db = TestDb::committed(backend, &[]).await;
+    let app = db.app().await;
+
+    let reply = send(&app, post("/__test/single-statement/alone")).await;
+
+    assert_problem(&reply, StatusCode::CONFLICT);
+    assert_eq!(notes_with_text(&db, "single-alone").await, 1);
+    assert!(
+        !connection_in_transaction(&db).await,
+        "a transaction leaked"
+    );
+    drop(app);
+    db.finish().await;
+}
+
+/// Once the request began a transaction, a single statement joins it and is rolled back with
+/// it.
+async fn single_statement_joins_a_transaction_already_begun(backend: Backend) {
+    let db = TestDb::committed(backend, &[]).await;
+    let app = db.app().await;
+
+    let reply = send(&app, post("/__test/single-statement/joined")).await;
+
+    assert_problem(&reply, StatusCode::CONFLICT);
+    assert_eq!(notes_with_text(&db, "single-joined-first").await, 0);
+    assert_eq!(notes_with_text(&db, "single-joined").await, 0);
+    drop(app);
+    db.finish().await;
+}
+
 async fn error_midway_through_the_request_transaction_rolls_it_back(backend: Backend) {
     let db = TestDb::committed(backend, &[]).await;
     let app = db.app().await;
@@ -265,6 +333,7 @@ async fn healthz_answers_while_the_pool_is_exhausted(backend: Backend) {
     let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
     let app = db.app().await;
 
+    wait_for_idle_pool(&db).await;
     let hold = send(&app, post("/__test/hold/1000"));
     let health = async {
         wait_for_connections_in_use(&db, 1).await;
@@ -286,21 +355,23 @@ async fn requests_waiting_for_an_exhausted_pool_get_503_with_retry_after(backend
     .await;
     let app = db.app().await;
 
+    wait_for_idle_pool(&db).await;
     let hold = send(&app, post("/__test/hold/1000"));
     let waiting = async {
         wait_for_connections_in_use(&db, 1).await;
         let writer = send(&app, new_note("waited")).await;
         let reader = send(&app, get("/notes")).await;
-        (writer, reader)
+        let by_id = send(&app, get("/notes/1")).await;
+        (writer, reader, by_id)
     };
-    let (held, (writer, reader)) = within_deadline(
+    let (held, (writer, reader, by_id)) = within_deadline(
         "requests on an exhausted pool",
         futures_util::future::join(hold, waiting),
     )
     .await;
 
     assert_eq!(held.status, StatusCode::OK);
-    for reply in [&writer, &reader] {
+    for reply in [&writer, &reader, &by_id] {
         assert_problem(reply, StatusCode::SERVICE_UNAVAILABLE);
         let retry_after = reply.header("retry-after").expect("a Retry-After header");
         assert!(retry_after.parse::<u32>().is_ok(), "{retry_after}");
@@ -320,6 +391,7 @@ async fn sqlite_writer_waiting_for_the_write_lock_gets_503_after_the_acquire_tim
     let db = TestDb::committed(Backend::Sqlite, &[("DB_ACQUIRE_TIMEOUT_MS", "200")]).await;
     let app = db.app().await;
 
+    wait_for_idle_pool(&db).await;
     let hold = send(&app, post("/__test/hold/1000"));
     let waiting = async {
         wait_for_connections_in_use(&db, 1).await;
@@ -367,6 +439,7 @@ async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
     let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
     let server = db.spawn_server().await;
     let client = awc::Client::builder().timeout(HANG).finish();
+    wait_for_idle_pool(&db).await;
     let abandoned = start_raw_request(server.address, &raw_post("/__test/write-and-hold/20000"));
     wait_for_connections_in_use(&db, 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -395,6 +468,36 @@ async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
     assert_eq!(notes_with_text(&db, "write-and-hold").await, 0);
     assert_eq!(notes_with_text(&db, "after-abandoned").await, 1);
     server.stop().await;
+    db.finish().await;
+}
+
+/// A request dropped while its `BEGIN` is on the wire (the client went away) gives its
+/// connection back outside any transaction: left inside one, the next request's
+/// autocommitted statement would run in it and never commit (a 201 for a lost row).
+async fn request_dropped_during_begin_leaves_no_transaction_open(backend: Backend) {
+    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
+    let source = db.source();
+    // Dropped after one to three polls: after the first, `BEGIN` has been written and its
+    // reply is awaited; later ones catch slower paths (acquire, the task's start).
+    for attempt in 0..12 {
+        let polls = 1 + attempt % 3;
+        let mut begin = Box::pin(source.begin_write());
+        for _ in 0..polls {
+            let ready = std::future::poll_fn(|cx| {
+                std::task::Poll::Ready(begin.as_mut().poll(cx).is_ready())
+            })
+            .await;
+            if ready {
+                break;
+            }
+        }
+        drop(begin);
+        wait_for_connections_in_use(&db, 0).await;
+        assert!(
+            !connection_in_transaction(&db).await,
+            "attempt {attempt}: dropped after {polls} polls, the pooled connection is still in a transaction"
+        );
+    }
     db.finish().await;
 }
 
@@ -539,6 +642,9 @@ async fn pool_stays_whole_under_mixed_outcomes_and_abandoned_clients(backend: Ba
 
 each_backend!(
     request_below_400_commits_its_writes,
+    single_row_routes_on_the_pool_round_trip,
+    single_statement_write_autocommits_on_the_pool,
+    single_statement_joins_a_transaction_already_begun,
     error_midway_through_the_request_transaction_rolls_it_back,
     error_midway_through_a_scoped_transaction_rolls_the_scope_back,
     error_midway_through_an_explicit_transaction_rolls_it_back,
@@ -547,5 +653,6 @@ each_backend!(
     healthz_answers_while_the_pool_is_exhausted,
     requests_waiting_for_an_exhausted_pool_get_503_with_retry_after,
     request_after_an_abandoned_one_starts_clean,
+    request_dropped_during_begin_leaves_no_transaction_open,
     pool_stays_whole_under_mixed_outcomes_and_abandoned_clients,
 );

@@ -6,8 +6,8 @@
 use actix_web::{HttpResponse, web};
 use entity::note;
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseTransaction,
-    DbErr, TransactionTrait,
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DbErr,
+    TransactionTrait,
 };
 use serde_json::json;
 
@@ -25,6 +25,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/__test/write-and-hold/{ms}",
             web::post().to(write_and_hold),
+        )
+        .route(
+            "/__test/single-statement/{mode}",
+            web::post().to(single_statement),
         );
 }
 
@@ -34,7 +38,7 @@ async fn panic() -> HttpResponse {
 
 async fn panic_after_write(db: RequestDb) -> Result<HttpResponse, ApiError> {
     let txn = db.writer().await?;
-    insert_marker(&txn, "panic-after-write").await?;
+    insert_marker(&*txn, "panic-after-write").await?;
     panic!("test route panicked after writing");
 }
 
@@ -46,11 +50,11 @@ async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResp
     let txn = db.writer().await?;
     match style.as_str() {
         "whole" => {
-            insert_marker(&txn, "midway-whole").await?;
+            insert_marker(&*txn, "midway-whole").await?;
             Err(ApiError::Conflict("failed midway on purpose".into()))
         }
         "scoped" => {
-            insert_marker(&txn, "midway-kept").await?;
+            insert_marker(&*txn, "midway-kept").await?;
             let outcome = txn
                 .transaction::<_, (), DbErr>(|scoped| {
                     Box::pin(async move {
@@ -62,7 +66,7 @@ async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResp
             Ok(HttpResponse::Ok().json(json!({ "rolled_back": outcome.is_err() })))
         }
         "explicit" => {
-            insert_marker(&txn, "midway-kept").await?;
+            insert_marker(&*txn, "midway-kept").await?;
             let inner = txn.begin().await?;
             insert_marker(&inner, "midway-explicit").await?;
             inner.rollback().await?;
@@ -85,7 +89,7 @@ async fn hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiE
 async fn write_and_hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let ms = parse_id(&ms)?.min(60_000) as u64;
     let txn = db.writer().await?;
-    insert_marker(&txn, "write-and-hold").await?;
+    insert_marker(&*txn, "write-and-hold").await?;
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
 }
@@ -94,7 +98,7 @@ async fn write_and_hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResp
 /// this session), and answer 200: the commit fails, so the client must get a 503, not the 200.
 async fn commit_fails(db: RequestDb) -> Result<HttpResponse, ApiError> {
     let txn = db.writer().await?;
-    insert_marker(&txn, "commit-fails").await?;
+    insert_marker(&*txn, "commit-fails").await?;
     let kill = match txn.get_database_backend() {
         sea_orm::DatabaseBackend::Postgres => "SELECT pg_terminate_backend(pg_backend_pid())",
         sea_orm::DatabaseBackend::MySql => "KILL CONNECTION_ID()",
@@ -105,11 +109,32 @@ async fn commit_fails(db: RequestDb) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "wrote": "commit-fails" })))
 }
 
-async fn insert_marker(txn: &DatabaseTransaction, text: &str) -> Result<note::Model, DbErr> {
+/// Write with [`RequestDb::single_statement`], then fail (409). `alone`: the statement is the
+/// request's only write, so it autocommitted on the pool and the note stays. `joined`: the
+/// request began a transaction first, so the statement joins it and both notes are rolled back.
+async fn single_statement(
+    db: RequestDb,
+    mode: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    match mode.as_str() {
+        "alone" => {}
+        "joined" => {
+            insert_marker(&*db.writer().await?, "single-joined-first").await?;
+        }
+        _ => return Err(ApiError::NotFound),
+    }
+    let write = db.single_statement().await?;
+    insert_marker(&write.executor(), &format!("single-{mode}")).await?;
+    Err(ApiError::Conflict(
+        "failed after the write on purpose".into(),
+    ))
+}
+
+async fn insert_marker(db: &impl ConnectionTrait, text: &str) -> Result<note::Model, DbErr> {
     note::ActiveModel {
         text: Set(text.to_owned()),
         ..note::ActiveModel::new()
     }
-    .insert(txn)
+    .insert(db)
     .await
 }
