@@ -1,7 +1,8 @@
 //! The connection pool and the per-request unit of work.
 //!
-//! [`unit_of_work`] is the middleware stage that attaches a [`UnitOfWork`] to every request; handlers
-//! reach it through the [`RequestDb`] extractor. Nothing touches the pool until a handler asks:
+//! [`unit_of_work`] is the middleware stage that attaches a [`UnitOfWork`] to every request;
+//! handlers reach it through the [`RequestDb`] extractor. Nothing touches the pool until a
+//! handler asks:
 //!
 //! - reads ([`RequestDb::reader`]) run on the pool, one pooled connection per statement, with
 //!   no `BEGIN`/`COMMIT` round trips (a request that only reads has nothing to commit);
