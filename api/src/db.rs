@@ -83,6 +83,48 @@ pub enum DbSource {
     Pinned(Arc<DatabaseTransaction>),
 }
 
+/// Run SeaORM's `$statement` on the driver behind `$pool` (a `DatabaseConnection`): `$body`
+/// sees the sqlx query with the statement's values bound as `$query` and the driver's pool as
+/// `$driver` — what SeaORM does inside its executor, for each backend. A backend without a
+/// driver here (none is compiled in today) evaluates `$unsupported` with the error.
+///
+/// Fetches run on the pool itself (sqlx's executor for a pool, one boxed future that
+/// acquires, runs and releases), not on a connection acquired first: `Pool::acquire`'s future
+/// holds the driver's connect future inline, kilobytes that every handler awaiting it would
+/// copy into its box on every request.
+macro_rules! on_driver {
+    ($pool:expr, $statement:expr, |$query:ident, $driver:ident| $body:expr,
+        else |$error:ident| $unsupported:expr) => {{
+        let Statement { sql, values, .. } = $statement;
+        let values = SqlxValues(values.unwrap_or_else(|| Values(Vec::new())));
+        match $pool.get_database_backend() {
+            DbBackend::Postgres => {
+                let $driver = $pool.get_postgres_connection_pool();
+                let $query = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
+                $body
+            }
+            DbBackend::MySql => {
+                let $driver = $pool.get_mysql_connection_pool();
+                let $query = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
+                $body
+            }
+            DbBackend::Sqlite => {
+                let $driver = $pool.get_sqlite_connection_pool();
+                let $query = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
+                $body
+            }
+            #[allow(unreachable_patterns)]
+            backend => {
+                let $error = DbErr::BackendNotSupported {
+                    db: backend.as_str(),
+                    ctx: "on_driver",
+                };
+                $unsupported
+            }
+        }
+    }};
+}
+
 /// Every row of a read `statement`, streamed from a connection of its own (exports).
 ///
 /// On the pool, the connection comes from the driver's pool and counts in its budget. A
@@ -108,37 +150,21 @@ pub fn stream_rows(
         }
         DbSource::Pool(pool, _) => pool,
     };
-    let Statement { sql, values, .. } = statement;
-    let values = SqlxValues(values.unwrap_or_else(|| Values(Vec::new())));
-    // One arm per backend: the driver's pool differs in type.
-    macro_rules! stream_on {
-        ($driver_pool:expr) => {{
-            let driver_pool = $driver_pool.clone();
-            async_stream::try_stream! {
-                let mut conn = Unfinished(Some(acquire(&driver_pool).await?));
-                let mut rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), values).fetch(conn.get());
-                while let Some(row) = rows.next().await {
-                    yield QueryResult::from(row.map_err(driver_error)?);
-                }
-                drop(rows);
-                conn.finish();
+    on_driver!(pool, statement, |query, driver| {
+        let driver = driver.clone();
+        async_stream::try_stream! {
+            let mut conn = Unfinished(Some(acquire(&driver).await?));
+            let mut rows = query.fetch(conn.get());
+            while let Some(row) = rows.next().await {
+                yield QueryResult::from(row.map_err(driver_error)?);
             }
-            .boxed_local()
-        }};
-    }
-    match pool.get_database_backend() {
-        DbBackend::Postgres => stream_on!(pool.get_postgres_connection_pool()),
-        DbBackend::MySql => stream_on!(pool.get_mysql_connection_pool()),
-        DbBackend::Sqlite => stream_on!(pool.get_sqlite_connection_pool()),
-        #[allow(unreachable_patterns)]
-        backend => {
-            futures_util::stream::once(std::future::ready(Err(DbErr::BackendNotSupported {
-                db: backend.as_str(),
-                ctx: "stream_rows",
-            })))
-            .boxed_local()
+            drop(rows);
+            conn.finish();
         }
-    }
+        .boxed_local()
+    }, else |unsupported| {
+        futures_util::stream::once(std::future::ready(Err(unsupported))).boxed_local()
+    })
 }
 
 /// A streaming connection: returned to the pool by [`Unfinished::finish`], detached from the
@@ -327,46 +353,6 @@ pub async fn unit_of_work<B: MessageBody>(
     }
 }
 
-/// Run SeaORM's `$statement` on the driver behind `$pool`: `$body` sees the sqlx query with
-/// the statement's values bound as `$query` and the driver's pool as `$driver`, and returns
-/// a sqlx result — what SeaORM does inside its executor, for each backend.
-///
-/// The query runs on the pool itself (sqlx's executor for a pool, one boxed future that
-/// acquires, runs and releases), not on a connection acquired here: `Pool::acquire`'s future
-/// holds the driver's connect future inline, kilobytes that every handler awaiting it would
-/// copy into its box on every request.
-macro_rules! on_driver {
-    ($pool:expr, $statement:expr, |$query:ident, $driver:ident| $body:expr) => {{
-        let Statement { sql, values, .. } = $statement;
-        let values = SqlxValues(values.unwrap_or_else(|| Values(Vec::new())));
-        let result = match $pool.get_database_backend() {
-            DbBackend::Postgres => {
-                let $driver = $pool.get_postgres_connection_pool();
-                let $query = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
-                $body
-            }
-            DbBackend::MySql => {
-                let $driver = $pool.get_mysql_connection_pool();
-                let $query = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
-                $body
-            }
-            DbBackend::Sqlite => {
-                let $driver = $pool.get_sqlite_connection_pool();
-                let $query = sqlx::query_with(sqlx::AssertSqlSafe(sql), values);
-                $body
-            }
-            #[allow(unreachable_patterns)]
-            backend => {
-                return Err(DbErr::BackendNotSupported {
-                    db: backend.as_str(),
-                    ctx: "RequestDb",
-                });
-            }
-        };
-        result.map_err(driver_error)
-    }};
-}
-
 /// Extractor: the request's database handle.
 pub struct RequestDb(Rc<UnitOfWork>);
 
@@ -430,25 +416,20 @@ impl RequestDb {
     /// driver (as SeaORM does inside) keeps SeaORM's query building and decoding and drops
     /// that cost. Pinned to a test's transaction, it goes through SeaORM's executor as usual.
     pub async fn query_one(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let DbSource::Pool(pool, _) = &self.0.source else {
-            return cold(self.reader().query_one_raw(statement)).await;
-        };
-        on_driver!(pool, statement, |query, driver| query
-            .fetch_optional(driver)
-            .await
-            .map(|row| row.map(Into::into)))
+        self.runner().first(statement).await
     }
 
     /// Every row of a read `statement` (built by SeaORM), run on the driver's pool directly:
     /// see [`RequestDb::query_one`].
     pub async fn query_all(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        let DbSource::Pool(pool, _) = &self.0.source else {
-            return cold(self.reader().query_all_raw(statement)).await;
-        };
-        on_driver!(pool, statement, |query, driver| query
-            .fetch_all(driver)
-            .await
-            .map(|rows| rows.into_iter().map(Into::into).collect()))
+        self.runner().all(statement).await
+    }
+
+    fn runner(&self) -> Runner<'_> {
+        match &self.0.source {
+            DbSource::Pool(pool, _) => Runner::Driver(pool),
+            DbSource::Pinned(_) => Runner::SeaOrm(self.reader()),
+        }
     }
 
     /// The source itself, for work that outlives the handler (streamed responses).
@@ -510,19 +491,43 @@ impl SingleStatement<'_> {
 
     /// Run a statement (built by SeaORM) that returns one row — `INSERT … RETURNING` — and
     /// return that row. In autocommit it runs on the driver's pool directly, for the reason
-    /// given at [`RequestDb::query_one`]; in a transaction, through SeaORM's executor.
-    ///
-    /// The result is read to its end (`fetch_all`), not just to its first row: in autocommit
-    /// the statement commits when it completes, and a driver that hands over the first row
-    /// earlier (`fetch_optional`) would let a 201 go out before the row is committed.
+    /// given at [`RequestDb::query_one`]; in a transaction, through SeaORM's executor. The
+    /// row is returned once the statement has completed (committed, in autocommit).
     pub async fn query_one(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
-        let Self::Autocommit(pool) = self else {
-            return cold(self.executor().query_one_raw(statement)).await;
+        let runner = match self {
+            Self::Autocommit(pool) => Runner::Driver(pool),
+            Self::Transaction(_) => Runner::SeaOrm(self.executor()),
         };
-        on_driver!(pool, statement, |query, driver| query
-            .fetch_all(driver)
-            .await
-            .map(|rows| rows.into_iter().next().map(Into::into)))
+        runner.first(statement).await
+    }
+}
+
+/// Where a statement built by SeaORM runs: on the driver's pool directly (the hot path), or
+/// through SeaORM's executor — a transaction — boxed by [`cold`].
+enum Runner<'a> {
+    Driver(&'a DatabaseConnection),
+    SeaOrm(DatabaseExecutor<'a>),
+}
+
+impl Runner<'_> {
+    /// The first row. The result is read to its end, not just to its first row: an
+    /// autocommitted write commits when the statement completes, and a driver that hands over
+    /// the first row earlier (`fetch_optional`) would let a 201 go out before the row is
+    /// committed. A read by primary key has one row at most, so that costs nothing there.
+    async fn first(self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+        Ok(self.all(statement).await?.into_iter().next())
+    }
+
+    /// Every row.
+    async fn all(self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        let pool = match self {
+            Self::Driver(pool) => pool,
+            Self::SeaOrm(executor) => return cold(executor.query_all_raw(statement)).await,
+        };
+        on_driver!(pool, statement, |query, driver| {
+            let rows = query.fetch_all(driver).await.map_err(driver_error)?;
+            Ok(rows.into_iter().map(Into::into).collect())
+        }, else |unsupported| Err(unsupported))
     }
 }
 

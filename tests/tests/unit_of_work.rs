@@ -88,14 +88,13 @@ fn pool_in_use(db: &TestDb) -> (u32, u32) {
     (size - idle as u32, size)
 }
 
-/// Wait until no connection is checked out — none still being given back after the set-up,
-/// for one — so that a connection seen in use next is the one the test's holding request took.
+/// Wait until no connection is checked out: every request has given its connection back (a
+/// connection seen in use next is then the one the test's holding request took).
 async fn wait_for_idle_pool(db: &TestDb) {
     wait_for_connections_in_use(db, 0).await;
 }
 
-/// Wait until `in_use` connections are checked out (a held request has its connection, or
-/// every abandoned request has given its connection back).
+/// Wait until `in_use` connections are checked out (a held request has its connection).
 async fn wait_for_connections_in_use(db: &TestDb, in_use: u32) {
     within_deadline("waiting for the pool", async {
         while pool_in_use(db).0 != in_use {
@@ -157,7 +156,7 @@ where
         >,
     B: actix_web::body::MessageBody,
 {
-    wait_for_connections_in_use(db, 0).await;
+    wait_for_idle_pool(db).await;
     assert!(pool_in_use(db).1 <= 1, "the pool grew past DB_POOL_MAX");
     assert!(!connection_in_transaction(db).await, "a transaction leaked");
     let reply = within_deadline("a write after failures", send(app, new_note("clean"))).await;
@@ -460,7 +459,7 @@ async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
         "{:?}",
         reply.body().await
     );
-    wait_for_connections_in_use(&db, 0).await;
+    wait_for_idle_pool(&db).await;
     assert!(
         !connection_in_transaction(&db).await,
         "a transaction leaked"
@@ -492,7 +491,7 @@ async fn request_dropped_during_begin_leaves_no_transaction_open(backend: Backen
             }
         }
         drop(begin);
-        wait_for_connections_in_use(&db, 0).await;
+        wait_for_idle_pool(&db).await;
         assert!(
             !connection_in_transaction(&db).await,
             "attempt {attempt}: dropped after {polls} polls, the pooled connection is still in a transaction"
