@@ -491,14 +491,17 @@ impl SingleStatement<'_> {
 
     /// Run a statement (built by SeaORM) that returns one row — `INSERT … RETURNING` — and
     /// return that row. In autocommit it runs on the driver's pool directly, for the reason
-    /// given at [`RequestDb::query_one`]; in a transaction, through SeaORM's executor. The
-    /// row is returned once the statement has completed (committed, in autocommit).
+    /// given at [`RequestDb::query_one`]; in a transaction, through SeaORM's executor.
+    ///
+    /// The result is read to its end, not just to its first row: in autocommit the statement
+    /// commits when it completes, and the MySQL and SQLite drivers hand over the first row
+    /// earlier (`fetch_optional`), which would let a 201 go out before the row is committed.
     pub async fn query_one(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
         let runner = match self {
             Self::Autocommit(pool) => Runner::Driver(pool),
             Self::Transaction(_) => Runner::SeaOrm(self.executor()),
         };
-        runner.first(statement).await
+        Ok(runner.all(statement).await?.into_iter().next())
     }
 }
 
@@ -510,12 +513,16 @@ enum Runner<'a> {
 }
 
 impl Runner<'_> {
-    /// The first row. The result is read to its end, not just to its first row: an
-    /// autocommitted write commits when the statement completes, and a driver that hands over
-    /// the first row earlier (`fetch_optional`) would let a 201 go out before the row is
-    /// committed. A read by primary key has one row at most, so that costs nothing there.
+    /// The first row, for a read: drivers may stop reading the result there.
     async fn first(self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
-        Ok(self.all(statement).await?.into_iter().next())
+        let pool = match self {
+            Self::Driver(pool) => pool,
+            Self::SeaOrm(executor) => return cold(executor.query_one_raw(statement)).await,
+        };
+        on_driver!(pool, statement, |query, driver| {
+            let row = query.fetch_optional(driver).await.map_err(driver_error)?;
+            Ok(row.map(Into::into))
+        }, else |unsupported| Err(unsupported))
     }
 
     /// Every row.
