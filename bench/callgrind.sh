@@ -4,8 +4,9 @@
 #
 #   bench/callgrind.sh [SCENARIO [REQUESTS]]     SCENARIO: get (default), list or post
 #
-# Makes a PostgreSQL database with 100 000 notes (BENCH_PG_URL, default
-# postgres://postgres@127.0.0.1:5432; dropped at exit), then runs each server under
+# Makes a database with 100 000 notes — PostgreSQL (BENCH_PG_URL, default
+# postgres://postgres@127.0.0.1:5432; dropped at exit), or a SQLite file with
+# BENCH_BACKEND=sqlite — then runs each server under
 # `valgrind --tool=callgrind` twice — 200 requests, then 200 + REQUESTS (default 2000), one
 # at a time on one keep-alive connection — and reports (total₂ − total₁) / REQUESTS, so
 # start-up (migrations, pool) cancels out. It does not quite for one cost: quanta (metrics'
@@ -30,15 +31,34 @@ trap 'psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&
 
 cargo build --release --quiet --workspace --bins
 BIN=$CARGO_TARGET_DIR/release
-psql -q "$PG_URL/postgres" -c "CREATE DATABASE $DB" >/dev/null
-DATABASE_URL=$PG_URL/$DB "$BIN/migration" up >/dev/null
-psql -q "$PG_URL/$DB" >/dev/null <<SQL
+case ${BENCH_BACKEND:-postgres} in
+  postgres)
+    URL=$PG_URL/$DB
+    psql -q "$PG_URL/postgres" -c "CREATE DATABASE $DB" >/dev/null
+    DATABASE_URL=$URL "$BIN/migration" up >/dev/null
+    psql -q "$URL" >/dev/null <<SQL
 INSERT INTO notes (text, completed, created_at, updated_at)
 SELECT 'Benchmark note number ' || i || ': buy milk, call mum, water the plants.', i % 2 = 0,
        now(), now()
 FROM generate_series(1, 100000) AS i;
 VACUUM ANALYZE notes;
 SQL
+    ;;
+  sqlite)
+    command -v sqlite3 >/dev/null || { echo "bench/callgrind.sh: sqlite3 is not installed" >&2; exit 1; }
+    URL="sqlite://$WORK/notes.db?mode=rwc"
+    DATABASE_URL=$URL "$BIN/migration" up >/dev/null
+    sqlite3 "$WORK/notes.db" >/dev/null <<SQL
+WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100000)
+INSERT INTO notes (text, completed, created_at, updated_at)
+SELECT 'Benchmark note number ' || i || ': buy milk, call mum, water the plants.', i % 2 = 0,
+       strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00',
+       strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00'
+FROM s;
+SQL
+    ;;
+  *) echo "bench/callgrind.sh: BENCH_BACKEND is postgres or sqlite" >&2; exit 2 ;;
+esac
 
 # drive N: N requests of the scenario, each answered 2xx before the next is sent.
 drive() {
@@ -72,7 +92,7 @@ PY
 # profile SERVER N: callgrind output of SERVER answering N requests.
 profile() {
   local out=$WORK/$1.$2.out pid
-  DATABASE_URL=$PG_URL/$DB HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn \
+  DATABASE_URL=$URL HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn \
     valgrind --tool=callgrind --vgdb=no --callgrind-out-file="$out" "$BIN/$1" >"$WORK/$1.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/notes?limit=1" && break; sleep 0.2; done
