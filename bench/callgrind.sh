@@ -18,6 +18,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 SCENARIO=${1:-get}
 REQUESTS=${2:-2000}
 case "$SCENARIO" in get | list | post) ;; *) echo "usage: bench/callgrind.sh [get|list|post [REQUESTS]]" >&2; exit 2 ;; esac
@@ -36,26 +38,13 @@ case ${BENCH_BACKEND:-postgres} in
     URL=$PG_URL/$DB
     psql -q "$PG_URL/postgres" -c "CREATE DATABASE $DB" >/dev/null
     DATABASE_URL=$URL "$BIN/migration" up >/dev/null
-    psql -q "$URL" >/dev/null <<SQL
-INSERT INTO notes (text, completed, created_at, updated_at)
-SELECT 'Benchmark note number ' || i || ': buy milk, call mum, water the plants.', i % 2 = 0,
-       now(), now()
-FROM generate_series(1, 100000) AS i;
-VACUUM ANALYZE notes;
-SQL
+    fill_notes postgres "$URL" 100000
     ;;
   sqlite)
     command -v sqlite3 >/dev/null || { echo "bench/callgrind.sh: sqlite3 is not installed" >&2; exit 1; }
     URL="sqlite://$WORK/notes.db?mode=rwc"
     DATABASE_URL=$URL "$BIN/migration" up >/dev/null
-    sqlite3 "$WORK/notes.db" >/dev/null <<SQL
-WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < 100000)
-INSERT INTO notes (text, completed, created_at, updated_at)
-SELECT 'Benchmark note number ' || i || ': buy milk, call mum, water the plants.', i % 2 = 0,
-       strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00',
-       strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00'
-FROM s;
-SQL
+    fill_notes sqlite "$WORK/notes.db" 100000
     ;;
   *) echo "bench/callgrind.sh: BENCH_BACKEND is postgres or sqlite" >&2; exit 2 ;;
 esac

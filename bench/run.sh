@@ -47,6 +47,8 @@ set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. "$BENCH_DIR/lib.sh"
 
 SMOKE=false
 case "${1:-}" in
@@ -196,31 +198,7 @@ port_of() { if [ "$1" = api ]; then echo "$PORT_API"; else echo "$PORT_BASE"; fi
 
 # load_rows BACKEND TARGET: insert notes until the table holds TARGET rows (one statement).
 load_rows() {
-  local backend=$1 target=$2 have
-  if [ "$backend" = sqlite ]; then
-    have=$(sqlite3 "$WORK/bench.db" "PRAGMA busy_timeout=10000; SELECT count(*) FROM notes" | tail -n 1)
-    [ "$have" -lt "$target" ] || return 0
-    sqlite3 "$WORK/bench.db" >/dev/null <<SQL
-PRAGMA busy_timeout = 10000;
-WITH RECURSIVE s(i) AS (SELECT $have + 1 UNION ALL SELECT i + 1 FROM s WHERE i < $target)
-INSERT INTO notes (text, completed, created_at, updated_at)
-SELECT 'Benchmark note number ' || i || ': buy milk, call mum, water the plants.', i % 2 = 0,
-       strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00',
-       strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00'
-FROM s;
-PRAGMA wal_checkpoint(TRUNCATE);
-SQL
-  else
-    have=$(psql -qAt "$PG_URL/$PG_DB" -c "SELECT count(*) FROM notes")
-    [ "$have" -lt "$target" ] || return 0
-    psql -q "$PG_URL/$PG_DB" >/dev/null <<SQL
-INSERT INTO notes (text, completed, created_at, updated_at)
-SELECT 'Benchmark note number ' || i || ': buy milk, call mum, water the plants.', i % 2 = 0,
-       now(), now()
-FROM generate_series($have + 1, $target) AS i;
-VACUUM ANALYZE notes;
-SQL
-  fi
+  if [ "$1" = sqlite ]; then fill_notes sqlite "$WORK/bench.db" "$2"; else fill_notes postgres "$PG_URL/$PG_DB" "$2"; fi
 }
 
 # drive BACKEND SCENARIO SERVER ROUND: one warm-up and one measured wrk run; appends a JSON line.
