@@ -187,6 +187,23 @@ impl Fields {
     }
 }
 
+/// Extractor: the route's `{id}`, a positive 64-bit integer ([`parse_id`]; 404 otherwise).
+///
+/// Read from the matched path as it is, where `web::Path<String>` would copy the segment into
+/// a new `String` on every request. Percent-decoding changes nothing here: a decoded digit was
+/// already decoded in the path, and any other escape decodes to something that is no id.
+pub struct PathId(pub i64);
+
+impl FromRequest for PathId {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let raw = req.match_info().get("id").unwrap_or_default();
+        std::future::ready(parse_id(raw).map(PathId))
+    }
+}
+
 /// A resource id from the path: a positive 64-bit integer. Anything else names no resource.
 pub fn parse_id(raw: &str) -> Result<i64, ApiError> {
     parse_decimal(raw)

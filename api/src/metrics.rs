@@ -4,7 +4,7 @@
 //! Routes are labelled by their template (`/notes/{id}`), never the raw path, so the number
 //! of series stays bounded whatever clients send.
 
-use std::{cell::RefCell, collections::HashMap, sync::OnceLock};
+use std::{cell::RefCell, sync::OnceLock};
 
 use actix_web::http::Method;
 
@@ -75,13 +75,17 @@ fn describe() {
 ///
 /// The handles of each (route, method, status) series are looked up in the recorder once per
 /// worker thread and kept, so a request costs two atomic updates instead of building and
-/// hashing a labelled key twice.
+/// hashing a labelled key twice. The routes are a short list (the templates), scanned rather
+/// than hashed: comparing a few short strings costs less than hashing one with SipHash.
 pub fn record_request(method: &Method, route: &str, status: u16, seconds: f64) {
     let method = method_label(method);
-    HANDLES.with_borrow_mut(|by_route| {
-        let series = match by_route.get_mut(route) {
-            Some(series) => series,
-            None => by_route.entry(route.to_owned()).or_default(),
+    HANDLES.with_borrow_mut(|routes| {
+        let series = match routes.iter().position(|(template, _)| **template == *route) {
+            Some(i) => &mut routes[i].1,
+            None => {
+                routes.push((route.into(), Vec::new()));
+                &mut routes.last_mut().expect("pushed just above").1
+            }
         };
         let position = series
             .iter()
@@ -125,7 +129,7 @@ impl Series {
 thread_local! {
     /// Route template → the series seen on this thread. Bounded: routes are templates (or
     /// `unmatched`), methods are the standard ones (or `OTHER`), statuses are three digits.
-    static HANDLES: RefCell<HashMap<String, Vec<Series>>> = RefCell::new(HashMap::new());
+    static HANDLES: RefCell<Vec<(Box<str>, Vec<Series>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The method label: a client can send any token as a method, so only the standard methods

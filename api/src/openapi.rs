@@ -70,13 +70,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         serde_json::to_vec(&ApiDoc::openapi()).expect("the OpenAPI document serialises"),
     );
     cfg.service(
-        web::resource("/openapi.json")
+        crate::routes::resource("/openapi.json")
             .app_data(document)
             .route(web::get().to(openapi_json))
             .default_service(crate::routes::allow("GET")),
     )
     .service(
-        web::resource("/docs")
+        crate::routes::resource("/docs")
             .route(web::get().to(docs_index))
             .default_service(crate::routes::allow("GET")),
     )

@@ -47,9 +47,10 @@ pub fn app(
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(body_limit))
-        .configure(routes::ops::routes)
+        // actix tries resources in the order they are registered: the busiest first.
         .configure(routes::notes::routes)
         .configure(routes::users::routes)
+        .configure(routes::ops::routes)
         .configure(crate::openapi::routes)
         .configure(|cfg| {
             if testing {

@@ -1,9 +1,9 @@
 //! Logging set-up and the per-request context: request id, span, access log line.
 
-use std::time::Instant;
+use std::{borrow::Cow, time::Instant};
 
 use actix_web::{
-    HttpMessage, HttpResponse, ResponseError,
+    HttpRequest, HttpResponse, ResponseError,
     body::{EitherBody, MessageBody},
     dev::{ServiceRequest, ServiceResponse},
     http::{
@@ -61,16 +61,23 @@ where
     }
 }
 
-/// The request's id, from `x-request-id` or newly made.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub String);
-
-fn client_request_id(req: &ServiceRequest) -> Option<String> {
-    let value = req.headers().get(&REQUEST_ID)?.to_str().ok()?;
-    let valid = !value.is_empty()
-        && value.len() <= MAX_REQUEST_ID_LEN
-        && value.bytes().all(|b| b.is_ascii_graphic());
-    valid.then(|| value.to_owned())
+/// The request's id: the client's `x-request-id` when it is a sensible one, else a new UUID.
+///
+/// It is kept as the header value it goes out as: the client's is shared with the request's
+/// buffer, a new one is one allocation, and neither is copied again for the response.
+fn request_id(req: &ServiceRequest) -> HeaderValue {
+    let client = req.headers().get(&REQUEST_ID).filter(|value| {
+        let id = value.as_bytes();
+        !id.is_empty() && id.len() <= MAX_REQUEST_ID_LEN && id.iter().all(u8::is_ascii_graphic)
+    });
+    match client {
+        Some(id) => id.clone(),
+        None => {
+            let mut buffer = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+            HeaderValue::from_str(id).expect("a UUID is a valid header value")
+        }
+    }
 }
 
 /// Middleware stage: request id, one span per request around `inner`, metrics, and a log line
@@ -79,23 +86,28 @@ pub async fn request_context<B: MessageBody + 'static>(
     req: ServiceRequest,
     inner: impl AsyncFnOnce(ServiceRequest) -> Result<ServiceResponse<B>, actix_web::Error>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let request_id = client_request_id(&req).unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let request_id = request_id(&req);
     let method = req.method().clone();
     let span = tracing::info_span!(
         "request",
         method = %method,
         route = tracing::field::Empty,
-        request_id = %request_id,
+        // Checked above: printable ASCII.
+        request_id = request_id.to_str().unwrap_or_default(),
     );
     let started = Instant::now();
-    let result = inner(req).instrument(span.clone()).await;
+    // A span the log filter turns off (`RUST_LOG=warn`) needs no entering at every poll.
+    let result = if span.is_disabled() {
+        inner(req).await
+    } else {
+        inner(req).instrument(span.clone()).await
+    };
     let status = match &result {
         Ok(response) => response.status(),
         Err(error) => error.as_response_error().status_code(),
     };
     let route = match &result {
-        Ok(response) => response.request().match_pattern(),
+        Ok(response) => route_template(response.request()),
         Err(_) => None,
     };
     let route = route.as_deref().unwrap_or("unmatched");
@@ -112,7 +124,7 @@ pub async fn request_context<B: MessageBody + 'static>(
     match result {
         Ok(response) => {
             let mut response = problem_if_bare(response);
-            add_headers(response.headers_mut(), &request_id);
+            add_headers(response.headers_mut(), request_id);
             Ok(response)
         }
         Err(error) => Err(WithHeaders {
@@ -122,6 +134,14 @@ pub async fn request_context<B: MessageBody + 'static>(
         }
         .into()),
     }
+}
+
+/// The template of the route that served `req` (`/notes/{id}`): the name our resources carry
+/// (see [`crate::routes::resource`]), else the pattern actix matched.
+fn route_template(req: &HttpRequest) -> Option<Cow<'_, str>> {
+    req.match_name()
+        .map(Cow::Borrowed)
+        .or_else(|| req.match_pattern().map(Cow::Owned))
 }
 
 /// An error response that came without a body of its own (from a component that is not
@@ -141,10 +161,8 @@ fn problem_if_bare<B: MessageBody + 'static>(
 }
 
 /// The headers every response carries.
-fn add_headers(headers: &mut HeaderMap, request_id: &str) {
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        headers.insert(REQUEST_ID, value);
-    }
+fn add_headers(headers: &mut HeaderMap, request_id: HeaderValue) {
+    headers.insert(REQUEST_ID, request_id);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -157,7 +175,7 @@ fn add_headers(headers: &mut HeaderMap, request_id: &str) {
 #[derive(Debug)]
 struct WithHeaders {
     error: actix_web::Error,
-    request_id: String,
+    request_id: HeaderValue,
     span: tracing::Span,
 }
 
@@ -175,7 +193,7 @@ impl ResponseError for WithHeaders {
     fn error_response(&self) -> HttpResponse {
         let _entered = self.span.enter();
         let mut response = self.error.error_response();
-        add_headers(response.headers_mut(), &self.request_id);
+        add_headers(response.headers_mut(), self.request_id.clone());
         response
     }
 }

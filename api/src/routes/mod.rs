@@ -7,6 +7,13 @@ pub mod users;
 
 use crate::error::ApiError;
 
+/// A resource at `path`, named by its path. The access log and the metrics label a request
+/// by its route template: a named resource's is a lookup (`HttpRequest::match_name`), where
+/// `match_pattern` rebuilds the template into a new `String` for every request.
+pub fn resource(path: &'static str) -> actix_web::Resource {
+    actix_web::web::resource(path).name(path)
+}
+
 /// Fallback for paths no route matches.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)

@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use crate::{
     db::{self, DbSource, RequestDb},
     error::{ApiError, FieldError},
-    input::{Fields, FromJson, Json, join, parse_id},
+    input::{Fields, FromJson, Json, PathId, join},
     openapi::Problem,
     pagination::ListQuery,
     statements::CachedSql,
@@ -36,23 +36,23 @@ const EXPORT_CHUNK_BYTES: usize = 32 * 1024;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/notes")
+        super::resource("/notes")
             .route(web::get().to(list))
             .route(web::post().to(create))
             .default_service(crate::routes::allow("GET, POST")),
     )
     .service(
-        web::resource("/notes/bulk")
+        super::resource("/notes/bulk")
             .route(web::post().to(bulk_create))
             .default_service(crate::routes::allow("POST")),
     )
     .service(
-        web::resource("/notes/export")
+        super::resource("/notes/export")
             .route(web::get().to(export))
             .default_service(crate::routes::allow("GET")),
     )
     .service(
-        web::resource("/notes/{id}")
+        super::resource("/notes/{id}")
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(delete))
@@ -322,9 +322,8 @@ fn build_insert_returning(model: note::ActiveModel, backend: DbBackend) -> State
         (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
     static BY_ID: CachedSql = CachedSql::new(|backend| note::Entity::find_by_id(0).build(backend));
-    let id = parse_id(&id)?;
     let row = db
         .query_one(BY_ID.with_values(db.backend(), [id.into()]))
         .await?
@@ -349,10 +348,10 @@ pub async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, A
 )]
 pub async fn update(
     db: RequestDb,
-    id: web::Path<String>,
     Json(patch): Json<NotePatch>,
+    // After the body, so a bad body is reported (422) whatever the id.
+    PathId(id): PathId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
     let txn = db.writer().await?;
     let mut note = note::Entity::find_by_id(id)
         .one(&*txn)
@@ -379,8 +378,7 @@ pub async fn update(
         (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+pub async fn delete(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
     let write = db.single_statement().await?;
     let result = db::cold(note::Entity::delete_by_id(id).exec(&write.executor())).await?;
     if result.rows_affected == 0 {

@@ -18,7 +18,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ("/metrics", web::get().to(metrics)),
     ] {
         cfg.service(
-            web::resource(path)
+            super::resource(path)
                 .route(route)
                 .default_service(super::allow("GET")),
         );

@@ -20,7 +20,7 @@ use validator::ValidateEmail;
 use crate::{
     db::RequestDb,
     error::{ApiError, FieldError},
-    input::{Fields, FromJson, Json, parse_id},
+    input::{Fields, FromJson, Json, PathId},
     openapi::Problem,
     pagination::ListQuery,
 };
@@ -32,13 +32,13 @@ const MAX_NAME_CHARS: usize = 200;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
-        web::resource("/users")
+        super::resource("/users")
             .route(web::get().to(list))
             .route(web::post().to(create))
             .default_service(crate::routes::allow("GET, POST")),
     )
     .service(
-        web::resource("/users/{id}")
+        super::resource("/users/{id}")
             .route(web::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(delete))
@@ -277,8 +277,7 @@ pub async fn create(db: RequestDb, Json(new): Json<NewUser>) -> Result<HttpRespo
         (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
     let user = user::Entity::find_by_id(id)
         .one(&db.reader())
         .await?
@@ -306,10 +305,10 @@ pub async fn get(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, A
 )]
 pub async fn update(
     db: RequestDb,
-    id: web::Path<String>,
     Json(patch): Json<UserPatch>,
+    // After the body, so a bad body is reported (422) whatever the id.
+    PathId(id): PathId,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
     let hashed_password = match patch.password {
         Some(password) => Some(password.hash().await?),
         None => None,
@@ -378,8 +377,7 @@ async fn apply_profile_changes(
         (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn delete(db: RequestDb, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+pub async fn delete(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
     let txn = db.writer().await?;
     let result = user::Entity::delete_by_id(id).exec(&*txn).await?;
     if result.rows_affected == 0 {
