@@ -9,9 +9,9 @@
 # BENCH_BACKEND=sqlite — then runs each server under
 # `valgrind --tool=callgrind` twice — 200 requests, then 200 + REQUESTS (default 2000), one
 # at a time on one keep-alive connection — and reports (total₂ − total₁) / REQUESTS, so
-# start-up (migrations, pool) cancels out. It does not quite for one cost: quanta (metrics'
-# clock) calibrates for a varying time at start-up (`OnceCell…initialize` and
-# `clock_gettime` in the diff), about ±2 k instructions per request at 2 000 requests.
+# start-up (migrations, pool) cancels out. The one start-up cost that varies from run to run,
+# quanta's clock calibration (`quanta::Clock::new`, 8–12 M instructions: ±1.5 k per request
+# at 2 000 requests), is left out of the count (`--toggle-collect`).
 # With CG_DIFF=1 it also lists the functions whose cost per request differs most between the
 # two servers. CG_KEEP=1 keeps the callgrind files (the script prints where).
 set -euo pipefail
@@ -82,7 +82,8 @@ PY
 profile() {
   local out=$WORK/$1.$2.out pid
   DATABASE_URL=$URL HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn \
-    valgrind --tool=callgrind --vgdb=no --callgrind-out-file="$out" "$BIN/$1" >"$WORK/$1.log" 2>&1 &
+    valgrind --tool=callgrind --vgdb=no --toggle-collect='quanta::Clock::new' --collect-atstart=yes \
+      --callgrind-out-file="$out" "$BIN/$1" >"$WORK/$1.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/notes?limit=1" && break; sleep 0.2; done
   drive "$2"
