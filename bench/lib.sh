@@ -1,11 +1,16 @@
 # Shell functions shared by bench/run.sh and bench/callgrind.sh (sourced, not run).
 
-# fill_notes BACKEND WHERE TARGET: add benchmark notes, in one statement, until `notes` holds
-# TARGET rows. WHERE is the database file for BACKEND sqlite, the database URL for postgres.
+# fill_notes BACKEND WHERE TARGET: make `notes` hold exactly TARGET rows, in one statement:
+# add benchmark notes, or delete the newest (the write scenarios add rows). WHERE is the
+# database file for BACKEND sqlite, the database URL for postgres.
 fill_notes() {
   local backend=$1 where=$2 target=$3 have
   if [ "$backend" = sqlite ]; then
     have=$(sqlite3 "$where" "PRAGMA busy_timeout=10000; SELECT count(*) FROM notes" | tail -n 1)
+    if [ "$have" -gt "$target" ]; then
+      sqlite3 "$where" "PRAGMA busy_timeout=10000; $(keep_oldest "$target")" >/dev/null
+      return 0
+    fi
     [ "$have" -lt "$target" ] || return 0
     sqlite3 "$where" >/dev/null <<SQL
 PRAGMA busy_timeout = 10000;
@@ -19,6 +24,10 @@ PRAGMA wal_checkpoint(TRUNCATE);
 SQL
   else
     have=$(psql -qAt "$where" -c "SELECT count(*) FROM notes")
+    if [ "$have" -gt "$target" ]; then
+      psql -q "$where" -c "$(keep_oldest "$target")" -c "VACUUM ANALYZE notes" >/dev/null
+      return 0
+    fi
     [ "$have" -lt "$target" ] || return 0
     psql -q "$where" >/dev/null <<SQL
 INSERT INTO notes (text, completed, created_at, updated_at)
@@ -28,4 +37,10 @@ FROM generate_series($have + 1, $target) AS i;
 VACUUM ANALYZE notes;
 SQL
   fi
+}
+
+# keep_oldest TARGET: the SQL (SQLite and PostgreSQL) that deletes every note after the
+# TARGET-th by id.
+keep_oldest() {
+  echo "DELETE FROM notes WHERE id > (SELECT id FROM notes ORDER BY id LIMIT 1 OFFSET $(($1 - 1)));"
 }

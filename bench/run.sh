@@ -23,8 +23,9 @@
 #        mix   90 % GET /notes/{id}, 10 % POST /notes
 #      For each: requests/s, p50 and p99 latency, errors (non-2xx + socket errors) and the
 #      server's peak RSS during the run (VmHWM, reset through /proc/PID/clear_refs);
-#   4. grows the table to BENCH_EXPORT_ROWS rows and downloads GET /notes/export from each
-#      server: rows/s and peak RSS growth over the RSS before the request;
+#   4. brings the table to exactly BENCH_EXPORT_ROWS rows (the write scenarios add some) and
+#      downloads GET /notes/export from each server: rows/s and peak RSS growth over the RSS
+#      before the request;
 #   5. writes the tables; on exit (also on error or Ctrl-C) stops the servers, drops the
 #      PostgreSQL database and removes the temporary directory.
 #
