@@ -1126,7 +1126,11 @@ async fn rejects_malformed_ids_with_4xx(backend: Backend) {
     let survivor = send(&app, get(&format!("/notes/{id}"))).await;
     assert_eq!(survivor.json(), created);
     // Percent-encoded digits are the same id: the path is decoded before the id is read.
-    let encoded: String = id.to_string().bytes().map(|b| format!("%{b:02X}")).collect();
+    let encoded: String = id
+        .to_string()
+        .bytes()
+        .map(|b| format!("%{b:02X}"))
+        .collect();
     let same = send(&app, get(&format!("/notes/{encoded}"))).await;
     assert_eq!(same.status, StatusCode::OK, "/notes/{encoded}");
     assert_eq!(same.json(), created);
