@@ -1,17 +1,28 @@
 //! The notes service: an actix-web server over SeaORM.
 //!
-//! `startup::app` builds the application (tests use it as is), `startup::run` runs the
-//! process. Each request's database work goes through the unit of work in [`db`].
+//! The modules are layers, listed bottom to top; each uses only the ones listed before it:
+//!
+//! - [`config`] — settings from the environment; [`telemetry`] — the log subscriber;
+//!   [`password`] — the password rule and its hashing (a domain type, no HTTP);
+//! - [`db`] — the pool and each request's handle on it ([`db::RequestDb`]): the one way
+//!   handlers reach the database, in SeaORM's terms;
+//! - [`state`] — what every handler can reach;
+//! - [`http`] — plumbing shared by the routes: errors as problem+json, request parsing,
+//!   pagination, metrics and the middleware every request goes through;
+//! - [`routes`] — one module per resource; [`openapi`] — the document and the docs page;
+//! - [`seed`] — the demo data; [`startup`] — the app, the server and the process's life.
 
 pub mod config;
+pub mod password;
+pub mod telemetry;
+
 pub mod db;
-pub mod error;
-pub mod input;
-pub mod metrics;
+pub mod state;
+
+pub mod http;
+
 pub mod openapi;
-pub mod pagination;
 pub mod routes;
+
 pub mod seed;
 pub mod startup;
-pub mod statements;
-pub mod telemetry;

@@ -4,32 +4,24 @@
 //! app serves, so the two cannot drift apart.
 
 use actix_web::{HttpResponse, web};
-use serde::Serialize;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::OpenApi;
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
-use crate::routes::{notes, ops, users};
-
-/// An RFC 9457 problem, as every error is answered.
-#[derive(Serialize, ToSchema)]
-pub struct Problem {
-    /// Always `about:blank`: the status and title say what happened.
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
-    pub status: u16,
-    pub detail: String,
-    /// The invalid fields (422 only).
-    #[schema(required = false)]
-    pub errors: Option<Vec<crate::error::FieldError>>,
-}
+use crate::{
+    http::error::{FieldError, Problem},
+    routes::{notes, ops, users},
+};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "notes-api",
-        description = "Notes and users over SeaORM. Errors are application/problem+json (RFC 9457); \
-                       every response carries x-request-id."
+        description = "Notes and users. Bodies are JSON; times are RFC 3339 in UTC; ids are \
+                       positive 64-bit integers. Every error is `application/problem+json` \
+                       (RFC 9457) with `type`, `title`, `status` and `detail`, plus `errors` \
+                       naming each invalid field on 422. Every response carries \
+                       `x-request-id` (yours, when you send a sensible one): quote it when \
+                       reporting a problem. A 503 carries `Retry-After`; nothing was written."
     ),
     paths(
         notes::list,
@@ -50,7 +42,7 @@ pub struct Problem {
         openapi_json,
         docs_index,
     ),
-    components(schemas(Problem, crate::error::FieldError)),
+    components(schemas(Problem, FieldError)),
     tags(
         (name = "notes", description = "Notes"),
         (name = "users", description = "Users"),
@@ -83,7 +75,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(SwaggerUi::new("/docs/{_:.*}").config(config));
 }
 
-/// This document.
+/// This document
+///
+/// The OpenAPI 3.1 document of this API.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "the OpenAPI 3 document", body = Object)))]
 pub async fn openapi_json(document: web::Data<Vec<u8>>) -> HttpResponse {
@@ -92,12 +86,15 @@ pub async fn openapi_json(document: web::Data<Vec<u8>>) -> HttpResponse {
         .body(document.get_ref().clone())
 }
 
-/// `/docs` without the trailing slash: the explorer's page, with its relative asset links
-/// anchored under `/docs/`.
+/// API explorer
+///
+/// Swagger UI for this document, served by this server (works offline).
 #[utoipa::path(get, path = "/docs", tag = "operations",
     responses((status = 200, description = "Swagger UI, served by this server", body = String,
         content_type = "text/html")))]
 pub async fn docs_index() -> HttpResponse {
+    // Served at `/docs` without the trailing slash: relative asset links are anchored under
+    // `/docs/` by a <base>.
     let config = std::sync::Arc::new(Config::new(["/openapi.json"]).validator_url("none"));
     match utoipa_swagger_ui::serve("index.html", config) {
         Ok(Some(file)) => {

@@ -6,7 +6,7 @@ use sea_orm::{
     EntityTrait, PaginatorTrait, QueryFilter,
 };
 
-use crate::{error::ApiError, routes::users::Password};
+use crate::{http::error::ApiError, password::Password};
 
 pub const DEMO_EMAIL: &str = "johndoe@example.com";
 const DEMO_NOTES: [&str; 3] = [

@@ -1,33 +1,27 @@
 //! Building the app, binding the server, and the process's life: connect, migrate, serve,
 //! drain on SIGTERM/SIGINT, close the pool.
 
-use std::{net::TcpListener, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{net::TcpListener, sync::Arc, time::Duration};
 
 use actix_web::{
     App, HttpServer,
     body::MessageBody,
     dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse},
-    middleware::{Next, from_fn},
+    middleware::from_fn,
     web,
 };
-use futures_util::FutureExt;
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::{
     config::Settings,
     db::{self, DbSource},
-    error::ApiError,
-    routes, telemetry,
+    http::{self, middleware},
+    openapi, routes,
+    state::AppState,
 };
 
 /// Connection attempts at start-up before giving up.
 const CONNECT_ATTEMPTS: u32 = 5;
-
-/// What every handler can reach.
-pub struct AppState {
-    pub db: DbSource,
-    pub settings: Arc<Settings>,
-}
 
 /// The whole application: routes and middleware. Tests build exactly this.
 pub fn app(
@@ -43,7 +37,7 @@ pub fn app(
 > {
     let body_limit = state.settings.body_limit_bytes;
     let testing = state.settings.testing;
-    crate::metrics::handle();
+    http::metrics::handle();
     App::new()
         .app_data(web::Data::new(state))
         .app_data(web::PayloadConfig::new(body_limit))
@@ -51,82 +45,14 @@ pub fn app(
         .configure(routes::notes::routes)
         .configure(routes::users::routes)
         .configure(routes::ops::routes)
-        .configure(crate::openapi::routes)
+        .configure(openapi::routes)
         .configure(|cfg| {
             if testing {
                 routes::testing::routes(cfg);
             }
         })
         .default_service(web::to(routes::not_found))
-        .wrap(from_fn(middleware))
-}
-
-/// What every request goes through, outermost first: its context (id, span, metrics, common
-/// headers), the limits, the unit of work, and the panic guard — so a panic is turned into a
-/// 500 inside the unit of work, which then rolls the request's transaction back explicitly.
-///
-/// The four are composed in one `from_fn` layer: each layer boxes two futures and adds two
-/// dynamic calls per request, which showed in the benchmark's profile.
-async fn middleware(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    telemetry::request_context(req, async |req| {
-        limits(req, async |req| {
-            db::unit_of_work(req, async |req| catch_panic(next.call(req)).await).await
-        })
-        .await
-    })
-    .await
-}
-
-/// The limits every request is held to.
-///
-/// - a declared body larger than `BODY_LIMIT_BYTES` is refused with 413 before anything reads
-///   it, whatever its type or route (bodies without a length are cut by the extractors);
-/// - a handler that runs longer than `REQUEST_TIMEOUT_S` is dropped — which rolls back its
-///   transaction and returns its connection — and the client gets a 503. Streamed bodies are
-///   not cut: the client and the database bound them.
-async fn limits<B>(
-    req: ServiceRequest,
-    inner: impl AsyncFnOnce(ServiceRequest) -> Result<ServiceResponse<B>, actix_web::Error>,
-) -> Result<ServiceResponse<B>, actix_web::Error> {
-    let (limit, timeout) =
-        req.app_data::<web::Data<AppState>>()
-            .map_or((usize::MAX, Duration::MAX), |state| {
-                (
-                    state.settings.body_limit_bytes,
-                    state.settings.request_timeout,
-                )
-            });
-    let declared = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::PayloadTooLarge(limit).into());
-    }
-    match tokio::time::timeout(timeout, inner(req)).await {
-        Ok(result) => result,
-        Err(_) => {
-            tracing::warn!(?timeout, "request timed out");
-            Err(ApiError::Timeout.into())
-        }
-    }
-}
-
-/// A panicking handler answers a 500 problem instead of closing the connection.
-///
-/// The panic becomes an error, not a response: the request cannot be cloned before routing,
-/// and the outer stages (unit of work, request context) handle errors anyway.
-async fn catch_panic<B>(
-    handled: impl Future<Output = Result<ServiceResponse<B>, actix_web::Error>>,
-) -> Result<ServiceResponse<B>, actix_web::Error> {
-    match AssertUnwindSafe(handled).catch_unwind().await {
-        Ok(result) => result,
-        Err(_) => Err(ApiError::Internal("the handler panicked".into()).into()),
-    }
+        .wrap(from_fn(middleware::stack))
 }
 
 /// Start serving `state` on `listener`. The returned server runs until stopped.

@@ -5,9 +5,11 @@
 //! `PROPTEST_CASES=200000 cargo test --release -p api --test parsing_properties`.
 
 use api::{
-    error::ApiError,
-    input::{parse_id, parse_json_body},
-    pagination::ListQuery,
+    http::{
+        error::ApiError,
+        input::{parse_id, parse_json_body},
+        pagination::ListQuery,
+    },
     routes::{
         notes::{MAX_BULK_ITEMS, MAX_TEXT_CHARS, NewNote, NewNotes, NotePatch},
         users::NewUser,

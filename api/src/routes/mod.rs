@@ -5,7 +5,7 @@ pub mod ops;
 pub mod testing;
 pub mod users;
 
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// A resource at `path`, named by its path. The access log and the metrics label a request
 /// by its route template: a named resource's is a lookup (`HttpRequest::match_name`), where

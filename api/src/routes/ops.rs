@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
-use sea_orm::ConnectionTrait;
 use serde_json::json;
 
-use crate::{db::RequestDb, error::ApiError, startup::AppState};
+use crate::{
+    http::error::{ApiError, Unavailable},
+    state::AppState,
+};
 
 /// How long `/readyz` waits for `SELECT 1`.
 const READY_TIMEOUT: Duration = Duration::from_secs(1);
@@ -25,23 +27,25 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     }
 }
 
-/// Liveness: 200 while the process serves requests. Touches no database.
+/// Liveness
+///
+/// 200 while the process serves requests; never touches the database.
 #[utoipa::path(get, path = "/healthz", tag = "operations",
     responses((status = 200, description = "the process is up", body = Object)))]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
-/// Readiness: 200 when the database answers `SELECT 1` in time, 503 otherwise.
+/// Readiness
+///
+/// 200 when the database answers within 1 s, 503 otherwise: route traffic on it.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "the database answers", body = Object),
-        (status = 503, description = "the database does not answer", body = crate::openapi::Problem,
-            content_type = "application/problem+json"),
+        Unavailable,
     ))]
-pub async fn readyz(db: RequestDb) -> Result<HttpResponse, ApiError> {
-    let reader = db.reader();
-    match tokio::time::timeout(READY_TIMEOUT, reader.execute_unprepared("SELECT 1")).await {
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match tokio::time::timeout(READY_TIMEOUT, state.db.ping()).await {
         Ok(Ok(_)) => Ok(HttpResponse::Ok().json(json!({ "status": "ready" }))),
         Ok(Err(error)) => {
             tracing::warn!(%error, "readiness check failed");
@@ -54,13 +58,16 @@ pub async fn readyz(db: RequestDb) -> Result<HttpResponse, ApiError> {
     }
 }
 
-/// Prometheus text exposition.
+/// Metrics
+///
+/// Request counts and latencies by route and status, and the database pool's state, in
+/// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String,
         content_type = "text/plain; version=0.0.4")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    crate::metrics::record_pool(&state.db, state.settings.db_pool_max);
+    crate::http::metrics::record_pool(&state.db, state.settings.db_pool_max);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(crate::metrics::handle().render())
+        .body(crate::http::metrics::handle().render())
 }

@@ -11,7 +11,10 @@ use sea_orm::{
 };
 use serde_json::json;
 
-use crate::{db::RequestDb, error::ApiError, input::parse_id};
+use crate::{
+    db::RequestDb,
+    http::{error::ApiError, input::parse_id},
+};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/__test/panic", web::get().to(panic))
@@ -37,7 +40,7 @@ async fn panic() -> HttpResponse {
 }
 
 async fn panic_after_write(db: RequestDb) -> Result<HttpResponse, ApiError> {
-    let txn = db.writer().await?;
+    let txn = db.transaction().await?;
     insert_marker(&*txn, "panic-after-write").await?;
     panic!("test route panicked after writing");
 }
@@ -47,7 +50,7 @@ async fn panic_after_write(db: RequestDb) -> Result<HttpResponse, ApiError> {
 /// request's transaction, then roll back their own (nested) transaction and answer 200: the
 /// request commits the kept note, and only their rollback can have removed the other.
 async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let txn = db.writer().await?;
+    let txn = db.transaction().await?;
     match style.as_str() {
         "whole" => {
             insert_marker(&*txn, "midway-whole").await?;
@@ -79,7 +82,7 @@ async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResp
 /// Take the request's connection and keep it for `ms` milliseconds (pool exhaustion tests).
 async fn hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let ms = parse_id(&ms)?.min(60_000) as u64;
-    let _txn = db.writer().await?;
+    let _txn = db.transaction().await?;
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
 }
@@ -88,7 +91,7 @@ async fn hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiE
 /// that goes away meanwhile must leave no note and no open transaction behind.
 async fn write_and_hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
     let ms = parse_id(&ms)?.min(60_000) as u64;
-    let txn = db.writer().await?;
+    let txn = db.transaction().await?;
     insert_marker(&*txn, "write-and-hold").await?;
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
@@ -97,7 +100,7 @@ async fn write_and_hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResp
 /// Write a note, then lose the connection before the middleware commits (the server ends
 /// this session), and answer 200: the commit fails, so the client must get a 503, not the 200.
 async fn commit_fails(db: RequestDb) -> Result<HttpResponse, ApiError> {
-    let txn = db.writer().await?;
+    let txn = db.transaction().await?;
     insert_marker(&*txn, "commit-fails").await?;
     let kill = match txn.get_database_backend() {
         sea_orm::DatabaseBackend::Postgres => "SELECT pg_terminate_backend(pg_backend_pid())",
@@ -109,7 +112,7 @@ async fn commit_fails(db: RequestDb) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(json!({ "wrote": "commit-fails" })))
 }
 
-/// Write with [`RequestDb::single_statement`], then fail (409). `alone`: the statement is the
+/// Write one statement ([`RequestDb::insert`]), then fail (409). `alone`: the statement is the
 /// request's only write, so it autocommitted on the pool and the note stays. `joined`: the
 /// request began a transaction first, so the statement joins it and both notes are rolled back.
 async fn single_statement(
@@ -119,22 +122,23 @@ async fn single_statement(
     match mode.as_str() {
         "alone" => {}
         "joined" => {
-            insert_marker(&*db.writer().await?, "single-joined-first").await?;
+            insert_marker(&*db.transaction().await?, "single-joined-first").await?;
         }
         _ => return Err(ApiError::NotFound),
     }
-    let write = db.single_statement().await?;
-    insert_marker(&write.executor(), &format!("single-{mode}")).await?;
+    db.insert(marker(&format!("single-{mode}"))).await?;
     Err(ApiError::Conflict(
         "failed after the write on purpose".into(),
     ))
 }
 
 async fn insert_marker(db: &impl ConnectionTrait, text: &str) -> Result<note::Model, DbErr> {
+    marker(text).insert(db).await
+}
+
+fn marker(text: &str) -> note::ActiveModel {
     note::ActiveModel {
         text: Set(text.to_owned()),
         ..note::ActiveModel::new()
     }
-    .insert(db)
-    .await
 }

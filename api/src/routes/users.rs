@@ -2,15 +2,11 @@
 //! blocking thread; responses never carry the password or its hash.
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
-use argon2::{
-    Argon2,
-    password_hash::{PasswordHasher, SaltString, rand_core::OsRng},
-};
 use chrono::{DateTime, Utc};
 use entity::user;
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -19,14 +15,15 @@ use validator::ValidateEmail;
 
 use crate::{
     db::RequestDb,
-    error::{ApiError, FieldError},
-    input::{Fields, FromJson, Json, PathId},
-    openapi::Problem,
-    pagination::ListQuery,
+    http::{
+        error::{
+            ApiError, BadBody, BadBodyOrNotFound, BadListQuery, EmailTaken, FieldError, NotFound,
+        },
+        input::{Fields, FromJson, Json, PathId},
+        pagination::ListQuery,
+    },
+    password::{self, Password},
 };
-
-const MIN_PASSWORD_CHARS: usize = 8;
-const MAX_PASSWORD_CHARS: usize = 256;
 const MAX_EMAIL_CHARS: usize = 254;
 const MAX_NAME_CHARS: usize = 200;
 
@@ -50,11 +47,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = User)]
 pub struct UserView {
+    /// Positive, assigned by the server.
     pub id: i64,
+    /// Trimmed and lower-cased.
     pub email: String,
     pub name: Option<String>,
     pub is_active: bool,
+    /// When the user signed up (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
+    /// When the user last changed (RFC 3339, UTC).
     pub updated_at: DateTime<Utc>,
 }
 
@@ -68,36 +69,6 @@ impl From<user::Model> for UserView {
             created_at: user.created_at,
             updated_at: user.updated_at,
         }
-    }
-}
-
-/// A password that meets the length rule. Its `Debug` hides it.
-pub struct Password(String);
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-impl Password {
-    /// A random password nobody knows (for accounts that must exist but not be used).
-    pub fn random() -> Self {
-        Self(SaltString::generate(&mut OsRng).to_string())
-    }
-
-    /// Hash with argon2id into a PHC string, on a blocking thread: hashing takes tens of
-    /// milliseconds of CPU and must not stall an async worker.
-    pub async fn hash(self) -> Result<String, ApiError> {
-        web::block(move || {
-            let salt = SaltString::generate(&mut OsRng);
-            Argon2::default()
-                .hash_password(self.0.as_bytes(), &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
-        })
-        .await
-        .map_err(|e| ApiError::Internal(format!("password hashing task failed: {e}")))?
     }
 }
 
@@ -120,8 +91,8 @@ fn read_email(fields: &mut Fields, raw: Option<String>) -> Option<String> {
 fn read_password(fields: &mut Fields, raw: Option<String>) -> Option<Password> {
     let raw = raw?;
     fields
-        .check_text("password", &raw, MIN_PASSWORD_CHARS, MAX_PASSWORD_CHARS)
-        .then_some(Password(raw))
+        .check_text("password", &raw, password::MIN_CHARS, password::MAX_CHARS)
+        .then(|| Password::new(raw))
 }
 
 fn read_name(fields: &mut Fields, raw: Option<String>) -> Option<String> {
@@ -208,18 +179,19 @@ fn conflict_on_email(error: sea_orm::DbErr) -> ApiError {
     }
 }
 
+/// List users
+///
+/// A page of users in id order, paged like `GET /notes`.
 #[utoipa::path(
     get, path = "/users", tag = "users",
     params(
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "page size (default 100)"),
-        ("after" = Option<i64>, Query, minimum = 0, description = "the last id seen"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "return users with a larger id than this one (the last id of the previous page)"),
     ),
     responses(
-        (status = 200, description = "users by id; a full page has a Link rel=next header", body = [UserView],
-            headers(("link" = String, description = "<…>; rel=\"next\" when the page is full"))),
-        (status = 400, description = "malformed query", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "bad parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "the page, in id order", body = [UserView],
+            headers(("link" = String, description = "`<…>; rel=\"next\"` when the page is full"))),
+        BadListQuery,
     )
 )]
 pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError> {
@@ -230,77 +202,75 @@ pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiEr
     if let Some(after) = query.after {
         select = select.filter(user::Column::Id.gt(after));
     }
-    let users = select.all(&db.reader()).await?;
+    let users: Vec<UserView> = db
+        .all(select)
+        .await?
+        .into_iter()
+        .map(UserView::from)
+        .collect();
     let last_id = users.last().map(|u| u.id);
-    let views: Vec<UserView> = users.into_iter().map(UserView::from).collect();
-    Ok(query.respond(&req, &views, last_id))
+    Ok(query.respond(&req, &users, last_id))
 }
 
-/// Sign-up. The unique index decides duplicates, so racing sign-ups give exactly one 201.
+/// Sign up
+///
+/// Creates a user. E-mail addresses are compared trimmed and lower-cased: of two sign-ups
+/// with one address, even at the same moment, exactly one succeeds and the other gets 409.
 #[utoipa::path(
     post, path = "/users", tag = "users",
     request_body = NewUser,
     responses(
         (status = 201, description = "signed up", body = UserView,
             headers(("location" = String, description = "/users/{id}"))),
-        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "e-mail address taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid user", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadBody,
+        EmailTaken,
     )
 )]
 pub async fn create(db: RequestDb, Json(new): Json<NewUser>) -> Result<HttpResponse, ApiError> {
     let hashed_password = new.password.hash().await?;
-    let txn = db.writer().await?;
-    let user = user::ActiveModel {
-        email: Set(new.email),
-        name: Set(new.name),
-        hashed_password: Set(hashed_password),
-        ..user::ActiveModel::new()
-    }
-    .insert(&*txn)
-    .await
-    .map_err(conflict_on_email)?;
+    let user = db
+        .insert(user::ActiveModel {
+            email: Set(new.email),
+            name: Set(new.name),
+            hashed_password: Set(hashed_password),
+            ..user::ActiveModel::new()
+        })
+        .await
+        .map_err(conflict_on_email)?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/users/{}", user.id)))
         .json(UserView::from(user)))
 }
 
+/// Get a user
 #[utoipa::path(
     get, path = "/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "user id")),
     responses(
         (status = 200, description = "the user", body = UserView),
-        (status = 404, description = "no such user", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+        NotFound,
     )
 )]
 pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
-    let user = user::Entity::find_by_id(id)
-        .one(&db.reader())
+    let user = db
+        .one(user::Entity::find_by_id(id))
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
-/// Profile change in the explicit style: begin, apply the profile fields, then the e-mail,
-/// and commit — or roll back everything when any step fails (a taken e-mail address leaves
-/// the name and flags unchanged too).
+/// Change a user
+///
+/// Changes any of the e-mail address, name (`null` clears it), active flag and password.
+/// All or nothing: when the new address is taken (409), nothing else changes either.
 #[utoipa::path(
     patch, path = "/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "user id")),
     request_body = UserPatch,
     responses(
         (status = 200, description = "the changed user", body = UserView),
-        (status = 400, description = "malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "no such user", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "e-mail address taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid change", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+        BadBodyOrNotFound,
+        EmailTaken,
     )
 )]
 pub async fn update(
@@ -313,15 +283,16 @@ pub async fn update(
         Some(password) => Some(password.hash().await?),
         None => None,
     };
-    let request_txn = db.writer().await?;
-    let txn = request_txn.begin().await?;
     let changes = ProfileChanges {
         name: patch.name,
         is_active: patch.is_active,
         hashed_password,
         email: patch.email,
     };
-    match apply_profile_changes(&txn, id, changes).await {
+    // Explicit: the change is read, then written; a failed step rolls back every step.
+    let txn = db.begin().await?;
+    let changed = apply_profile_changes(&*txn.get().await?, id, changes).await;
+    match changed {
         Ok(user) => {
             txn.commit().await?;
             Ok(HttpResponse::Ok().json(UserView::from(user)))
@@ -340,6 +311,7 @@ struct ProfileChanges {
     email: Option<String>,
 }
 
+/// Read the user and write every change in one UPDATE; a taken e-mail address is 409.
 async fn apply_profile_changes(
     txn: &DatabaseTransaction,
     id: i64,
@@ -359,28 +331,23 @@ async fn apply_profile_changes(
     if let Some(hashed_password) = changes.hashed_password {
         user.hashed_password = Set(hashed_password);
     }
-    let user = user.update(txn).await?;
-    let Some(email) = changes.email.filter(|email| *email != user.email) else {
-        return Ok(user);
-    };
-    let mut user = user.into_active_model();
-    user.email = Set(email);
+    if let Some(email) = changes.email {
+        user.email = Set(email);
+    }
     user.update(txn).await.map_err(conflict_on_email)
 }
 
+/// Delete a user
 #[utoipa::path(
     delete, path = "/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "user id")),
     responses(
         (status = 204, description = "deleted"),
-        (status = 404, description = "no such user", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "database unavailable", body = Problem, content_type = "application/problem+json"),
+        NotFound,
     )
 )]
 pub async fn delete(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
-    let txn = db.writer().await?;
-    let result = user::Entity::delete_by_id(id).exec(&*txn).await?;
-    if result.rows_affected == 0 {
+    if db.execute(user::Entity::delete_by_id(id)).await? == 0 {
         return Err(ApiError::NotFound);
     }
     Ok(HttpResponse::NoContent().finish())

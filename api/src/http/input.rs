@@ -11,10 +11,8 @@ use actix_web::mime;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use serde_json::{Map, Value};
 
-use crate::{
-    error::{ApiError, FieldError},
-    startup::AppState,
-};
+use super::error::{ApiError, FieldError};
+use crate::state::AppState;
 
 /// A type that can be read from a JSON value, reporting every bad field.
 pub trait FromJson: Sized {

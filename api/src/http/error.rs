@@ -12,6 +12,9 @@ use sea_orm::{
     sqlx::{self, sqlite::SqliteError},
 };
 use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::password::HashError;
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_S: &str = "1";
@@ -19,10 +22,14 @@ const RETRY_AFTER_S: &str = "1";
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
 
-/// A field that failed validation: a JSON path (`text`, `[3].text`, `limit`) and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+/// A field that failed validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct FieldError {
+    /// Where: a JSON path into the body (`text`, `[3].text`) or a query parameter (`limit`).
+    #[schema(example = "text")]
     pub field: String,
+    /// Why, in words for people.
+    #[schema(example = "must not be empty")]
     pub message: String,
 }
 
@@ -163,15 +170,31 @@ fn is_unavailable(error: &DbErr) -> bool {
     }
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem: the body of every error response (`application/problem+json`).
+#[derive(Serialize, ToSchema)]
+pub struct Problem<'a> {
+    /// Always `about:blank`: the status and title say what happened.
     #[serde(rename = "type")]
-    kind: &'static str,
-    title: &'static str,
-    status: u16,
-    detail: String,
+    #[schema(example = "about:blank")]
+    pub kind: &'static str,
+    /// The status's standard reason phrase.
+    #[schema(example = "Not Found")]
+    pub title: &'static str,
+    /// The HTTP status, repeated.
+    #[schema(example = 404)]
+    pub status: u16,
+    /// What went wrong, in a sentence for people.
+    pub detail: String,
+    /// Every invalid field (422 only).
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a [FieldError]>,
+    #[schema(required = false)]
+    pub errors: Option<&'a [FieldError]>,
+}
+
+impl From<HashError> for ApiError {
+    fn from(error: HashError) -> Self {
+        Self::Internal(error.to_string())
+    }
 }
 
 impl ResponseError for ApiError {
@@ -217,4 +240,87 @@ impl ResponseError for ApiError {
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         response.body(body)
     }
+}
+
+/// What a client reads for each error status, in the OpenAPI document.
+fn problem_description(status: u16) -> &'static str {
+    match status {
+        400 => "The body is not JSON, or the query string is malformed or longer than 2 KiB.",
+        404 => "No such resource: the id is unknown, or is not a positive 64-bit integer.",
+        409 => "The e-mail address belongs to another user.",
+        413 => "The body is larger than the server's limit (BODY_LIMIT_BYTES, 1 MiB by default).",
+        415 => "The body is not `application/json`.",
+        422 => {
+            "The input is well-formed but invalid; `errors` names every bad field and why. \
+                Nothing was written."
+        }
+        503 => {
+            "The database is unavailable or busy, or the request took too long; nothing was \
+                written. Retry after the `Retry-After` seconds."
+        }
+        _ => "Error.",
+    }
+}
+
+/// The responses of `statuses`, each a [`Problem`], for an operation's document.
+fn problem_responses(
+    statuses: &[u16],
+) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
+    use utoipa::openapi::{
+        ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type,
+    };
+    statuses
+        .iter()
+        .map(|&status| {
+            let body = ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build();
+            let mut response = ResponseBuilder::new()
+                .description(problem_description(status))
+                .content("application/problem+json", body);
+            if status == 503 {
+                response = response.header(
+                    "retry-after",
+                    HeaderBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                        .description(Some("seconds to wait before retrying"))
+                        .build(),
+                );
+            }
+            (status.to_string(), response.build().into())
+        })
+        .collect()
+}
+
+/// Declares a named set of error responses for the OpenAPI document: each operation lists
+/// the sets it can answer with (`responses((status = 200, …), NotFound)`).
+macro_rules! error_set {
+    ($($(#[$doc:meta])* $name:ident = [$($status:literal),+];)+) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::Response>,
+            > {
+                problem_responses(&[$($status),+])
+            }
+        }
+    )+};
+}
+
+error_set! {
+    /// Any route that reads or writes the database.
+    Unavailable = [503];
+    /// A route that names one resource by its id.
+    NotFound = [404, 503];
+    /// A route that pages through a collection.
+    BadListQuery = [400, 422, 503];
+    /// A route that takes a JSON body.
+    BadBody = [400, 413, 415, 422, 503];
+    /// A route that takes a JSON body and names one resource.
+    BadBodyOrNotFound = [400, 404, 413, 415, 422, 503];
+    /// A user's e-mail address must be unique.
+    EmailTaken = [409];
 }

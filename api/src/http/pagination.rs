@@ -7,7 +7,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::header};
 use serde::Serialize;
 
-use crate::{
+use super::{
     error::{ApiError, FieldError},
     input::parse_decimal,
 };

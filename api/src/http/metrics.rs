@@ -9,7 +9,6 @@ use std::{cell::RefCell, sync::OnceLock};
 use actix_web::http::Method;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use sea_orm::DatabaseBackend;
 
 use crate::db::DbSource;
 
@@ -154,24 +153,8 @@ fn method_label(method: &Method) -> &'static str {
 
 /// Refresh the pool gauges (called when `/metrics` is scraped).
 pub fn record_pool(db: &DbSource, max: u32) {
-    let DbSource::Pool(pool, _) = db else {
+    let Some((open, idle)) = db.pool_status() else {
         return;
-    };
-    let (open, idle) = match pool.get_database_backend() {
-        DatabaseBackend::Postgres => {
-            let p = pool.get_postgres_connection_pool();
-            (p.size(), p.num_idle())
-        }
-        DatabaseBackend::MySql => {
-            let p = pool.get_mysql_connection_pool();
-            (p.size(), p.num_idle())
-        }
-        DatabaseBackend::Sqlite => {
-            let p = pool.get_sqlite_connection_pool();
-            (p.size(), p.num_idle())
-        }
-        #[allow(unreachable_patterns)]
-        _ => return,
     };
     let idle = idle as f64;
     let open = f64::from(open);

@@ -1,0 +1,164 @@
+//! The database layer: the pool, and each request's handle on it.
+//!
+//! Handlers reach the database only through [`RequestDb`], in SeaORM's terms: they pass
+//! `Select`s, `ActiveModel`s and delete/update statements built from the entities, and get
+//! the entities' models back. Where each statement runs is decided here, once:
+//!
+//! - reads run on the pool, outside any transaction (a request that only reads has nothing to
+//!   commit), or in the request's transaction once it has one;
+//! - a request's writes form one unit of work: the first multi-statement write begins a
+//!   transaction ([`RequestDb::transaction`]) that the middleware commits when the response
+//!   status is below 400 and rolls back otherwise, before the response head is sent;
+//! - a write that is one statement ([`RequestDb::insert`], [`RequestDb::execute`]) runs in
+//!   autocommit when the request has no transaction: one statement is atomic by itself.
+//!
+//! Statements that run on the pool outside a transaction go through [`driver`], which runs
+//! SeaORM's statement on the driver's pool itself; everything else goes through SeaORM's
+//! executor. Both decode into the same SeaORM models.
+
+mod driver;
+mod request;
+
+use std::{sync::Arc, time::Duration};
+
+use sea_orm::{
+    ConnAcquireErr, ConnectOptions, ConnectionTrait, Database, DatabaseConnection,
+    DatabaseTransaction, DbErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{Backend, Settings};
+
+pub use request::{RequestDb, UnitOfWork};
+
+/// Open the pool described by `settings` (sized per backend, SQLite in WAL mode).
+pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
+    let url = settings.database_url.expose();
+    migration::database::ensure_sqlite_dir(url)
+        .map_err(|e| DbErr::Custom(format!("cannot create the SQLite directory: {e}")))?;
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(settings.db_pool_max)
+        .min_connections(settings.db_pool_min)
+        .acquire_timeout(settings.db_acquire_timeout)
+        .connect_timeout(settings.db_acquire_timeout)
+        // A connection broken by a database restart is dropped instead of failing a request.
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(600))
+        .sqlx_logging(false);
+    if settings.database_url.backend() == Backend::Sqlite {
+        // SQLite has one writer at a time whatever the pool size, so for a writer the write
+        // lock is the scarce resource: it waits for it as long as for a pooled connection,
+        // then answers 503 (SQLITE_BUSY), instead of queueing behind a long writer.
+        let lock_timeout = settings.db_acquire_timeout;
+        options.map_sqlx_sqlite_opts(move |o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(lock_timeout)
+                .foreign_keys(true)
+        });
+    }
+    Database::connect(options).await
+}
+
+/// Where requests' database work runs.
+#[derive(Clone, Debug)]
+pub enum DbSource {
+    /// Production: the pool (build it with [`DbSource::pool`]).
+    Pool(DatabaseConnection, WriterGate),
+    /// Tests in rollback mode: every request runs inside one outer transaction that the test
+    /// rolls back at its end; a request's own transaction is a savepoint in it.
+    Pinned(Arc<DatabaseTransaction>),
+}
+
+impl DbSource {
+    /// The pool, with a writer gate on SQLite; waiting at the gate longer than
+    /// `acquire_timeout` answers 503 like waiting for a connection.
+    pub fn pool(conn: DatabaseConnection, acquire_timeout: Duration) -> Self {
+        let sqlite = conn.get_database_backend() == sea_orm::DbBackend::Sqlite;
+        let gate = WriterGate {
+            permits: sqlite.then(|| Arc::new(Semaphore::new(1))),
+            timeout: acquire_timeout,
+        };
+        Self::Pool(conn, gate)
+    }
+
+    /// Begin a write transaction. On SQLite it is `IMMEDIATE`: it takes the write lock at
+    /// once (after this process's writer gate), so a read that turns into a write cannot
+    /// fail with `SQLITE_BUSY`.
+    async fn begin_write(&self) -> Result<Write, DbErr> {
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..TransactionOptions::default()
+        };
+        let started = std::time::Instant::now();
+        let write = match self {
+            Self::Pool(pool, gate) => {
+                let turn = gate.enter().await?;
+                // `BEGIN` runs to its end on a task of its own. Cancelled midway (the client
+                // went away) it would leave the server inside a transaction the driver does
+                // not count, and the connection would go back to the pool inside it. On the
+                // task, a transaction nobody awaits any more is dropped once begun, which
+                // rolls it back.
+                let pool = pool.clone();
+                let txn = tokio::spawn(async move { pool.begin_with_options(options).await })
+                    .await
+                    .map_err(|error| DbErr::Custom(format!("BEGIN did not finish: {error}")))??;
+                Write { txn, _turn: turn }
+            }
+            Self::Pinned(txn) => Write {
+                txn: txn.begin().await?,
+                _turn: None,
+            },
+        };
+        metrics::histogram!("db_pool_acquire_seconds").record(started.elapsed().as_secs_f64());
+        Ok(write)
+    }
+
+    /// The pool's open and idle connections (`None` when pinned to a test's transaction).
+    pub fn pool_status(&self) -> Option<(u32, usize)> {
+        match self {
+            Self::Pool(pool, _) => driver::pool_status(pool),
+            Self::Pinned(_) => None,
+        }
+    }
+
+    /// `SELECT 1`, to tell whether the database answers.
+    pub async fn ping(&self) -> Result<(), DbErr> {
+        let done = match self {
+            Self::Pool(pool, _) => pool.execute_unprepared("SELECT 1").await,
+            Self::Pinned(txn) => txn.execute_unprepared("SELECT 1").await,
+        };
+        done.map(|_| ())
+    }
+}
+
+/// SQLite has one writer at a time. Writers that all `BEGIN IMMEDIATE` at once would wait
+/// in SQLite's busy handler, which polls with sleeps of up to 100 ms; queueing them here
+/// instead, first come first served, hands the lock over as soon as it is free. Other
+/// backends have row locks and need no gate.
+#[derive(Clone, Debug)]
+pub struct WriterGate {
+    permits: Option<Arc<Semaphore>>,
+    timeout: Duration,
+}
+
+impl WriterGate {
+    async fn enter(&self) -> Result<Option<OwnedSemaphorePermit>, DbErr> {
+        let Some(permits) = &self.permits else {
+            return Ok(None);
+        };
+        match tokio::time::timeout(self.timeout, Arc::clone(permits).acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            Ok(Err(_)) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::ConnectionClosed)),
+            Err(_) => Err(DbErr::ConnectionAcquire(ConnAcquireErr::Timeout)),
+        }
+    }
+}
+
+/// A request's write transaction, with its turn at the writer gate (SQLite).
+struct Write {
+    txn: DatabaseTransaction,
+    _turn: Option<OwnedSemaphorePermit>,
+}

@@ -1,0 +1,342 @@
+//! One request's database handle: [`UnitOfWork`] holds its state, [`RequestDb`] is what
+//! handlers use.
+
+use std::{future::Future, pin::Pin, rc::Rc};
+
+use futures_util::{StreamExt, stream::LocalBoxStream};
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IntoActiveModel, Iterable,
+    QueryTrait, Select, StreamTrait as _, sea_query::Query,
+};
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
+
+use super::{DbSource, Write, driver};
+
+/// One request's database state: its source and, once a handler wrote, its transaction.
+///
+/// Nothing touches the pool until a handler asks. The connection returns to the pool on every
+/// path: after [`UnitOfWork::finish`], or, when the request is dropped before (client gone,
+/// server stopping), by a rollback task spawned from `Drop`.
+pub struct UnitOfWork {
+    source: DbSource,
+    txn: Mutex<Option<Write>>,
+}
+
+impl UnitOfWork {
+    pub fn new(source: DbSource) -> Self {
+        Self {
+            source,
+            txn: Mutex::new(None),
+        }
+    }
+
+    /// Settle the request's transaction, if it began one: commit when `commit`, else roll
+    /// back. The writer-gate turn is released after the commit or rollback.
+    pub async fn finish(&self, commit: bool) -> Result<(), DbErr> {
+        let Some(write) = self.txn.lock().await.take() else {
+            return Ok(());
+        };
+        settle(write, commit).await
+    }
+}
+
+/// Commit or roll back, out of line: an `async fn` is as large as the largest future it
+/// awaits, and SeaORM's are sized for all three backends (bench/PERFORMANCE.md, "boxing").
+fn settle(write: Write, commit: bool) -> Pin<Box<dyn Future<Output = Result<(), DbErr>>>> {
+    Box::pin(async move {
+        if commit {
+            write.txn.commit().await
+        } else {
+            write.txn.rollback().await
+        }
+    })
+}
+
+impl Drop for UnitOfWork {
+    /// Reached with a transaction only when the request was dropped before the middleware
+    /// settled it. SeaORM's own `Drop` would panic if the transaction were still borrowed, so
+    /// roll back explicitly on a task instead.
+    fn drop(&mut self) {
+        let Some(write) = self.txn.get_mut().take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(error) = write.txn.rollback().await {
+                        tracing::warn!(%error, "rollback of an abandoned request failed");
+                    }
+                });
+            }
+            // No runtime left: dropping queues the rollback on the connection itself.
+            Err(_) => drop(write),
+        }
+    }
+}
+
+/// The request's database handle (an extractor): every query a handler makes goes through it.
+#[derive(Clone)]
+pub struct RequestDb(Rc<UnitOfWork>);
+
+/// The request's transaction, borrowed: run SeaORM statements on it with `&*txn`.
+pub type Transaction<'a> = MappedMutexGuard<'a, DatabaseTransaction>;
+
+/// Where a statement runs, decided per call.
+enum Target<'a> {
+    /// The pool, outside any transaction: the fast executor.
+    Pool(&'a DatabaseConnection),
+    /// A transaction: SeaORM's executor.
+    Transaction(InTransaction<'a>),
+}
+
+/// The request's transaction, or the test's that a read runs in.
+enum InTransaction<'a> {
+    Request(Transaction<'a>),
+    Pinned(&'a DatabaseTransaction),
+}
+
+impl std::ops::Deref for InTransaction<'_> {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        match self {
+            Self::Request(txn) => txn,
+            Self::Pinned(txn) => txn,
+        }
+    }
+}
+
+impl RequestDb {
+    pub fn new(uow: Rc<UnitOfWork>) -> Self {
+        Self(uow)
+    }
+
+    /// The first model `select` finds, if any.
+    pub async fn one<E: EntityTrait>(&self, select: Select<E>) -> Result<Option<E::Model>, DbErr> {
+        let row = match self.target(false).await? {
+            Target::Pool(pool) => {
+                let statement = select.build(pool.get_database_backend());
+                driver::first(pool, statement).await?
+            }
+            Target::Transaction(txn) => query_one(&txn, select).await?,
+        };
+        row.map(|row| E::Model::from_query_result(&row, ""))
+            .transpose()
+    }
+
+    /// Every model `select` finds.
+    pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr> {
+        let rows = match self.target(false).await? {
+            Target::Pool(pool) => {
+                let statement = select.build(pool.get_database_backend());
+                driver::all(pool, statement).await?
+            }
+            Target::Transaction(txn) => query_all(&txn, select).await?,
+        };
+        rows.iter()
+            .map(|row| E::Model::from_query_result(row, ""))
+            .collect()
+    }
+
+    /// Every model `select` finds, streamed from a connection of the stream's own (the
+    /// stream outlives the handler: it is the response body).
+    ///
+    /// On the pool the connection counts in the pool's budget and is released after the last
+    /// row, or closed when the stream is dropped midway. Pinned to a test's transaction, the
+    /// rows stream from that transaction.
+    pub fn stream<E: EntityTrait>(
+        &self,
+        select: Select<E>,
+    ) -> LocalBoxStream<'static, Result<E::Model, DbErr>> {
+        let rows = match &self.0.source {
+            DbSource::Pool(pool, _) => {
+                driver::stream(pool, select.build(pool.get_database_backend()))
+            }
+            DbSource::Pinned(txn) => {
+                let txn = txn.clone();
+                let statement = select.build(ConnectionTrait::get_database_backend(&*txn));
+                async_stream::try_stream! {
+                    let mut rows = txn.stream_raw(statement).await?;
+                    while let Some(row) = rows.next().await {
+                        yield row?;
+                    }
+                }
+                .boxed_local()
+            }
+        };
+        rows.map(|row| E::Model::from_query_result(&row?, ""))
+            .boxed_local()
+    }
+
+    /// Insert `model` (after its entity's rules ran) and return the stored row.
+    ///
+    /// A request whose only write is this insert runs it in autocommit: one statement is
+    /// atomic, and it saves the `BEGIN` and `COMMIT` round trips. Call it as the handler's
+    /// last fallible step: an autocommitted row is not undone by an error after it. In a
+    /// request that already began its transaction, the insert joins it.
+    pub async fn insert<A>(&self, model: A) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        match self.target(true).await? {
+            Target::Pool(pool) if pool.support_returning() => insert_returning(pool, model).await,
+            Target::Pool(pool) => boxed(model.insert(pool)).await,
+            Target::Transaction(txn) => boxed(model.insert(&*txn)).await,
+        }
+    }
+
+    /// Run one statement (a delete or an update built from an entity) as the request's
+    /// write, in autocommit when it is the only one (see [`RequestDb::insert`]); the number of
+    /// rows it affected.
+    pub async fn execute<Q: QueryTrait>(&self, statement: Q) -> Result<u64, DbErr> {
+        match self.target(true).await? {
+            Target::Pool(pool) => {
+                let statement = statement.build(pool.get_database_backend());
+                driver::execute(pool, statement).await
+            }
+            Target::Transaction(txn) => {
+                let statement = statement.build(ConnectionTrait::get_database_backend(&*txn));
+                Ok(boxed(txn.execute_raw(statement)).await?.rows_affected())
+            }
+        }
+    }
+
+    /// The request's transaction, begun on first use, for a write of several statements.
+    /// The middleware commits it when the response status is below 400 and rolls it back
+    /// otherwise. While a handler holds it, it queries through it.
+    pub async fn transaction(&self) -> Result<Transaction<'_>, DbErr> {
+        let mut slot = self.0.txn.lock().await;
+        if slot.is_none() {
+            *slot = Some(begin(&self.0.source).await?);
+        }
+        Ok(MutexGuard::map(slot, |write| {
+            &mut write
+                .as_mut()
+                .expect("the transaction was set just above")
+                .txn
+        }))
+    }
+
+    /// Scoped style: run `work` in the request's transaction and settle it as soon as `work`
+    /// returns — committed when it succeeds, rolled back when it fails — rather than when the
+    /// response is ready. For a write whose outcome the handler must know before it builds
+    /// its answer (`POST /notes/bulk`: every row or none, committed before thousands of rows
+    /// are serialised, so SQLite's write lock is not held meanwhile).
+    pub async fn scoped<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DbErr>,
+    {
+        let outcome = work(&*self.transaction().await?).await;
+        self.0.finish(outcome.is_ok()).await?;
+        outcome
+    }
+
+    /// Explicit style: the request's transaction, which the handler commits or rolls back
+    /// itself ([`Explicit::commit`], [`Explicit::rollback`]), for a change of several steps
+    /// that must undo itself when a later step fails. Not settling it leaves it to the
+    /// middleware, by status.
+    pub async fn begin(&self) -> Result<Explicit<'_>, DbErr> {
+        drop(self.transaction().await?);
+        Ok(Explicit(self))
+    }
+
+    /// Where a statement runs. A write (`write`) with no transaction yet runs in autocommit
+    /// on the pool; so does a read. Once the request has its transaction, both run in it.
+    async fn target(&self, write: bool) -> Result<Target<'_>, DbErr> {
+        let pool = match &self.0.source {
+            DbSource::Pool(pool, _) => pool,
+            DbSource::Pinned(txn) if !write => {
+                return Ok(Target::Transaction(InTransaction::Pinned(txn)));
+            }
+            // In rollback mode a failed statement must not abort the test's transaction: a
+            // write runs in the request's own (a savepoint).
+            DbSource::Pinned(_) => {
+                let txn = self.transaction().await?;
+                return Ok(Target::Transaction(InTransaction::Request(txn)));
+            }
+        };
+        match self.0.txn.try_lock() {
+            Ok(slot) if slot.is_none() => Ok(Target::Pool(pool)),
+            Ok(slot) => Ok(Target::Transaction(InTransaction::Request(
+                MutexGuard::map(slot, |write| {
+                    &mut write.as_mut().expect("checked above").txn
+                }),
+            ))),
+            Err(_) => Err(DbErr::Custom(
+                "the request's transaction is borrowed: query through it".into(),
+            )),
+        }
+    }
+}
+
+/// The request's transaction in the explicit style: see [`RequestDb::begin`].
+pub struct Explicit<'a>(&'a RequestDb);
+
+impl Explicit<'_> {
+    /// The transaction, to run statements on (`&*txn`).
+    pub async fn get(&self) -> Result<Transaction<'_>, DbErr> {
+        self.0.transaction().await
+    }
+
+    /// Commit now.
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.0.0.finish(true).await
+    }
+
+    /// Roll back now.
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.0.0.finish(false).await
+    }
+}
+
+/// Begin the request's write transaction, out of line (see [`settle`]).
+fn begin(source: &DbSource) -> Pin<Box<dyn Future<Output = Result<Write, DbErr>> + '_>> {
+    Box::pin(source.begin_write())
+}
+
+/// SeaORM's executor futures, boxed: they are kilobytes, and every handler future that
+/// awaited one inline would be as large even on the paths that never take it.
+fn boxed<'a, T>(future: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Output = T> + 'a>> {
+    Box::pin(future)
+}
+
+/// A read through SeaORM's executor, with the statement the fast executor would run.
+async fn query_one<E: EntityTrait>(
+    txn: &DatabaseTransaction,
+    select: Select<E>,
+) -> Result<Option<sea_orm::QueryResult>, DbErr> {
+    boxed(txn.query_one_raw(select.build(ConnectionTrait::get_database_backend(txn)))).await
+}
+
+async fn query_all<E: EntityTrait>(
+    txn: &DatabaseTransaction,
+    select: Select<E>,
+) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
+    boxed(txn.query_all_raw(select.build(ConnectionTrait::get_database_backend(txn)))).await
+}
+
+/// `INSERT … RETURNING` every column, run on the driver in autocommit: what
+/// `ActiveModel::insert` does (the entity's `before_save`, the insert, `after_save`), with
+/// the result read to its end (see [`driver::all`]).
+async fn insert_returning<A>(
+    pool: &DatabaseConnection,
+    model: A,
+) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
+where
+    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+{
+    let model = boxed(model.before_save(pool, true)).await?;
+    let mut insert = A::Entity::insert(model);
+    QueryTrait::query(&mut insert)
+        .returning(Query::returning().columns(<A::Entity as EntityTrait>::Column::iter()));
+    let rows = driver::all(pool, insert.build(pool.get_database_backend())).await?;
+    let row = rows.first().ok_or_else(|| DbErr::RecordNotInserted)?;
+    let stored = <A::Entity as EntityTrait>::Model::from_query_result(row, "")?;
+    boxed(A::after_save(stored, pool, true)).await
+}
