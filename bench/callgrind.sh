@@ -12,6 +12,8 @@
 # start-up (migrations, pool) cancels out. The one start-up cost that varies from run to run,
 # quanta's clock calibration (`quanta::Clock::new`, 8–12 M instructions: ±1.5 k per request
 # at 2 000 requests), is left out of the count (`--toggle-collect`).
+# BENCH_API_BIN=path profiles that api binary instead of the one just built (to compare two
+# commits: build the other one, copy its binary aside, point this at it).
 # With CG_DIFF=1 it also lists the functions whose cost per request differs most between the
 # two servers. CG_KEEP=1 keeps the callgrind files (the script prints where).
 set -euo pipefail
@@ -31,8 +33,9 @@ PORT=${BENCH_PORT:-18790}
 WORK=$(mktemp -d)
 trap 'psql -q "$PG_URL/postgres" -c "DROP DATABASE IF EXISTS $DB" >/dev/null 2>&1; [ -n "${CG_KEEP:-}" ] || rm -rf "$WORK"' EXIT
 
-cargo build --release --quiet --workspace --bins
+cargo build --release --quiet -p api -p migration -p bench --bins
 BIN=$CARGO_TARGET_DIR/release
+API_BIN=${BENCH_API_BIN:-$BIN/api}
 case ${BENCH_BACKEND:-postgres} in
   postgres)
     URL=$PG_URL/$DB
@@ -78,12 +81,14 @@ for _ in range(n):
 PY
 }
 
+server_bin() { if [ "$1" = api ]; then echo "$API_BIN"; else echo "$BIN/$1"; fi; }
+
 # profile SERVER N: callgrind output of SERVER answering N requests.
 profile() {
   local out=$WORK/$1.$2.out pid
   DATABASE_URL=$URL HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn \
     valgrind --tool=callgrind --vgdb=no --toggle-collect='quanta::Clock::new' --collect-atstart=yes \
-      --callgrind-out-file="$out" "$BIN/$1" >"$WORK/$1.log" 2>&1 &
+      --callgrind-out-file="$out" "$(server_bin "$1")" >"$WORK/$1.log" 2>&1 &
   pid=$!
   for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/notes?limit=1" && break; sleep 0.2; done
   drive "$2"

@@ -18,6 +18,7 @@
 
 mod driver;
 mod request;
+mod statements;
 
 use std::{sync::Arc, time::Duration};
 

@@ -6,12 +6,12 @@ use std::{future::Future, pin::Pin, rc::Rc};
 use futures_util::{StreamExt, stream::LocalBoxStream};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IntoActiveModel, Iterable,
-    QueryTrait, Select, StreamTrait as _, sea_query::Query,
+    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IntoActiveModel, PrimaryKeyTrait,
+    QueryTrait, Select, StreamTrait as _,
 };
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-use super::{DbSource, Write, driver};
+use super::{DbSource, Write, driver, statements};
 
 /// One request's database state: its source and, once a handler wrote, its transaction.
 ///
@@ -125,6 +125,27 @@ impl RequestDb {
             .transpose()
     }
 
+    /// The model with primary key `id`, if any: `E::find_by_id(id)`, with its SQL built once
+    /// (see `statements.rs`).
+    pub async fn find_by_id<E: EntityTrait>(
+        &self,
+        id: <E::PrimaryKey as PrimaryKeyTrait>::ValueType,
+    ) -> Result<Option<E::Model>, DbErr> {
+        let row = match self.target(false).await? {
+            Target::Pool(pool) => {
+                let statement = statements::find_by_id::<E>(pool.get_database_backend(), id);
+                driver::first(pool, statement).await?
+            }
+            Target::Transaction(txn) => {
+                let backend = ConnectionTrait::get_database_backend(&*txn);
+                let statement = statements::find_by_id::<E>(backend, id);
+                boxed(txn.query_one_raw(statement)).await?
+            }
+        };
+        row.map(|row| E::Model::from_query_result(&row, ""))
+            .transpose()
+    }
+
     /// Every model `select` finds.
     pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr> {
         let rows = match self.target(false).await? {
@@ -177,7 +198,7 @@ impl RequestDb {
     /// request that already began its transaction, the insert joins it.
     pub async fn insert<A>(&self, model: A) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
     where
-        A: ActiveModelTrait + ActiveModelBehavior + Send,
+        A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
         match self.target(true).await? {
@@ -328,14 +349,12 @@ async fn insert_returning<A>(
     model: A,
 ) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
 where
-    A: ActiveModelTrait + ActiveModelBehavior + Send,
+    A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
     <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
 {
     let model = boxed(model.before_save(pool, true)).await?;
-    let mut insert = A::Entity::insert(model);
-    QueryTrait::query(&mut insert)
-        .returning(Query::returning().columns(<A::Entity as EntityTrait>::Column::iter()));
-    let rows = driver::all(pool, insert.build(pool.get_database_backend())).await?;
+    let statement = statements::insert_returning(pool.get_database_backend(), model);
+    let rows = driver::all(pool, statement).await?;
     let row = rows.first().ok_or_else(|| DbErr::RecordNotInserted)?;
     let stored = <A::Entity as EntityTrait>::Model::from_query_result(row, "")?;
     boxed(A::after_save(stored, pool, true)).await

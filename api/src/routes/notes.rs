@@ -247,7 +247,7 @@ pub async fn create(db: RequestDb, Json(new): Json<NewNote>) -> Result<HttpRespo
 )]
 pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
     let note = db
-        .one(note::Entity::find_by_id(id))
+        .find_by_id::<note::Entity>(id)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(NoteView::from(note)))

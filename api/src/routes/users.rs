@@ -253,7 +253,7 @@ pub async fn create(db: RequestDb, Json(new): Json<NewUser>) -> Result<HttpRespo
 )]
 pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
     let user = db
-        .one(user::Entity::find_by_id(id))
+        .find_by_id::<user::Entity>(id)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
