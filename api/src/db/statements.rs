@@ -33,11 +33,7 @@ thread_local! {
 }
 
 /// `build()`'s SQL, or the one built before for `key`, with `values` bound.
-fn cached(
-    key: Key,
-    values: Vec<Value>,
-    build: impl FnOnce() -> Statement,
-) -> Statement {
+fn cached(key: Key, values: Vec<Value>, build: impl FnOnce() -> Statement) -> Statement {
     let backend = key.2;
     let sql = SQL.with_borrow(|cache| {
         cache

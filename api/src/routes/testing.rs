@@ -5,10 +5,7 @@
 
 use actix_web::{HttpResponse, web};
 use entity::note;
-use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DbErr,
-    TransactionTrait,
-};
+use sea_orm::{ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DbErr};
 use serde_json::json;
 
 use crate::{
@@ -45,34 +42,38 @@ async fn panic_after_write(db: RequestDb) -> Result<HttpResponse, ApiError> {
     panic!("test route panicked after writing");
 }
 
-/// Write a note, then fail, in the given style. `whole` fails the request (409), so the
-/// middleware rolls back; `scoped` and `explicit` first write a `midway-kept` note in the
-/// request's transaction, then roll back their own (nested) transaction and answer 200: the
-/// request commits the kept note, and only their rollback can have removed the other.
+/// Write a note, then fail, in the given style — what each style protects.
+///
+/// - `whole`: the request's unit of work. The handler writes, then fails (409): the
+///   middleware rolls the write back.
+/// - `scoped`: a first scope writes `midway-kept` and succeeds (committed at its end), a
+///   second writes `midway-scoped` and fails (rolled back at its end); the handler answers
+///   200 all the same. Only the failed scope's write is gone.
+/// - `explicit`: the same with the handler committing, then rolling back, by hand.
 async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResponse, ApiError> {
-    let txn = db.transaction().await?;
     match style.as_str() {
         "whole" => {
-            insert_marker(&*txn, "midway-whole").await?;
+            insert_marker(&*db.transaction().await?, "midway-whole").await?;
             Err(ApiError::Conflict("failed midway on purpose".into()))
         }
         "scoped" => {
-            insert_marker(&*txn, "midway-kept").await?;
-            let outcome = txn
-                .transaction::<_, (), DbErr>(|scoped| {
-                    Box::pin(async move {
-                        insert_marker(scoped, "midway-scoped").await?;
-                        Err(DbErr::Custom("failed midway on purpose".into()))
-                    })
+            db.scoped(async |txn| insert_marker(txn, "midway-kept").await)
+                .await?;
+            let outcome = db
+                .scoped(async |txn| {
+                    insert_marker(txn, "midway-scoped").await?;
+                    Err::<(), _>(DbErr::Custom("failed midway on purpose".into()))
                 })
                 .await;
             Ok(HttpResponse::Ok().json(json!({ "rolled_back": outcome.is_err() })))
         }
         "explicit" => {
-            insert_marker(&*txn, "midway-kept").await?;
-            let inner = txn.begin().await?;
-            insert_marker(&inner, "midway-explicit").await?;
-            inner.rollback().await?;
+            let kept = db.begin().await?;
+            insert_marker(&*kept.get().await?, "midway-kept").await?;
+            kept.commit().await?;
+            let undone = db.begin().await?;
+            insert_marker(&*undone.get().await?, "midway-explicit").await?;
+            undone.rollback().await?;
             Ok(HttpResponse::Ok().json(json!({ "rolled_back": true })))
         }
         _ => Err(ApiError::NotFound),
