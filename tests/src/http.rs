@@ -37,6 +37,47 @@ impl Reply {
     }
 }
 
+/// An RFC 9457 problem answered with `status`: the status, `application/problem+json`, the
+/// headers every response carries, `type`, `title`, `status` (equal to the status) and
+/// `detail`, and for a 422 an `errors` list naming each field. Returns the problem.
+pub fn assert_problem(reply: &Reply, status: StatusCode) -> Value {
+    assert_eq!(reply.status, status, "{reply:?}");
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/problem+json"),
+        "{reply:?}"
+    );
+    assert_common_headers(reply);
+    let problem = reply.json();
+    for key in ["type", "title", "detail"] {
+        assert!(problem[key].is_string(), "{key} is not a string: {problem}");
+    }
+    assert_eq!(problem["status"], status.as_u16(), "{problem}");
+    if status == StatusCode::UNPROCESSABLE_ENTITY {
+        let errors = problem["errors"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a 422 lists its errors: {problem}"));
+        assert!(!errors.is_empty(), "a 422 names its fields: {problem}");
+        for error in errors {
+            assert!(error["field"].is_string(), "{error}");
+            assert!(error["message"].is_string(), "{error}");
+        }
+    }
+    problem
+}
+
+/// The headers every response carries: a non-empty `x-request-id` and
+/// `x-content-type-options: nosniff`.
+pub fn assert_common_headers(reply: &Reply) {
+    let request_id = reply.header("x-request-id").unwrap_or_default();
+    assert!(!request_id.is_empty(), "no x-request-id: {reply:?}");
+    assert_eq!(
+        reply.header("x-content-type-options"),
+        Some("nosniff"),
+        "{reply:?}"
+    );
+}
+
 /// Send `req` through `app` and read the whole response.
 pub async fn send<S, B>(app: &S, req: test::TestRequest) -> Reply
 where

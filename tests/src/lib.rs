@@ -1,40 +1,74 @@
-//! The test harness: isolated, migrated test databases, and the app built for a test.
+//! The test harness: a private, migrated database per test, the app built on it exactly as
+//! production builds it, and the helpers the tests share.
 //!
-//! Per run (one test process), each backend gets a database named
-//! `test_<name>_<pid>_<nonce>_r`, where `<name>` comes from the configured URL. It is created,
-//! brought to the latest schema by the `migration` crate (so every run tests the migrations),
-//! and dropped when the process exits — after passing, failing or panicking tests alike.
+//! # Which mode is for what
+//!
+//! - **[`TestApp`] — every test that drives the app** (the contract tests in
+//!   `tests/tests/{notes,users,export,operability,unit_of_work}.rs`, …). The app runs on
+//!   `DbSource::pool(…)` over a database of the test's own, as in production: reads outside a
+//!   transaction and single-statement autocommitted writes take the driver fast paths,
+//!   writes commit for real, and the test can query the database directly ([`TestApp::conn`])
+//!   and see what was committed. [`TestApp::finish`] drops the database.
+//! - **[`TestDb::private`] — a private database without the app**, for tests of the
+//!   migrations or of the pool itself (`migrations.rs`, `outage.rs`).
+//! - **[`TestDb::rollback`] — a transaction rolled back at the test's end**, on a database
+//!   the run's rollback-mode tests share, for tests that use SeaORM only (entity rules, the
+//!   harness's own tests). Never for app-level tests: an app pinned to a transaction
+//!   (`DbSource::Pinned`) takes SeaORM's transaction path for every request, never the fast
+//!   paths production runs.
+//!
+//! # Databases
+//!
+//! Per run (one test process), each backend gets a migrated template, named
+//! `test_<name>_<pid>_<nonce>_t` (`<name>` comes from the configured URL); it is created and
+//! brought to the latest schema by the `migration` crate, so every run tests the migrations.
+//! A private database is a copy of it, `…_c<n>` (SQLite: a copy of the file; PostgreSQL:
+//! `CREATE DATABASE … TEMPLATE`; MariaDB: the template's `SHOW CREATE TABLE` statements and
+//! rows — see `run.rs`). A test's databases are dropped when it finishes, and whatever is
+//! left when the process exits — after passing, failing or panicking tests alike.
 //!
 //! A run refuses to start while a `test_<name>_…` database of a process that is gone exists:
 //! it names the leftover and how to remove it (`cargo run --release -p tests --bin
 //! clean-test-dbs`), and leaves it untouched. Databases of live processes (parallel test
 //! binaries, nextest) are other runs, not leftovers.
 //!
-//! Per test, [`TestDb::rollback`] hands out an outer transaction on the run's database; the
-//! app under test runs every request inside it (see [`api::db::DbSource::Pinned`]) and the
-//! test's end rolls it back, so tests run in parallel without seeing each other's rows.
-//! Tests that need real commits (races, pool behaviour) use [`TestDb::committed`], which
-//! creates and migrates a database of their own.
+//! # Backends
 //!
-//! Backends: SQLite always; PostgreSQL when `TEST_POSTGRES_URL` is set, MySQL/MariaDB when
-//! `TEST_MYSQL_URL` is set. With `TEST_ALL_BACKENDS=1` (CI) a missing or unreachable backend
-//! fails the tests instead of being skipped.
+//! Write the backends next to each test with [`backends`]: `#[tests::backends(sqlite,
+//! postgres, mysql)]`, or `#[tests::backends(postgres, mysql)]` for server-only tests.
+//! SQLite always runs. PostgreSQL runs when `TEST_POSTGRES_URL` is set, MySQL/MariaDB when
+//! `TEST_MYSQL_URL` is set — decided when the tests are built (`build.rs`; cargo rebuilds
+//! when either changes): an unconfigured backend's tests are reported as *ignored* with the
+//! reason, never as passed. With `TEST_ALL_BACKENDS=1` (CI) they are not ignored and fail
+//! when their URL is missing or the server unreachable. A backend test that runs without
+//! its URL (a binary run by hand, `--include-ignored`) fails too.
 
 pub mod http;
 mod naming;
 mod run;
+pub mod schema;
 
 use std::{collections::HashMap, sync::Arc};
 
-use api::{
-    config::Settings,
-    db::DbSource,
-    startup::{self, AppState},
+use actix_web::{
+    body::{BoxBody, MessageBody},
+    dev::{Service, ServiceResponse},
+    http::Method,
+    test::TestRequest,
 };
+use api::{config::Settings, db::DbSource, state::AppState};
+use futures_util::future::LocalBoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction, TransactionTrait};
+use serde_json::Value;
 
+pub use http::{Reply, assert_problem};
 pub use naming::{is_leftover, parse_owner_pid};
-pub use run::{RunDatabase, admin_url, check_leftovers, drop_database, list_test_databases};
+pub use run::{
+    Private, RunDatabase, admin_url, check_leftovers, drop_database, list_test_databases,
+};
+/// `#[backends(sqlite, postgres, mysql)]` on an `async fn name(backend: Backend)`: one test
+/// per backend, `name::sqlite`, `name::postgres`, `name::mysql`.
+pub use test_backends::backends;
 
 /// A database backend the tests run on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,43 +96,47 @@ impl Backend {
         }
     }
 
-    /// Whether tests should run on this backend. Panics when the backend is required
-    /// (`TEST_ALL_BACKENDS=1`) but not configured: no silent skip in CI.
-    pub fn enabled(self) -> bool {
-        if self.configured_url().is_some() {
-            return true;
+    /// A URL to show in messages.
+    pub(crate) fn example_url(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite://data/notes.db?mode=rwc",
+            Backend::Postgres => "postgres://postgres@127.0.0.1:5432/notes",
+            Backend::MySql => "mysql://root@127.0.0.1:3306/notes",
         }
-        let var = self.url_var().unwrap_or_default();
-        if all_backends_required() {
-            panic!("TEST_ALL_BACKENDS=1 but {var} is not set: {self:?} cannot be tested");
+    }
+
+    /// Whether this build of the tests runs this backend's tests (see the crate docs): its
+    /// URL was set when they were built, or `TEST_ALL_BACKENDS=1` required it.
+    pub fn tested(self) -> bool {
+        match self {
+            Backend::Sqlite => true,
+            Backend::Postgres => cfg!(tests_postgres),
+            Backend::MySql => cfg!(tests_mysql),
         }
-        eprintln!("note: {self:?} tests skipped; set {var} to run them");
-        false
     }
 }
 
-fn all_backends_required() -> bool {
-    matches!(
-        std::env::var("TEST_ALL_BACKENDS").as_deref(),
-        Ok("1" | "true")
-    )
-}
-
-/// One test's database.
+/// One test's database, and a pool on it.
 pub struct TestDb {
     backend: Backend,
     url: String,
     pool: DatabaseConnection,
     /// The outer transaction, in rollback mode.
     txn: Option<Arc<DatabaseTransaction>>,
+    /// The private database, dropped by [`TestDb::finish`].
+    private: Option<Private>,
     overrides: HashMap<String, String>,
 }
 
 impl TestDb {
-    /// Rollback mode: a transaction on the run's database that is rolled back at the end.
+    /// Rollback mode, for tests that use SeaORM only: a transaction on the database the run's
+    /// rollback-mode tests share, rolled back by [`TestDb::finish`].
     pub async fn rollback(backend: Backend) -> Self {
-        let run = RunDatabase::get(backend);
-        let url = run.url_for_test();
+        boxed(Self::begin_rollback(backend)).await
+    }
+
+    async fn begin_rollback(backend: Backend) -> Self {
+        let url = RunDatabase::get(backend).url_for_test();
         let settings = test_settings(&url, &HashMap::new());
         let pool = api::db::connect(&settings)
             .await
@@ -112,18 +150,25 @@ impl TestDb {
             url,
             pool,
             txn: Some(Arc::new(txn)),
+            private: None,
             overrides: HashMap::new(),
         }
     }
 
-    /// Committed mode: a fresh, migrated database of this test's own, with real commits.
-    /// `overrides` are settings variables (e.g. `DB_POOL_MAX`) for the app and its pool.
-    pub async fn committed(backend: Backend, overrides: &[(&str, &str)]) -> Self {
-        let url = RunDatabase::get(backend).create_private_database().await;
+    /// A migrated database of this test's own, with real commits, and a pool on it built as
+    /// the server builds it. `overrides` are settings variables (e.g. `DB_POOL_MAX`) for the
+    /// pool and the app.
+    pub async fn private(backend: Backend, overrides: &[(&str, &str)]) -> Self {
+        boxed(Self::create_private(backend, overrides)).await
+    }
+
+    async fn create_private(backend: Backend, overrides: &[(&str, &str)]) -> Self {
+        let private = RunDatabase::get(backend).private_database().await;
         let overrides: HashMap<String, String> = overrides
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
+        let url = private.url().to_owned();
         let settings = test_settings(&url, &overrides);
         let pool = api::db::connect(&settings)
             .await
@@ -133,6 +178,7 @@ impl TestDb {
             url,
             pool,
             txn: None,
+            private: Some(private),
             overrides,
         }
     }
@@ -146,7 +192,8 @@ impl TestDb {
         &self.url
     }
 
-    /// Where the app's requests run: the outer transaction, or the pool.
+    /// Where the app's requests run: the pool as in production (the outer transaction in
+    /// rollback mode).
     pub fn source(&self) -> DbSource {
         match &self.txn {
             Some(txn) => DbSource::Pinned(Arc::clone(txn)),
@@ -172,28 +219,17 @@ impl TestDb {
         test_settings(&self.url, &self.overrides)
     }
 
-    /// The full app (same middleware, routes and config type as production), in-process.
-    pub async fn app(
-        &self,
-    ) -> impl actix_web::dev::Service<
-        actix_http::Request,
-        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
-        Error = actix_web::Error,
-    > {
-        let state = AppState {
-            db: self.source(),
-            settings: Arc::new(self.settings()),
-        };
-        actix_web::test::init_service(startup::app(state)).await
-    }
-
     /// The full app on a real port on 127.0.0.1, for tests that need real sockets.
     pub async fn spawn_server(&self) -> http::TestServer {
         http::TestServer::start(self.source(), self.settings())
     }
 
-    /// End the test: roll back (rollback mode) and close the pool.
-    pub async fn finish(mut self) {
+    /// End the test: roll back (rollback mode), close the pool, drop the private database.
+    pub async fn finish(self) {
+        boxed(self.end()).await;
+    }
+
+    async fn end(mut self) {
         if let Some(txn) = self.txn.take() {
             match Arc::try_unwrap(txn) {
                 Ok(txn) => txn
@@ -206,6 +242,152 @@ impl TestDb {
         // Bounded: a connection that a broken test never returned must not hang the run.
         let close = self.pool.clone().close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), close).await;
+        if let Some(private) = self.private.take() {
+            private.drop_now().await;
+        }
+    }
+}
+
+/// The app under test, as a boxed service (its body type boxed).
+type AppService = Box<
+    dyn Service<
+            actix_http::Request,
+            Response = ServiceResponse<BoxBody>,
+            Error = actix_web::Error,
+            Future = LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>,
+        >,
+>;
+
+/// The full app (same middleware, routes and configuration type as production) on
+/// `DbSource::pool(…)` over a private, migrated database, called in-process.
+///
+/// ```text
+/// #[tests::backends(sqlite, postgres, mysql)]
+/// async fn deleted_note_is_gone(backend: Backend) {
+///     let app = TestApp::spawn(backend).await;
+///     let id = app.post_json("/notes", &json!({"text": "x"})).await.json()["id"].clone();
+///
+///     let reply = app.delete(&format!("/notes/{id}")).await;
+///
+///     assert_eq!(reply.status, StatusCode::NO_CONTENT);
+///     app.finish().await;
+/// }
+/// ```
+pub struct TestApp {
+    service: AppService,
+    db: TestDb,
+}
+
+impl TestApp {
+    /// The app with default settings (plus `TESTING=true`) on a new private database.
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::with_settings(backend, &[]).await
+    }
+
+    /// The app with settings `overrides` (e.g. `DB_POOL_MAX`), on a new private database.
+    pub async fn with_settings(backend: Backend, overrides: &[(&str, &str)]) -> Self {
+        // Boxed, like every deep set-up future here: awaited inline, SeaORM's and actix's
+        // futures would make each test's future too deep for the compiler's layout queries.
+        boxed(async {
+            let db = TestDb::private(backend, overrides).await;
+            let service = app_service(&db).await;
+            Self { service, db }
+        })
+        .await
+    }
+
+    /// The test's database: its URL, pool, settings.
+    pub fn db(&self) -> &TestDb {
+        &self.db
+    }
+
+    /// The pool the app runs on, for the test's own SeaORM queries: they see what the app
+    /// committed.
+    pub fn conn(&self) -> &DatabaseConnection {
+        self.db.pool()
+    }
+
+    /// Send `request` and read the whole response.
+    pub async fn send(&self, request: TestRequest) -> Reply {
+        http::send(&self.service, request).await
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(http::get(path)).await
+    }
+
+    /// `POST path` with a JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
+        self.send(http::json_request(Method::POST, path, body))
+            .await
+    }
+
+    /// `POST path` without a body.
+    pub async fn post(&self, path: &str) -> Reply {
+        self.send(TestRequest::post().uri(path)).await
+    }
+
+    /// `PATCH path` with a JSON body.
+    pub async fn patch_json(&self, path: &str, body: &Value) -> Reply {
+        self.send(http::json_request(Method::PATCH, path, body))
+            .await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(TestRequest::delete().uri(path)).await
+    }
+
+    /// The same app on a real port on 127.0.0.1 (same pool), for tests that need sockets.
+    pub async fn serve(&self) -> http::TestServer {
+        self.db.spawn_server().await
+    }
+
+    /// End the test: stop the app, close the pool, drop the database.
+    pub async fn finish(self) {
+        drop(self.service);
+        boxed(self.db.finish()).await;
+    }
+}
+
+/// `future`, boxed: a test's future holds a pointer to it instead of all its state.
+fn boxed<'a, T>(future: impl Future<Output = T> + 'a) -> LocalBoxFuture<'a, T> {
+    Box::pin(future)
+}
+
+async fn app_service(db: &TestDb) -> AppService {
+    let state = AppState {
+        db: db.source(),
+        settings: Arc::new(db.settings()),
+    };
+    let service = actix_web::test::init_service(api::startup::app(state)).await;
+    Box::new(Boxed(service))
+}
+
+/// A service whose future and body are boxed, so the app's type can be named.
+struct Boxed<S>(S);
+
+impl<S, B> Service<actix_http::Request> for Boxed<S>
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    S::Future: 'static,
+    B: MessageBody + 'static,
+{
+    type Response = ServiceResponse<BoxBody>;
+    type Error = actix_web::Error;
+    type Future = LocalBoxFuture<'static, Result<ServiceResponse<BoxBody>, actix_web::Error>>;
+
+    fn poll_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&self, request: actix_http::Request) -> Self::Future {
+        let response = self.0.call(request);
+        Box::pin(async move { response.await.map(ServiceResponse::map_into_boxed_body) })
     }
 }
 
@@ -223,50 +405,4 @@ pub fn test_settings(url: &str, overrides: &HashMap<String, String>) -> Settings
         }
     })
     .unwrap_or_else(|e| panic!("bad test settings: {e}"))
-}
-
-/// Run a test function on each backend: `each_backend!(creates_note, lists_notes);` makes
-/// `sqlite::creates_note`, `postgres::creates_note` and `mysql::creates_note`, each calling
-/// `creates_note(Backend)`. PostgreSQL and MySQL tests run when their URL is set.
-#[macro_export]
-macro_rules! each_backend {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[::actix_web::test]
-                async fn $test() {
-                    super::$test($crate::Backend::Sqlite).await
-                }
-            )+
-        }
-        $crate::server_backends!($($test),+);
-    };
-}
-
-/// Like [`each_backend!`], for tests that only make sense on a database server (PostgreSQL
-/// and MySQL/MariaDB): an outage, a database that exists beside the run's.
-#[macro_export]
-macro_rules! server_backends {
-    ($($test:ident),+ $(,)?) => {
-        mod postgres {
-            $(
-                #[::actix_web::test]
-                async fn $test() {
-                    if $crate::Backend::Postgres.enabled() {
-                        super::$test($crate::Backend::Postgres).await
-                    }
-                }
-            )+
-        }
-        mod mysql {
-            $(
-                #[::actix_web::test]
-                async fn $test() {
-                    if $crate::Backend::MySql.enabled() {
-                        super::$test($crate::Backend::MySql).await
-                    }
-                }
-            )+
-        }
-    };
 }

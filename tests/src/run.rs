@@ -1,41 +1,129 @@
-//! The run's databases: created and migrated once per test process, dropped at its exit.
+//! The run's databases: a migrated template per backend, created once per test process, and
+//! the private databases cloned from it for each test; all dropped at the process's exit at
+//! the latest.
+//!
+//! - SQLite: the template is a migrated file in a temporary directory; a private database is
+//!   a copy of the file.
+//! - PostgreSQL: the template is a migrated database that accepts no connections once
+//!   migrated (`ALLOW_CONNECTIONS false`), so `CREATE DATABASE … TEMPLATE …` can always copy
+//!   it; a private database is such a copy.
+//! - MySQL/MariaDB (no templates): the template is a migrated database too; its tables are
+//!   read back once (`SHOW CREATE TABLE`, which keeps foreign keys, unlike
+//!   `CREATE TABLE … LIKE`) and a private database is `CREATE DATABASE`, those statements
+//!   and a copy of the template's rows (the migrations table), in one round trip. The
+//!   harness's own tests compare a clone's schema with a freshly migrated database's.
 
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{
         Mutex, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, Statement,
+    sqlx::{self, AssertSqlSafe},
+};
 
 use crate::{Backend, naming};
 
-/// Everything this process created, dropped by the `atexit` hook.
+/// Everything this process created and has not dropped yet, dropped by the `atexit` hook.
 static CREATED: Mutex<Vec<Created>> = Mutex::new(Vec::new());
 static HOOK: OnceLock<()> = OnceLock::new();
 static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
 
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Created {
     Database { admin_url: String, name: String },
     Directory(PathBuf),
 }
 
-/// A backend's database for this run.
+/// A database made for one test (or for the run's rollback-mode tests).
+#[derive(Debug)]
+pub struct Private {
+    backend: Backend,
+    url: String,
+    /// The database's name (servers) or file (SQLite).
+    name: String,
+}
+
+impl Private {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Drop the database now (after its pools are closed) rather than at the process's exit.
+    pub async fn drop_now(self) {
+        let run = RunDatabase::get(self.backend);
+        match &run.server {
+            None => {
+                // The file, and the WAL and shared-memory files beside it.
+                for suffix in ["", "-wal", "-shm", "-journal"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
+                }
+            }
+            Some(server) => {
+                let name = self.name.clone();
+                let outcome =
+                    on_harness_runtime(async move { drop_on(&server.admin().await?, &name).await })
+                        .await;
+                match outcome {
+                    Ok(()) => forget(&Created::Database {
+                        admin_url: server.admin_url.clone(),
+                        name: self.name,
+                    }),
+                    // Left to the exit hook, which tries again.
+                    Err(e) => eprintln!("test harness: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// A backend's template database for this run.
 pub struct RunDatabase {
     backend: Backend,
-    admin_url: String,
     base: String,
     nonce: String,
     /// SQLite: the directory holding the migrated template file.
     sqlite_dir: Option<PathBuf>,
-    /// PostgreSQL/MySQL: the URL of the run's database.
-    url: String,
+    /// PostgreSQL/MySQL.
+    server: Option<Server>,
+    /// The database rollback-mode tests share, made on first use.
+    rollback: OnceLock<Private>,
+}
+
+struct Server {
+    admin_url: String,
+    /// The template's name.
+    template: String,
+    /// MySQL/MariaDB: the statements that make a database like the template, after its
+    /// `CREATE DATABASE` and `USE`.
+    mysql_script: String,
+    /// A connection pool to the maintenance database, on the harness runtime.
+    admin: tokio::sync::OnceCell<DatabaseConnection>,
+}
+
+impl Server {
+    async fn admin(&self) -> Result<DatabaseConnection, String> {
+        self.admin
+            .get_or_try_init(|| connect(&self.admin_url))
+            .await
+            .cloned()
+    }
 }
 
 impl RunDatabase {
-    /// The run's database for `backend`, created and migrated on first use.
+    /// The run's template for `backend`, created and migrated on first use.
+    ///
+    /// Panics with the reason when the backend is not configured or not reachable: a test
+    /// that asked for it must fail, never pass without having run.
     pub fn get(backend: Backend) -> &'static RunDatabase {
         static SQLITE: OnceLock<RunDatabase> = OnceLock::new();
         static POSTGRES: OnceLock<RunDatabase> = OnceLock::new();
@@ -45,10 +133,10 @@ impl RunDatabase {
             Backend::Postgres => &POSTGRES,
             Backend::MySql => &MYSQL,
         };
-        // Set-up runs on a thread of its own with its own runtime: each test has its own
-        // runtime, and connections must not outlive the runtime that opened them.
         cell.get_or_init(|| {
-            std::thread::spawn(move || block_on(RunDatabase::create(backend)))
+            // Blocking: this thread may be inside a test's runtime, which cannot block on
+            // another; a thread of its own can.
+            std::thread::spawn(move || harness_runtime().block_on(RunDatabase::create(backend)))
                 .join()
                 .unwrap_or_else(|_| std::process::abort())
                 .unwrap_or_else(|message| panic!("{message}"))
@@ -56,18 +144,31 @@ impl RunDatabase {
     }
 
     async fn create(backend: Backend) -> Result<Self, String> {
-        let configured = backend
-            .configured_url()
-            .ok_or_else(|| format!("{backend:?} is not configured"))?;
+        let configured = backend.configured_url().ok_or_else(|| {
+            let var = backend.url_var().unwrap_or_default();
+            format!(
+                "{var} is not set: the {backend:?} tests cannot run (set it, e.g. \
+                 {var}={}, or leave it unset when building to skip them)",
+                backend.example_url()
+            )
+        })?;
         let base = naming::base_name(&configured);
         let nonce = format!("{:06x}", uuid::Uuid::new_v4().as_u128() & 0xff_ffff);
         register_exit_hook();
+        let mut run = Self {
+            backend,
+            base,
+            nonce,
+            sqlite_dir: None,
+            server: None,
+            rollback: OnceLock::new(),
+        };
         if backend == Backend::Sqlite {
             let dir = std::env::temp_dir().join(format!(
                 "{}{}_{}",
-                naming::prefix(&base),
+                naming::prefix(&run.base),
                 std::process::id(),
-                nonce
+                run.nonce
             ));
             if dir.exists() {
                 return Err(format!(
@@ -76,95 +177,275 @@ impl RunDatabase {
                 ));
             }
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir:?}: {e}"))?;
-            CREATED
-                .lock()
-                .unwrap()
-                .push(Created::Directory(dir.clone()));
-            let url = sqlite_url(&dir.join("template.db"));
-            migrate(&url).await?;
-            return Ok(Self {
-                backend,
-                admin_url: String::new(),
-                base,
-                nonce,
-                sqlite_dir: Some(dir),
-                url,
-            });
+            remember(Created::Directory(dir.clone()));
+            migrate(&sqlite_url(&dir.join("template.db"))).await?;
+            run.sqlite_dir = Some(dir);
+            return Ok(run);
         }
         let admin_url = admin_url(&configured)?;
-        check_leftovers(&admin_url, &base).await?;
-        let mut run = Self {
-            backend,
-            admin_url,
-            base,
-            nonce,
-            sqlite_dir: None,
-            url: String::new(),
+        check_leftovers(&admin_url, &run.base).await?;
+        let template = run.name("t");
+        let admin = connect(&admin_url).await?;
+        let url = create_empty(&admin, &admin_url, &template).await?;
+        migrate(&url).await?;
+        let mysql_script = match admin.get_database_backend() {
+            DbBackend::MySql => mysql_clone_script(&admin, &template).await?,
+            _ => {
+                // Nobody may stay connected to a template: CREATE DATABASE … TEMPLATE
+                // refuses to copy a database that has sessions.
+                admin
+                    .execute_unprepared(&format!(
+                        "ALTER DATABASE \"{template}\" WITH ALLOW_CONNECTIONS false"
+                    ))
+                    .await
+                    .map_err(|e| format!("cannot close the template {template}: {e}"))?;
+                String::new()
+            }
         };
-        run.url = run.create_database("r").await?;
+        let _ = admin.close().await;
+        run.server = Some(Server {
+            admin_url,
+            template,
+            mysql_script,
+            admin: tokio::sync::OnceCell::new(),
+        });
         Ok(run)
     }
 
-    /// The URL a rollback-mode test connects to.
-    pub fn url_for_test(&self) -> String {
-        match &self.sqlite_dir {
-            // Each SQLite test gets its own copy of the migrated file: SQLite has one writer
-            // per file, and tests holding transactions on one file would queue behind each other.
-            Some(dir) => self.copy_template(dir),
-            None => self.url.clone(),
-        }
+    fn name(&self, kind: &str) -> String {
+        naming::database_name(&self.base, std::process::id(), &self.nonce, kind)
     }
 
-    /// A new, migrated database for one committed-mode test; dropped at exit.
-    pub async fn create_private_database(&self) -> String {
-        match &self.sqlite_dir {
-            Some(dir) => self.copy_template(dir),
-            None => {
-                let kind = format!("c{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
-                // Created on its own thread and runtime, like the run's database.
-                let this: &'static RunDatabase = RunDatabase::get(self.backend);
-                std::thread::spawn(move || block_on(this.create_database(&kind)))
+    /// The database rollback-mode tests share (SQLite: a copy of the template per test, as
+    /// SQLite has one writer per file and open transactions would queue behind each other).
+    pub fn url_for_test(&'static self) -> String {
+        match &self.server {
+            None => self.copy_template().url,
+            Some(_) => {
+                let shared = self.rollback.get_or_init(|| {
+                    std::thread::spawn(move || {
+                        harness_runtime().block_on(self.create_private("r".to_owned()))
+                    })
                     .join()
                     .unwrap_or_else(|_| std::process::abort())
                     .unwrap_or_else(|message| panic!("{message}"))
+                });
+                shared.url.clone()
             }
         }
     }
 
-    fn copy_template(&self, dir: &std::path::Path) -> String {
-        let file = dir.join(format!("t{}.db", SEQUENCE.fetch_add(1, Ordering::Relaxed)));
-        std::fs::copy(dir.join("template.db"), &file)
-            .unwrap_or_else(|e| panic!("cannot copy the SQLite template: {e}"));
-        sqlite_url(&file)
-    }
-
-    /// Create `test_<base>_<pid>_<nonce>_<kind>` and migrate it. Refuses if it exists.
-    async fn create_database(&self, kind: &str) -> Result<String, String> {
-        let name = naming::database_name(&self.base, std::process::id(), &self.nonce, kind);
-        let admin = connect(&self.admin_url).await?;
-        let existing = list_on(&admin, &name).await?;
-        if existing.iter().any(|n| n == &name) {
-            return Err(refusal(&name));
+    /// A new database of this test's own, with the template's schema and rows.
+    pub async fn private_database(&'static self) -> Private {
+        if self.server.is_none() {
+            return self.copy_template();
         }
-        let create = match admin.get_database_backend() {
-            DbBackend::MySql => {
-                format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
-            }
-            _ => format!("CREATE DATABASE \"{name}\""),
-        };
-        admin
-            .execute_unprepared(&create)
+        let kind = format!("c{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        on_harness_runtime(self.create_private(kind))
             .await
-            .map_err(|e| format!("cannot create test database {name}: {e}"))?;
-        CREATED.lock().unwrap().push(Created::Database {
-            admin_url: self.admin_url.clone(),
-            name: name.clone(),
-        });
-        let _ = admin.close().await;
-        let url = with_database(&self.admin_url, &name)?;
-        migrate(&url).await?;
-        Ok(url)
+            .unwrap_or_else(|message| panic!("{message}"))
     }
+
+    /// A new database migrated by the `migration` crate, not cloned: what a clone must equal.
+    pub async fn migrated_database(&'static self) -> Private {
+        let Some(server) = &self.server else {
+            let file = self.file(&format!("m{}", SEQUENCE.fetch_add(1, Ordering::Relaxed)));
+            let url = sqlite_url(&file);
+            migrate(&url).await.unwrap_or_else(|m| panic!("{m}"));
+            return self.sqlite_private(file);
+        };
+        let name = self.name(&format!("m{}", SEQUENCE.fetch_add(1, Ordering::Relaxed)));
+        let url = on_harness_runtime({
+            let name = name.clone();
+            async move {
+                let url = create_empty(&server.admin().await?, &server.admin_url, &name).await?;
+                migrate(&url).await?;
+                Ok::<_, String>(url)
+            }
+        })
+        .await
+        .unwrap_or_else(|message| panic!("{message}"));
+        Private {
+            backend: self.backend,
+            url,
+            name,
+        }
+    }
+
+    /// Make `test_…_<kind>` like the template. Refuses if it exists.
+    async fn create_private(&self, kind: String) -> Result<Private, String> {
+        let server = self.server.as_ref().expect("a database server");
+        let name = self.name(&kind);
+        let admin = server.admin().await?;
+        if admin.get_database_backend() == DbBackend::MySql {
+            let mut conn = admin
+                .get_mysql_connection_pool()
+                .acquire()
+                .await
+                .map_err(|e| format!("cannot reach the MySQL server: {e}"))?;
+            let script = format!(
+                "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin; \
+                 USE `{name}`; {}",
+                server.mysql_script
+            );
+            let created = sqlx::raw_sql(AssertSqlSafe(script))
+                .execute(&mut *conn)
+                .await;
+            if let Err(e) = created {
+                // Its session state (current database, FOREIGN_KEY_CHECKS) is unknown.
+                drop(conn.detach());
+                if e.to_string().contains("database exists") {
+                    return Err(refusal(&name));
+                }
+                // Created, then a table failed: the exit hook drops what was made.
+                remember(Created::Database {
+                    admin_url: server.admin_url.clone(),
+                    name: name.clone(),
+                });
+                return Err(format!("cannot create test database {name}: {e}"));
+            }
+            remember(Created::Database {
+                admin_url: server.admin_url.clone(),
+                name: name.clone(),
+            });
+        } else {
+            let template = &server.template;
+            let created = admin
+                .execute_unprepared(&format!(
+                    "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\""
+                ))
+                .await;
+            if let Err(e) = created {
+                return Err(if e.to_string().contains("already exists") {
+                    refusal(&name)
+                } else {
+                    format!("cannot create test database {name}: {e}")
+                });
+            }
+            remember(Created::Database {
+                admin_url: server.admin_url.clone(),
+                name: name.clone(),
+            });
+        }
+        Ok(Private {
+            backend: self.backend,
+            url: with_database(&server.admin_url, &name)?,
+            name,
+        })
+    }
+
+    fn file(&self, stem: &str) -> PathBuf {
+        self.sqlite_dir
+            .as_ref()
+            .expect("a SQLite run")
+            .join(format!("{stem}.db"))
+    }
+
+    fn copy_template(&self) -> Private {
+        let file = self.file(&format!("t{}", SEQUENCE.fetch_add(1, Ordering::Relaxed)));
+        std::fs::copy(self.file("template"), &file)
+            .unwrap_or_else(|e| panic!("cannot copy the SQLite template: {e}"));
+        self.sqlite_private(file)
+    }
+
+    fn sqlite_private(&self, file: PathBuf) -> Private {
+        Private {
+            backend: self.backend,
+            url: sqlite_url(&file),
+            name: file.display().to_string(),
+        }
+    }
+}
+
+/// The statements that recreate the template's tables, foreign keys included, and copy its
+/// rows (the migrations table's), to run after `USE <new database>`.
+async fn mysql_clone_script(admin: &DatabaseConnection, template: &str) -> Result<String, String> {
+    let error = |e: sea_orm::DbErr| format!("cannot read the template {template}: {e}");
+    // Only tables are copied: anything else would be silently missing from the clones.
+    let others = admin
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT CONCAT('routine ', ROUTINE_NAME) AS what FROM information_schema.ROUTINES \
+             WHERE ROUTINE_SCHEMA = ? \
+             UNION ALL SELECT CONCAT('trigger ', TRIGGER_NAME) FROM information_schema.TRIGGERS \
+             WHERE TRIGGER_SCHEMA = ? \
+             UNION ALL SELECT CONCAT('event ', EVENT_NAME) FROM information_schema.EVENTS \
+             WHERE EVENT_SCHEMA = ? \
+             UNION ALL SELECT CONCAT('view ', TABLE_NAME) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_TYPE <> 'BASE TABLE'",
+            [
+                template.into(),
+                template.into(),
+                template.into(),
+                template.into(),
+            ],
+        ))
+        .await
+        .map_err(error)?;
+    if let Some(row) = others.first() {
+        let what: String = row.try_get("", "what").unwrap_or_default();
+        return Err(format!(
+            "the migrations created a {what}: the MySQL test databases copy tables only; \
+             teach tests/src/run.rs to copy it"
+        ));
+    }
+    let tables = admin
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT TABLE_NAME AS name FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? ORDER BY TABLE_NAME",
+            [template.into()],
+        ))
+        .await
+        .map_err(error)?;
+    let mut script = String::from("SET SESSION FOREIGN_KEY_CHECKS = 0; ");
+    let mut copies = String::new();
+    for row in tables {
+        let table: String = row.try_get("", "name").map_err(error)?;
+        let shown = admin
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                format!("SHOW CREATE TABLE `{template}`.`{table}`"),
+            ))
+            .await
+            .map_err(error)?
+            .ok_or_else(|| format!("no definition for {template}.{table}"))?;
+        let create: String = shown.try_get_by_index(1).map_err(error)?;
+        script.push_str(&create);
+        script.push_str("; ");
+        copies.push_str(&format!(
+            "INSERT INTO `{table}` SELECT * FROM `{template}`.`{table}`; "
+        ));
+    }
+    script.push_str(&copies);
+    script.push_str("SET SESSION FOREIGN_KEY_CHECKS = 1");
+    Ok(script)
+}
+
+/// `CREATE DATABASE name` (empty), remembered for the exit hook; its URL.
+async fn create_empty(
+    admin: &DatabaseConnection,
+    admin_url: &str,
+    name: &str,
+) -> Result<String, String> {
+    if list_on(admin, name).await?.iter().any(|n| n == name) {
+        return Err(refusal(name));
+    }
+    let create = match admin.get_database_backend() {
+        DbBackend::MySql => {
+            format!("CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin")
+        }
+        _ => format!("CREATE DATABASE \"{name}\""),
+    };
+    admin
+        .execute_unprepared(&create)
+        .await
+        .map_err(|e| format!("cannot create test database {name}: {e}"))?;
+    remember(Created::Database {
+        admin_url: admin_url.to_owned(),
+        name: name.to_owned(),
+    });
+    with_database(admin_url, name)
 }
 
 /// The URL of the server's maintenance database, from a configured URL.
@@ -184,7 +465,7 @@ fn with_database(url: &str, database: &str) -> Result<String, String> {
     Ok(parsed.to_string())
 }
 
-fn sqlite_url(path: &std::path::Path) -> String {
+fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
 }
 
@@ -236,16 +517,22 @@ async fn list_on(admin: &DatabaseConnection, prefix: &str) -> Result<Vec<String>
 /// would otherwise make the drop wait for its locks).
 pub async fn drop_database(admin_url: &str, name: &str) -> Result<(), String> {
     let admin = connect(admin_url).await?;
+    let result = drop_on(&admin, name).await;
+    let _ = admin.close().await;
+    result
+}
+
+async fn drop_on(admin: &DatabaseConnection, name: &str) -> Result<(), String> {
     let sql = match admin.get_database_backend() {
         DbBackend::MySql => {
-            kill_mysql_sessions(&admin, name).await;
+            kill_mysql_sessions(admin, name).await;
             format!("DROP DATABASE IF EXISTS `{name}`")
         }
         _ => format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
     };
-    let result = admin.execute_unprepared(&sql).await;
-    let _ = admin.close().await;
-    result
+    admin
+        .execute_unprepared(&sql)
+        .await
         .map(|_| ())
         .map_err(|e| format!("cannot drop {name}: {e}"))
 }
@@ -288,12 +575,40 @@ async fn migrate(url: &str) -> Result<(), String> {
     result.map_err(|e| format!("migrating the test database failed: {e}"))
 }
 
-fn block_on<T>(future: impl Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime for test database set-up")
-        .block_on(future)
+/// The runtime the harness's own connections live on. Each test has a runtime of its own,
+/// and a connection must not outlive the runtime that opened it; this one lives as long as
+/// the process, so the admin connections are opened once per run.
+fn harness_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-harness")
+            .enable_all()
+            .build()
+            .expect("the test harness's runtime")
+    })
+}
+
+/// Run `work` on the harness runtime and wait for it from any runtime.
+async fn on_harness_runtime<T: Send + 'static>(
+    work: impl Future<Output = T> + Send + 'static,
+) -> T {
+    match harness_runtime().spawn(work).await {
+        Ok(value) => value,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+fn remember(item: Created) {
+    CREATED.lock().unwrap_or_else(|e| e.into_inner()).push(item);
+}
+
+fn forget(item: &Created) {
+    CREATED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|created| created != item);
 }
 
 fn register_exit_hook() {
@@ -305,28 +620,41 @@ fn register_exit_hook() {
     });
 }
 
-/// `atexit` hook: drop every database and directory this process created.
+/// `atexit` hook: drop every database and directory this process created and still has.
 extern "C" fn drop_everything() {
     let created = std::mem::take(&mut *CREATED.lock().unwrap_or_else(|e| e.into_inner()));
     if created.is_empty() {
         return;
     }
     let outcome = std::panic::catch_unwind(move || {
+        // A runtime of its own on a thread of its own: the harness runtime's thread may be
+        // gone or busy at exit.
         std::thread::spawn(move || {
-            block_on(async move {
-                for item in created {
-                    match item {
-                        Created::Database { admin_url, name } => {
-                            if let Err(e) = drop_database(&admin_url, &name).await {
-                                eprintln!("test harness: {e}");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for dropping the test databases")
+                .block_on(async move {
+                    for item in created {
+                        match item {
+                            Created::Database { admin_url, name } => {
+                                let dropped = tokio::time::timeout(
+                                    Duration::from_secs(30),
+                                    drop_database(&admin_url, &name),
+                                )
+                                .await;
+                                match dropped {
+                                    Ok(Ok(())) => {}
+                                    Ok(Err(e)) => eprintln!("test harness: {e}"),
+                                    Err(_) => eprintln!("test harness: dropping {name} hung"),
+                                }
+                            }
+                            Created::Directory(dir) => {
+                                let _ = std::fs::remove_dir_all(dir);
                             }
                         }
-                        Created::Directory(dir) => {
-                            let _ = std::fs::remove_dir_all(dir);
-                        }
                     }
-                }
-            })
+                })
         })
         .join()
     });

@@ -1,5 +1,6 @@
 //! `/notes/export` holds its own pooled connection only while the body is being sent: after
-//! the last byte, or as soon as the client goes away mid-stream.
+//! the last byte, or as soon as the client goes away mid-stream; and it streams every row,
+//! every field as stored.
 
 use std::{
     io::{Read, Write},
@@ -7,28 +8,23 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::StatusCode;
+use chrono::{DateTime, Utc};
+use entity::note;
+use sea_orm::{EntityTrait, QueryOrder};
 use serde_json::{Value, json};
-use tests::{
-    Backend, TestDb, each_backend,
-    http::{json_request, send},
-};
+use tests::{Backend, TestApp, backends};
 
 /// Rows per bulk request while seeding: about 800 KB, under the default body limit.
 const SEED_BATCH: usize = 800;
 
 /// Fill the notes table through the bulk route.
-async fn seed_notes(db: &TestDb, count: usize) {
-    let app = db.app().await;
+async fn seed_notes(app: &TestApp, count: usize) {
     for start in (0..count).step_by(SEED_BATCH) {
         let batch: Vec<Value> = (start..(start + SEED_BATCH).min(count))
             .map(|i| json!({"text": format!("export row {i} {}", "x".repeat(1000))}))
             .collect();
-        let reply = send(
-            &app,
-            json_request(Method::POST, "/notes/bulk", &json!(batch)),
-        )
-        .await;
+        let reply = app.post_json("/notes/bulk", &json!(batch)).await;
         assert_eq!(reply.status, StatusCode::CREATED);
     }
 }
@@ -52,8 +48,9 @@ async fn write_succeeds_within(base: &str, limit: Duration) -> bool {
     false
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn abandoned_export_returns_its_connection(backend: Backend) {
-    let db = TestDb::committed(
+    let app = TestApp::with_settings(
         backend,
         &[
             ("DB_POOL_MAX", "1"),
@@ -64,8 +61,8 @@ async fn abandoned_export_returns_its_connection(backend: Backend) {
     .await;
     // About 30 MB: more than loopback socket buffers hold, so the client really leaves
     // mid-stream.
-    seed_notes(&db, 30_000).await;
-    let server = db.spawn_server().await;
+    seed_notes(&app, 30_000).await;
+    let server = app.serve().await;
     let address = server.address;
 
     // A client that reads the start of the export and then goes away.
@@ -89,13 +86,14 @@ async fn abandoned_export_returns_its_connection(backend: Backend) {
         "the export's connection never came back to the pool"
     );
     server.stop().await;
-    db.finish().await;
+    app.finish().await;
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn complete_export_streams_every_row_and_returns_its_connection(backend: Backend) {
-    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1"), ("DB_POOL_MIN", "0")]).await;
-    seed_notes(&db, 6_000).await;
-    let server = db.spawn_server().await;
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1"), ("DB_POOL_MIN", "0")]).await;
+    seed_notes(&app, 6_000).await;
+    let server = app.serve().await;
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(30))
         .finish();
@@ -106,23 +104,31 @@ async fn complete_export_streams_every_row_and_returns_its_connection(backend: B
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let body = response.body().limit(64 << 20).await.unwrap();
-    let lines: Vec<&str> = std::str::from_utf8(&body).unwrap().lines().collect();
-    assert_eq!(lines.len(), 6_000);
-    let ids: Vec<i64> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["id"]
-                .as_i64()
-                .unwrap()
-        })
+    let lines: Vec<Value> = std::str::from_utf8(&body)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
         .collect();
-    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order");
+    let rows = note::Entity::find()
+        .order_by_asc(note::Column::Id)
+        .all(app.conn())
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 6_000);
+    assert_eq!(rows.len(), 6_000);
+    for (line, row) in lines.iter().zip(&rows) {
+        let time = |field: &str| {
+            DateTime::parse_from_rfc3339(line[field].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert_eq!(line["id"], row.id, "in id order: {line}");
+        assert_eq!(line["text"], row.text.as_str(), "{line}");
+        assert_eq!(line["completed"], row.completed, "{line}");
+        assert_eq!(time("created_at"), row.created_at, "{line}");
+        assert_eq!(time("updated_at"), row.updated_at, "{line}");
+    }
     assert!(write_succeeds_within(&server.base_url, Duration::from_secs(5)).await);
     server.stop().await;
-    db.finish().await;
+    app.finish().await;
 }
-
-each_backend!(
-    abandoned_export_returns_its_connection,
-    complete_export_streams_every_row_and_returns_its_connection,
-);

@@ -1,55 +1,130 @@
-//! Tests of the harness itself: isolation, cleanup, refusal of leftovers.
+//! Tests of the harness itself: private databases equal to migrated ones, dropped when a
+//! test finishes and when the process exits; rollback-mode isolation; refusal of leftovers.
 
-use actix_web::http::{Method, StatusCode};
-use entity::note;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
-use serde_json::json;
+use api::db::DbSource;
+use entity::{note, user};
+use sea_orm::{
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait,
+    PaginatorTrait, QueryFilter,
+};
 use tests::{
-    Backend, RunDatabase, TestDb, admin_url, check_leftovers, drop_database, each_backend,
-    http::{json_request, send},
-    list_test_databases, server_backends,
+    Backend, RunDatabase, TestApp, TestDb, admin_url, backends, check_leftovers, drop_database,
+    list_test_databases, parse_owner_pid, schema,
 };
 
-/// Both tests insert the same unique e-mail; each sees only its own transaction.
-async fn isolation_first_insert_of_shared_email(backend: Backend) {
+/// A private database — a copy of the run's template (a file copy, `CREATE DATABASE …
+/// TEMPLATE`, or on MariaDB the template's `SHOW CREATE TABLE` statements) — has exactly the
+/// schema and applied migrations of a database the `migration` crate migrated.
+#[backends(sqlite, postgres, mysql)]
+async fn private_database_equals_a_freshly_migrated_one(backend: Backend) {
+    let run = RunDatabase::get(backend);
+    let private = TestDb::private(backend, &[]).await;
+    let migrated = run.migrated_database().await;
+    let fresh = migration::database::connect_for_tool(migrated.url())
+        .await
+        .unwrap();
+
+    let cloned_schema = schema::fingerprint(private.pool()).await;
+    let migrated_schema = schema::fingerprint(&fresh).await;
+
+    assert!(
+        cloned_schema
+            .iter()
+            .any(|line| line.contains("users_email_key")),
+        "{cloned_schema:?}"
+    );
+    assert_eq!(cloned_schema, migrated_schema);
+    assert_eq!(
+        schema::applied_migrations(private.pool()).await,
+        schema::applied_migrations(&fresh).await
+    );
+    fresh.close().await.unwrap();
+    migrated.drop_now().await;
+    private.finish().await;
+}
+
+/// The app under test runs on the pool, as in production — never pinned to a transaction —
+/// and its database is gone once the test finishes.
+#[backends(sqlite, postgres, mysql)]
+async fn test_app_runs_on_the_pool_and_its_database_is_dropped_at_finish(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let url = app.db().url().to_owned();
+    let pooled = matches!(app.db().source(), DbSource::Pool(..));
+
+    app.finish().await;
+
+    assert!(pooled, "the app runs on DbSource::Pool");
+    match backend {
+        Backend::Sqlite => {
+            let file = url
+                .trim_start_matches("sqlite://")
+                .split('?')
+                .next()
+                .unwrap();
+            assert!(!std::path::Path::new(file).exists(), "{file} was removed");
+        }
+        _ => {
+            let name = database_name(&url);
+            let admin = admin_url(&backend.configured_url().unwrap()).unwrap();
+            let left = list_test_databases(&admin, &name).await.unwrap();
+            assert!(left.is_empty(), "{name} was dropped: {left:?}");
+        }
+    }
+}
+
+/// Both tests insert the same unique e-mail with SeaORM; each sees only its own transaction.
+#[backends(sqlite, postgres, mysql)]
+async fn rollback_isolation_first_insert_of_a_shared_email(backend: Backend) {
     insert_shared_email(backend).await;
 }
 
-async fn isolation_second_insert_of_shared_email(backend: Backend) {
+#[backends(sqlite, postgres, mysql)]
+async fn rollback_isolation_second_insert_of_a_shared_email(backend: Backend) {
     insert_shared_email(backend).await;
 }
 
 async fn insert_shared_email(backend: Backend) {
     let db = TestDb::rollback(backend).await;
-    let app = db.app().await;
-    let body = json!({"email": "shared@example.com", "password": "correct horse"});
-    let reply = send(&app, json_request(Method::POST, "/users", &body)).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
-    drop(app);
+    let user = user::ActiveModel {
+        email: Set("shared@example.com".to_owned()),
+        hashed_password: Set("$argon2id$placeholder".to_owned()),
+        ..ActiveModelBehavior::new()
+    };
+
+    let inserted = user.insert(&db.conn()).await;
+
+    assert!(inserted.is_ok(), "{inserted:?}");
+    let seen = user::Entity::find()
+        .filter(user::Column::Email.eq("shared@example.com"))
+        .count(&db.conn())
+        .await
+        .unwrap();
+    assert_eq!(seen, 1, "only this test's row");
     db.finish().await;
 }
 
-/// What a rollback-mode test writes through the app is visible to the test, and gone after.
+/// What a rollback-mode test writes is visible to the test, and gone after.
+#[backends(sqlite, postgres, mysql)]
 async fn rollback_mode_leaves_nothing_behind(backend: Backend) {
     let marker = format!("rollback-marker-{}", uuid::Uuid::new_v4());
     let db = TestDb::rollback(backend).await;
-    let app = db.app().await;
-    let reply = send(
-        &app,
-        json_request(Method::POST, "/notes", &json!({"text": marker})),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::CREATED);
+    note::ActiveModel {
+        text: Set(marker.clone()),
+        ..ActiveModelBehavior::new()
+    }
+    .insert(&db.conn())
+    .await
+    .unwrap();
     let seen = note::Entity::find()
         .filter(note::Column::Text.eq(marker.as_str()))
         .count(&db.conn())
         .await
         .unwrap();
-    assert_eq!(seen, 1, "the test sees what the app wrote");
     let url = db.url().to_owned();
-    drop(app);
+
     db.finish().await;
 
+    assert_eq!(seen, 1, "the test sees what it wrote");
     let fresh = migration::database::connect_for_tool(&url).await.unwrap();
     let left = note::Entity::find()
         .filter(note::Column::Text.eq(marker.as_str()))
@@ -61,7 +136,9 @@ async fn rollback_mode_leaves_nothing_behind(backend: Backend) {
 }
 
 /// A `test_…` database of a process that is gone stops the run, named in the error, and is
-/// left untouched.
+/// left untouched. (SQLite runs live in a fresh temporary directory per process: no
+/// leftover to refuse.)
+#[backends(postgres, mysql)]
 async fn leftover_database_stops_the_run_and_survives(backend: Backend) {
     let admin = admin_url(&backend.configured_url().unwrap()).unwrap();
     // No process has this id (above the kernel's pid_max), so the database is a leftover.
@@ -69,6 +146,7 @@ async fn leftover_database_stops_the_run_and_survives(backend: Backend) {
     create_database(&admin, &leftover).await;
 
     let error = check_leftovers(&admin, "harnesscheck").await.unwrap_err();
+
     assert!(error.contains(&leftover), "names the leftover: {error}");
     assert!(
         error.contains("clean-test-dbs"),
@@ -80,50 +158,54 @@ async fn leftover_database_stops_the_run_and_survives(backend: Backend) {
         std::slice::from_ref(&leftover),
         "the leftover is untouched"
     );
-
     drop_database(&admin, &leftover).await.unwrap();
     assert!(check_leftovers(&admin, "harnesscheck").await.is_ok());
 }
 
-/// A test process that panics still drops its databases when it exits.
-async fn panicking_run_still_drops_its_database(backend: Backend) {
+/// A test process drops every database it made (template, shared and private ones) when it
+/// exits, whether it panicked or not.
+#[backends(sqlite, postgres, mysql)]
+async fn exiting_run_drops_its_databases_even_after_a_panic(backend: Backend) {
     for mode in ["panic", "pass"] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_harness-probe"))
             .args([backend_arg(backend), mode])
             .output()
             .unwrap();
+
         assert_eq!(output.status.success(), mode == "pass", "{output:?}");
-        let url = String::from_utf8(output.stdout).unwrap().trim().to_owned();
-        let name = url
-            .split('?')
-            .next()
+        let url = String::from_utf8(output.stdout)
             .unwrap()
-            .rsplit('/')
-            .find(|part| part.starts_with("test_"))
-            .unwrap_or_else(|| panic!("no test database in {url:?}"))
+            .lines()
+            .next()
+            .unwrap_or_default()
             .to_owned();
+        let name = database_name(&url);
         if backend == Backend::Sqlite {
             let dir = std::env::temp_dir().join(&name);
             assert!(!dir.exists(), "{dir:?} was removed ({mode})");
         } else {
+            let owner = parse_owner_pid(&name).unwrap();
             let admin = admin_url(&backend.configured_url().unwrap()).unwrap();
-            let left = list_test_databases(&admin, &name).await.unwrap();
-            assert!(left.is_empty(), "{name} was dropped ({mode}): {left:?}");
+            let left: Vec<String> = list_test_databases(&admin, "test_")
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|n| parse_owner_pid(n) == Some(owner))
+                .collect();
+            assert!(left.is_empty(), "all dropped ({mode}): {left:?}");
         }
     }
 }
 
-each_backend!(
-    isolation_first_insert_of_shared_email,
-    isolation_second_insert_of_shared_email,
-    rollback_mode_leaves_nothing_behind,
-    panicking_run_still_drops_its_database,
-);
-
-/// SQLite runs live in a fresh temporary directory per process: no leftover to refuse.
-mod servers {
-    use super::*;
-    server_backends!(leftover_database_stops_the_run_and_survives);
+/// The `test_…` database (or SQLite directory) named in `url`.
+fn database_name(url: &str) -> String {
+    url.split('?')
+        .next()
+        .unwrap()
+        .rsplit('/')
+        .find(|part| part.starts_with("test_"))
+        .unwrap_or_else(|| panic!("no test database in {url:?}"))
+        .to_owned()
 }
 
 fn backend_arg(backend: Backend) -> &'static str {
@@ -144,10 +226,4 @@ async fn create_database(admin: &str, name: &str) {
         .await
         .unwrap();
     conn.close().await.unwrap();
-}
-
-#[test]
-fn sqlite_run_database_is_a_migrated_template() {
-    let url = RunDatabase::get(Backend::Sqlite).url_for_test();
-    assert!(url.starts_with("sqlite://"), "{url}");
 }

@@ -6,39 +6,7 @@ use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DatabaseConnection, DbBackend,
     EntityTrait, Iterable, SqlErr, Statement,
 };
-use tests::{Backend, TestDb, each_backend};
-
-/// A description of the schema: every column and index of the application's tables.
-async fn schema_fingerprint(db: &DatabaseConnection) -> Vec<String> {
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        DbBackend::Sqlite => {
-            "SELECT name || ': ' || sql AS line FROM sqlite_master \
-             WHERE name IN ('notes', 'users') OR tbl_name IN ('notes', 'users') ORDER BY name"
-        }
-        DbBackend::Postgres => {
-            "SELECT table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable \
-             || ' ' || COALESCE(column_default, '') AS line FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name IN ('notes', 'users') \
-             UNION ALL SELECT indexname || ': ' || indexdef FROM pg_indexes \
-             WHERE schemaname = current_schema() AND tablename IN ('notes', 'users') ORDER BY 1"
-        }
-        _ => {
-            "SELECT CONCAT(table_name, '.', column_name, ' ', column_type, ' ', is_nullable, ' ', \
-             COALESCE(column_default, '')) AS line FROM information_schema.columns \
-             WHERE table_schema = DATABASE() AND table_name IN ('notes', 'users') \
-             UNION ALL SELECT CONCAT(index_name, ': ', table_name, '.', column_name, ' unique=', \
-             1 - non_unique) FROM information_schema.statistics \
-             WHERE table_schema = DATABASE() AND table_name IN ('notes', 'users') ORDER BY 1"
-        }
-    };
-    db.query_all_raw(Statement::from_string(backend, sql))
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.try_get::<String>("", "line").unwrap())
-        .collect()
-}
+use tests::{Backend, TestDb, backends, schema};
 
 /// The column names of `table` as the database has them.
 async fn database_columns(db: &DatabaseConnection, table: &str) -> Vec<String> {
@@ -68,10 +36,11 @@ fn entity_columns<C: Iterable + sea_orm::IdenStatic>() -> Vec<String> {
     names
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn up_down_up_leaves_the_same_schema(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
+    let db = TestDb::private(backend, &[]).await;
     let conn = db.pool();
-    let migrated = schema_fingerprint(conn).await;
+    let migrated = schema::fingerprint(conn).await;
     assert!(
         migrated.iter().any(|line| line.contains("users_email_key")),
         "{migrated:?}"
@@ -79,20 +48,21 @@ async fn up_down_up_leaves_the_same_schema(backend: Backend) {
 
     Migrator::down(conn, None).await.unwrap();
     assert!(
-        schema_fingerprint(conn).await.is_empty(),
+        schema::fingerprint(conn).await.is_empty(),
         "down to zero removes everything"
     );
     assert!(Migrator::get_pending_migrations(conn).await.unwrap().len() == 2);
 
     Migrator::up(conn, None).await.unwrap();
-    assert_eq!(schema_fingerprint(conn).await, migrated);
+    assert_eq!(schema::fingerprint(conn).await, migrated);
     db.finish().await;
 }
 
 /// Drift check: the migrated tables have exactly the entities' columns, and every column
 /// round-trips through the entity with its type.
+#[backends(sqlite, postgres, mysql)]
 async fn migrated_schema_matches_the_entities(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
+    let db = TestDb::private(backend, &[]).await;
     let conn = db.pool();
     assert_eq!(
         database_columns(conn, "notes").await,
@@ -161,6 +131,7 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
 }
 
 /// The entity rules apply to every program that saves through SeaORM.
+#[backends(sqlite, postgres, mysql)]
 async fn entity_rules_stamp_times_and_normalise_email(backend: Backend) {
     let db = TestDb::rollback(backend).await;
     let conn = db.conn();
@@ -184,9 +155,3 @@ async fn entity_rules_stamp_times_and_normalise_email(backend: Backend) {
     drop(conn);
     db.finish().await;
 }
-
-each_backend!(
-    up_down_up_leaves_the_same_schema,
-    migrated_schema_matches_the_entities,
-    entity_rules_stamp_times_and_normalise_email,
-);

@@ -8,10 +8,7 @@ use actix_web::{
     test::TestRequest,
 };
 use serde_json::{Value, json};
-use tests::{
-    Backend, TestDb, each_backend,
-    http::{get, json_request, send},
-};
+use tests::{Backend, TestApp, assert_problem, backends, http::json_request};
 
 /// Every route of the contract, as `METHOD path`.
 const CONTRACT_ROUTES: [&str; 17] = [
@@ -70,10 +67,10 @@ fn valid_request(method: &str, path: &str, note: i64, user: i64) -> TestRequest 
 /// The document lists exactly the contract's routes, each answers a valid request (no 404 or
 /// 405), and every other method on a documented path is 405: documentation and routing
 /// cannot drift apart.
+#[backends(sqlite, postgres, mysql)]
 async fn openapi_document_matches_the_served_routes(backend: Backend) {
-    let db = TestDb::rollback(backend).await;
-    let app = db.app().await;
-    let reply = send(&app, get("/openapi.json")).await;
+    let app = TestApp::spawn(backend).await;
+    let reply = app.get("/openapi.json").await;
     assert_eq!(reply.status, StatusCode::OK);
     let doc = reply.json();
     assert!(
@@ -85,13 +82,9 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
     let contract: BTreeSet<String> = CONTRACT_ROUTES.iter().map(|r| r.to_string()).collect();
     assert_eq!(documented, contract);
 
-    let note = send(
-        &app,
-        json_request(Method::POST, "/notes", &json!({"text": "n"})),
-    )
-    .await;
+    let note = app.post_json("/notes", &json!({"text": "n"})).await;
     let user_body = json!({"email": "u@example.com", "password": "long enough"});
-    let user = send(&app, json_request(Method::POST, "/users", &user_body)).await;
+    let user = app.post_json("/users", &user_body).await;
     let (note, user) = (
         note.json()["id"].as_i64().unwrap(),
         user.json()["id"].as_i64().unwrap(),
@@ -102,7 +95,7 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
     routes.sort_by_key(|r| r.starts_with("DELETE"));
     for route in routes {
         let (method, path) = route.split_once(' ').unwrap();
-        let reply = send(&app, valid_request(method, path, note, user)).await;
+        let reply = app.send(valid_request(method, path, note, user)).await;
         assert!(
             reply.status.is_success(),
             "{route} answered {}: {:?}",
@@ -124,7 +117,7 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
             let req = TestRequest::default()
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
                 .uri(&uri);
-            let reply = send(&app, req).await;
+            let reply = app.send(req).await;
             assert_eq!(
                 reply.status,
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -141,15 +134,14 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
             assert_eq!(listed, allowed, "Allow header of {method} {path}");
         }
     }
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
 /// Every documented operation lists its error responses with a problem schema.
+#[backends(sqlite, postgres, mysql)]
 async fn openapi_document_describes_bodies_and_errors(backend: Backend) {
-    let db = TestDb::rollback(backend).await;
-    let app = db.app().await;
-    let doc = send(&app, get("/openapi.json")).await.json();
+    let app = TestApp::spawn(backend).await;
+    let doc = app.get("/openapi.json").await.json();
     let create = &doc["paths"]["/notes"]["post"];
     assert!(create["requestBody"]["content"]["application/json"].is_object());
     for status in ["201", "400", "413", "415", "422"] {
@@ -165,22 +157,18 @@ async fn openapi_document_describes_bodies_and_errors(backend: Backend) {
     let user = &doc["components"]["schemas"]["User"]["properties"];
     assert!(user["email"].is_object());
     assert!(user.get("hashed_password").is_none() && user.get("password").is_none());
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
 /// `/metrics` counts requests by route template (never the raw path) and shows the pool.
+#[backends(sqlite, postgres, mysql)]
 async fn metrics_count_requests_by_route_template(backend: Backend) {
-    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "3")]).await;
-    let app = db.app().await;
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "3")]).await;
     let missing = format!("/notes/{}", 9_000_000_000i64 + i64::from(rand_u16()));
     for _ in 0..3 {
-        assert_eq!(
-            send(&app, get(&missing)).await.status,
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(app.get(&missing).await.status, StatusCode::NOT_FOUND);
     }
-    let reply = send(&app, get("/metrics")).await;
+    let reply = app.get("/metrics").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert!(
         reply
@@ -214,8 +202,7 @@ async fn metrics_count_requests_by_route_template(backend: Backend) {
             "{state}"
         );
     }
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
 fn rand_u16() -> u16 {
@@ -223,35 +210,27 @@ fn rand_u16() -> u16 {
 }
 
 /// With the database gone, `/readyz` and data routes answer 503 problems; `/healthz` is 200.
+#[backends(sqlite, postgres, mysql)]
 async fn readiness_follows_the_database(backend: Backend) {
-    let db = TestDb::committed(backend, &[("DB_ACQUIRE_TIMEOUT_MS", "300")]).await;
-    let app = db.app().await;
-    assert_eq!(send(&app, get("/readyz")).await.status, StatusCode::OK);
+    let app = TestApp::with_settings(backend, &[("DB_ACQUIRE_TIMEOUT_MS", "300")]).await;
+    assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
 
-    db.pool().close_by_ref().await.unwrap();
-    let ready = send(&app, get("/readyz")).await;
-    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        ready.header("content-type"),
-        Some("application/problem+json")
-    );
-    let notes = send(&app, get("/notes")).await;
-    assert_eq!(notes.status, StatusCode::SERVICE_UNAVAILABLE);
+    app.db().pool().close_by_ref().await.unwrap();
+    let ready = app.get("/readyz").await;
+    assert_problem(&ready, StatusCode::SERVICE_UNAVAILABLE);
+    let notes = app.get("/notes").await;
+    assert_problem(&notes, StatusCode::SERVICE_UNAVAILABLE);
     assert!(notes.header("retry-after").is_some());
-    let write = send(
-        &app,
-        json_request(Method::POST, "/notes", &json!({"text": "x"})),
-    )
-    .await;
-    assert_eq!(write.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(send(&app, get("/healthz")).await.status, StatusCode::OK);
-    drop(app);
+    let write = app.post_json("/notes", &json!({"text": "x"})).await;
+    assert_problem(&write, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+    app.finish().await;
 }
 
 /// Bodies over `BODY_LIMIT_BYTES` are 413 problems whatever their type and route.
+#[backends(sqlite, postgres, mysql)]
 async fn oversized_bodies_are_413_whatever_their_type(backend: Backend) {
-    let db = TestDb::committed(backend, &[("BODY_LIMIT_BYTES", "1000")]).await;
-    let app = db.app().await;
+    let app = TestApp::with_settings(backend, &[("BODY_LIMIT_BYTES", "1000")]).await;
     let big_text = "x".repeat(2000);
     let cases = [
         (
@@ -273,51 +252,41 @@ async fn oversized_bodies_are_413_whatever_their_type(backend: Backend) {
             .uri(path)
             .insert_header(("content-type", content_type))
             .set_payload(body);
-        let reply = send(&app, req).await;
+        let reply = app.send(req).await;
         assert_eq!(
             reply.status,
             StatusCode::PAYLOAD_TOO_LARGE,
             "{path} {content_type}"
         );
-        assert_eq!(
-            reply.header("content-type"),
-            Some("application/problem+json")
-        );
-        assert!(reply.header("x-request-id").is_some());
+        assert_problem(&reply, StatusCode::PAYLOAD_TOO_LARGE);
     }
     let small = json_request(Method::POST, "/notes", &json!({"text": "fits"}));
-    assert_eq!(send(&app, small).await.status, StatusCode::CREATED);
-    drop(app);
-    db.finish().await;
+    assert_eq!(app.send(small).await.status, StatusCode::CREATED);
+    app.finish().await;
 }
 
 /// A handler that outlives `REQUEST_TIMEOUT_S` is cut off with a 503, and its write is
 /// rolled back.
+#[backends(sqlite, postgres, mysql)]
 async fn slow_requests_time_out_and_roll_back(backend: Backend) {
-    let db = TestDb::committed(backend, &[("REQUEST_TIMEOUT_S", "1")]).await;
-    let app = db.app().await;
-    let reply = send(&app, TestRequest::post().uri("/__test/hold/3000")).await;
-    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    let app = TestApp::with_settings(backend, &[("REQUEST_TIMEOUT_S", "1")]).await;
+    let reply = app.post("/__test/hold/3000").await;
+    assert_problem(&reply, StatusCode::SERVICE_UNAVAILABLE);
     assert!(reply.header("retry-after").is_some());
-    let after = send(
-        &app,
-        json_request(Method::POST, "/notes", &json!({"text": "next"})),
-    )
-    .await;
+    let after = app.post_json("/notes", &json!({"text": "next"})).await;
     assert_eq!(
         after.status,
         StatusCode::CREATED,
         "the connection came back"
     );
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
 /// The docs page and its assets come from the server itself.
+#[backends(sqlite, postgres, mysql)]
 async fn docs_page_is_served_offline(backend: Backend) {
-    let db = TestDb::rollback(backend).await;
-    let app = db.app().await;
-    let page = send(&app, get("/docs")).await;
+    let app = TestApp::spawn(backend).await;
+    let page = app.get("/docs").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(
         page.header("content-type")
@@ -335,25 +304,14 @@ async fn docs_page_is_served_offline(backend: Backend) {
         "swagger-ui.css",
         "swagger-initializer.js",
     ] {
-        let reply = send(&app, get(&format!("/docs/{asset}"))).await;
+        let reply = app.get(&format!("/docs/{asset}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{asset}");
     }
-    let init = send(&app, get("/docs/swagger-initializer.js")).await;
+    let init = app.get("/docs/swagger-initializer.js").await;
     let init = String::from_utf8_lossy(&init.body);
     assert!(
         init.contains("/openapi.json") && init.contains(r#""validatorUrl": "none""#),
         "{init}"
     );
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
-
-each_backend!(
-    openapi_document_matches_the_served_routes,
-    openapi_document_describes_bodies_and_errors,
-    metrics_count_requests_by_route_template,
-    readiness_follows_the_database,
-    oversized_bodies_are_413_whatever_their_type,
-    slow_requests_time_out_and_roll_back,
-    docs_page_is_served_offline,
-);

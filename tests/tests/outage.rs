@@ -13,12 +13,12 @@ use std::{
 };
 
 use actix_web::http::{Method, StatusCode};
-use api::startup::{self, AppState};
+use api::{startup, state::AppState};
 use serde_json::json;
 use tests::{
-    Backend, TestDb,
+    Backend, TestDb, backends,
     http::{get, json_request, send},
-    server_backends, test_settings,
+    test_settings,
 };
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -83,8 +83,9 @@ impl Drop for Proxy {
     }
 }
 
+#[backends(postgres, mysql)]
 async fn database_outage_answers_503_and_recovers(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
+    let db = TestDb::private(backend, &[]).await;
     let mut url = url::Url::parse(db.url()).unwrap();
     let target = format!("{}:{}", url.host_str().unwrap(), url.port().unwrap());
     let proxy = Proxy::start(target).await;
@@ -166,5 +167,3 @@ async fn database_outage_answers_503_and_recovers(backend: Backend) {
     drop(proxy);
     db.finish().await;
 }
-
-server_backends!(database_outage_answers_503_and_recovers);

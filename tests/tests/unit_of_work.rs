@@ -2,13 +2,14 @@
 //! connection comes back clean on every path — success, error, panic, a client that goes
 //! away, an exhausted pool.
 //!
-//! Tests that depend on real commits or on the pool use committed mode (a private database
-//! with a pool of its own); the others run in rollback mode.
+//! Every test runs the app on the pool over a database of its own, as production runs it,
+//! and can look at the pool itself (what is checked out, whether a transaction leaked).
 
 use std::{
     future::Future,
     io::Write,
     net::{SocketAddr, TcpStream},
+    rc::Rc,
     time::Duration,
 };
 
@@ -16,6 +17,7 @@ use actix_web::{
     http::{Method, StatusCode},
     test::TestRequest,
 };
+use api::db::{RequestDb, UnitOfWork};
 use entity::note;
 use sea_orm::{
     ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter,
@@ -23,8 +25,8 @@ use sea_orm::{
 };
 use serde_json::json;
 use tests::{
-    Backend, TestDb, each_backend,
-    http::{Reply, TestServer, get, json_request, send},
+    Backend, TestApp, TestDb, assert_problem, backends,
+    http::{TestServer, json_request},
 };
 
 /// Longest a test waits for something that should take milliseconds; reaching it means the
@@ -38,33 +40,16 @@ async fn within_deadline<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("{what} did not finish within {HANG:?}"))
 }
 
-fn post(path: &str) -> TestRequest {
-    TestRequest::post().uri(path)
-}
-
 fn new_note(text: &str) -> TestRequest {
     json_request(Method::POST, "/notes", &json!({ "text": text }))
 }
 
-async fn notes_with_text(db: &TestDb, text: &str) -> u64 {
+async fn notes_with_text(app: &TestApp, text: &str) -> u64 {
     note::Entity::find()
         .filter(note::Column::Text.eq(text))
-        .count(&db.conn())
+        .count(app.conn())
         .await
         .unwrap()
-}
-
-fn assert_problem(reply: &Reply, status: StatusCode) {
-    assert_eq!(reply.status, status, "{:?}", reply.body);
-    assert_eq!(
-        reply.header("content-type"),
-        Some("application/problem+json")
-    );
-    let problem = reply.json();
-    for key in ["type", "title", "status", "detail"] {
-        assert!(problem.get(key).is_some(), "{key} missing: {problem}");
-    }
-    assert_eq!(problem["status"], status.as_u16());
 }
 
 /// Connections of the app's pool that are checked out (the app and the test share it in
@@ -147,30 +132,28 @@ async fn connection_in_transaction(db: &TestDb) -> bool {
 
 /// After failures, the pool is whole and clean: nothing checked out, its one connection not
 /// inside a transaction, and a normal write commits at once.
-async fn assert_pool_whole_and_clean<S, B>(db: &TestDb, app: &S)
-where
-    S: actix_web::dev::Service<
-            actix_http::Request,
-            Response = actix_web::dev::ServiceResponse<B>,
-            Error = actix_web::Error,
-        >,
-    B: actix_web::body::MessageBody,
-{
-    wait_for_idle_pool(db).await;
-    assert!(pool_in_use(db).1 <= 1, "the pool grew past DB_POOL_MAX");
-    assert!(!connection_in_transaction(db).await, "a transaction leaked");
-    let reply = within_deadline("a write after failures", send(app, new_note("clean"))).await;
+async fn assert_pool_whole_and_clean(app: &TestApp) {
+    wait_for_idle_pool(app.db()).await;
+    assert!(
+        pool_in_use(app.db()).1 <= 1,
+        "the pool grew past DB_POOL_MAX"
+    );
+    assert!(
+        !connection_in_transaction(app.db()).await,
+        "a transaction leaked"
+    );
+    let reply = within_deadline("a write after failures", app.send(new_note("clean"))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn request_below_400_commits_its_writes(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
-    let app = db.app().await;
+    let app = TestApp::spawn(backend).await;
 
-    let reply = send(&app, new_note("committed")).await;
+    let reply = app.send(new_note("committed")).await;
 
     assert_eq!(reply.status, StatusCode::CREATED);
-    let fresh = migration::database::connect_for_tool(db.url())
+    let fresh = migration::database::connect_for_tool(app.db().url())
         .await
         .unwrap();
     let stored = note::Entity::find()
@@ -180,125 +163,118 @@ async fn request_below_400_commits_its_writes(backend: Backend) {
         .unwrap();
     assert_eq!(stored, 1, "another connection sees the note");
     fresh.close().await.unwrap();
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
 /// On the pool, reads and single-statement writes take the fast paths (the driver's pool
 /// directly for `GET /notes/{id}`, autocommit for `POST` and `DELETE /notes/{id}`): the note
 /// reads back exactly as created, then is gone, and no transaction is left open.
+#[backends(sqlite, postgres, mysql)]
 async fn single_row_routes_on_the_pool_round_trip(backend: Backend) {
-    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
-    let app = db.app().await;
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
 
-    let created = send(&app, new_note("round trip ✓ 'quoted'")).await;
+    let created = app.send(new_note("round trip ✓ 'quoted'")).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
     let location = created.header("location").expect("a Location header");
-    let read = send(&app, get(location)).await;
-    let deleted = send(&app, TestRequest::delete().uri(location)).await;
-    let gone = send(&app, get(location)).await;
-    let deleted_again = send(&app, TestRequest::delete().uri(location)).await;
+    let read = app.get(location).await;
+    let deleted = app.send(TestRequest::delete().uri(location)).await;
+    let gone = app.get(location).await;
+    let deleted_again = app.send(TestRequest::delete().uri(location)).await;
 
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.json(), created.json());
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_problem(&gone, StatusCode::NOT_FOUND);
     assert_problem(&deleted_again, StatusCode::NOT_FOUND);
-    assert_eq!(notes_with_text(&db, "round trip ✓ 'quoted'").await, 0);
+    assert_eq!(notes_with_text(&app, "round trip ✓ 'quoted'").await, 0);
     assert!(
-        !connection_in_transaction(&db).await,
+        !connection_in_transaction(app.db()).await,
         "a transaction leaked"
     );
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
 /// A single-statement write autocommits on the pool (no `BEGIN`/`COMMIT`): an error after it
 /// does not undo it — which is why handlers use it only for their last fallible step.
+#[backends(sqlite, postgres, mysql)]
 async fn single_statement_write_autocommits_on_the_pool(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
-    let app = db.app().await;
+    let app = TestApp::spawn(backend).await;
 
-    let reply = send(&app, post("/__test/single-statement/alone")).await;
+    let reply = app.post("/__test/single-statement/alone").await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
-    assert_eq!(notes_with_text(&db, "single-alone").await, 1);
+    assert_eq!(notes_with_text(&app, "single-alone").await, 1);
     assert!(
-        !connection_in_transaction(&db).await,
+        !connection_in_transaction(app.db()).await,
         "a transaction leaked"
     );
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
 /// Once the request began a transaction, a single statement joins it and is rolled back with
 /// it.
+#[backends(sqlite, postgres, mysql)]
 async fn single_statement_joins_a_transaction_already_begun(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
-    let app = db.app().await;
+    let app = TestApp::spawn(backend).await;
 
-    let reply = send(&app, post("/__test/single-statement/joined")).await;
+    let reply = app.post("/__test/single-statement/joined").await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
-    assert_eq!(notes_with_text(&db, "single-joined-first").await, 0);
-    assert_eq!(notes_with_text(&db, "single-joined").await, 0);
-    drop(app);
-    db.finish().await;
+    assert_eq!(notes_with_text(&app, "single-joined-first").await, 0);
+    assert_eq!(notes_with_text(&app, "single-joined").await, 0);
+    app.finish().await;
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_the_request_transaction_rolls_it_back(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
-    let app = db.app().await;
+    let app = TestApp::spawn(backend).await;
 
-    let reply = send(&app, post("/__test/fail-midway/whole")).await;
+    let reply = app.post("/__test/fail-midway/whole").await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
-    assert_eq!(notes_with_text(&db, "midway-whole").await, 0);
-    drop(app);
-    db.finish().await;
+    assert_eq!(notes_with_text(&app, "midway-whole").await, 0);
+    app.finish().await;
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_a_scoped_transaction_rolls_the_scope_back(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
-    let app = db.app().await;
+    let app = TestApp::spawn(backend).await;
 
-    let reply = send(&app, post("/__test/fail-midway/scoped")).await;
+    let reply = app.post("/__test/fail-midway/scoped").await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.json(), json!({"rolled_back": true}));
-    assert_eq!(notes_with_text(&db, "midway-scoped").await, 0);
+    assert_eq!(notes_with_text(&app, "midway-scoped").await, 0);
     assert_eq!(
-        notes_with_text(&db, "midway-kept").await,
+        notes_with_text(&app, "midway-kept").await,
         1,
         "the request committed"
     );
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_an_explicit_transaction_rolls_it_back(backend: Backend) {
-    let db = TestDb::committed(backend, &[]).await;
-    let app = db.app().await;
+    let app = TestApp::spawn(backend).await;
 
-    let reply = send(&app, post("/__test/fail-midway/explicit")).await;
+    let reply = app.post("/__test/fail-midway/explicit").await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.json(), json!({"rolled_back": true}));
-    assert_eq!(notes_with_text(&db, "midway-explicit").await, 0);
+    assert_eq!(notes_with_text(&app, "midway-explicit").await, 0);
     assert_eq!(
-        notes_with_text(&db, "midway-kept").await,
+        notes_with_text(&app, "midway-kept").await,
         1,
         "the request committed"
     );
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn panicking_handler_answers_500_problem_without_the_panic_text(backend: Backend) {
-    let db = TestDb::rollback(backend).await;
-    let app = db.app().await;
+    let app = TestApp::spawn(backend).await;
 
-    let reply = send(&app, get("/__test/panic")).await;
+    let reply = app.get("/__test/panic").await;
 
     assert_problem(&reply, StatusCode::INTERNAL_SERVER_ERROR);
     let body = String::from_utf8_lossy(&reply.body).to_lowercase();
@@ -307,60 +283,53 @@ async fn panicking_handler_answers_500_problem_without_the_panic_text(backend: B
         "{body}"
     );
     assert!(reply.header("x-request-id").is_some());
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn panic_after_a_write_leaves_no_row_and_frees_the_connection(backend: Backend) {
-    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
-    let app = db.app().await;
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
 
-    let reply = within_deadline(
-        "a panicking request",
-        send(&app, post("/__test/panic-after-write")),
-    )
-    .await;
+    let reply = within_deadline("a panicking request", app.post("/__test/panic-after-write")).await;
 
     assert_problem(&reply, StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(notes_with_text(&db, "panic-after-write").await, 0);
-    assert_pool_whole_and_clean(&db, &app).await;
-    drop(app);
-    db.finish().await;
+    assert_eq!(notes_with_text(&app, "panic-after-write").await, 0);
+    assert_pool_whole_and_clean(&app).await;
+    app.finish().await;
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn healthz_answers_while_the_pool_is_exhausted(backend: Backend) {
-    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
-    let app = db.app().await;
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
 
-    wait_for_idle_pool(&db).await;
-    let hold = send(&app, post("/__test/hold/1000"));
+    wait_for_idle_pool(app.db()).await;
+    let hold = app.post("/__test/hold/1000");
     let health = async {
-        wait_for_connections_in_use(&db, 1).await;
-        send(&app, get("/healthz")).await
+        wait_for_connections_in_use(app.db(), 1).await;
+        app.get("/healthz").await
     };
     let (held, health) = within_deadline("healthz", futures_util::future::join(hold, health)).await;
 
     assert_eq!(health.status, StatusCode::OK, "{:?}", health.body);
     assert_eq!(held.status, StatusCode::OK);
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn requests_waiting_for_an_exhausted_pool_get_503_with_retry_after(backend: Backend) {
-    let db = TestDb::committed(
+    let app = TestApp::with_settings(
         backend,
         &[("DB_POOL_MAX", "1"), ("DB_ACQUIRE_TIMEOUT_MS", "200")],
     )
     .await;
-    let app = db.app().await;
 
-    wait_for_idle_pool(&db).await;
-    let hold = send(&app, post("/__test/hold/1000"));
+    wait_for_idle_pool(app.db()).await;
+    let hold = app.post("/__test/hold/1000");
     let waiting = async {
-        wait_for_connections_in_use(&db, 1).await;
-        let writer = send(&app, new_note("waited")).await;
-        let reader = send(&app, get("/notes")).await;
-        let by_id = send(&app, get("/notes/1")).await;
+        wait_for_connections_in_use(app.db(), 1).await;
+        let writer = app.send(new_note("waited")).await;
+        let reader = app.get("/notes").await;
+        let by_id = app.get("/notes/1").await;
         (writer, reader, by_id)
     };
     let (held, (writer, reader, by_id)) = within_deadline(
@@ -375,28 +344,28 @@ async fn requests_waiting_for_an_exhausted_pool_get_503_with_retry_after(backend
         let retry_after = reply.header("retry-after").expect("a Retry-After header");
         assert!(retry_after.parse::<u32>().is_ok(), "{retry_after}");
     }
-    assert_eq!(notes_with_text(&db, "waited").await, 0);
-    let recovered = send(&app, new_note("recovered")).await;
+    assert_eq!(notes_with_text(&app, "waited").await, 0);
+    let recovered = app.send(new_note("recovered")).await;
     assert_eq!(recovered.status, StatusCode::CREATED, "the pool recovers");
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
 
 /// SQLite has one writer at a time, whatever the pool size: a writer that waits for the
 /// write lock longer than the acquire timeout gets 503 too, instead of waiting for the
 /// holder to finish (or failing with a 500 when the busy timeout runs out).
-#[actix_web::test]
-async fn sqlite_writer_waiting_for_the_write_lock_gets_503_after_the_acquire_timeout() {
-    let db = TestDb::committed(Backend::Sqlite, &[("DB_ACQUIRE_TIMEOUT_MS", "200")]).await;
-    let app = db.app().await;
+#[backends(sqlite)]
+async fn sqlite_writer_waiting_for_the_write_lock_gets_503_after_the_acquire_timeout(
+    backend: Backend,
+) {
+    let app = TestApp::with_settings(backend, &[("DB_ACQUIRE_TIMEOUT_MS", "200")]).await;
 
-    wait_for_idle_pool(&db).await;
-    let hold = send(&app, post("/__test/hold/1000"));
+    wait_for_idle_pool(app.db()).await;
+    let hold = app.post("/__test/hold/1000");
     let waiting = async {
-        wait_for_connections_in_use(&db, 1).await;
+        wait_for_connections_in_use(app.db(), 1).await;
         // Let the holder's BEGIN IMMEDIATE take the write lock.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        send(&app, new_note("waited")).await
+        app.send(new_note("waited")).await
     };
     let (held, writer) = within_deadline(
         "a writer behind the write lock",
@@ -407,9 +376,8 @@ async fn sqlite_writer_waiting_for_the_write_lock_gets_503_after_the_acquire_tim
     assert_eq!(held.status, StatusCode::OK);
     assert_problem(&writer, StatusCode::SERVICE_UNAVAILABLE);
     assert!(writer.header("retry-after").is_some());
-    assert_eq!(notes_with_text(&db, "waited").await, 0);
-    drop(app);
-    db.finish().await;
+    assert_eq!(notes_with_text(&app, "waited").await, 0);
+    app.finish().await;
 }
 
 /// Open a connection and send `request` on it, without reading the answer.
@@ -434,13 +402,14 @@ fn raw_post(path: &str) -> String {
     format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
-    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
-    let server = db.spawn_server().await;
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
+    let server = app.serve().await;
     let client = awc::Client::builder().timeout(HANG).finish();
-    wait_for_idle_pool(&db).await;
+    wait_for_idle_pool(app.db()).await;
     let abandoned = start_raw_request(server.address, &raw_post("/__test/write-and-hold/20000"));
-    wait_for_connections_in_use(&db, 1).await;
+    wait_for_connections_in_use(app.db(), 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     reset(abandoned);
@@ -459,28 +428,29 @@ async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
         "{:?}",
         reply.body().await
     );
-    wait_for_idle_pool(&db).await;
+    wait_for_idle_pool(app.db()).await;
     assert!(
-        !connection_in_transaction(&db).await,
+        !connection_in_transaction(app.db()).await,
         "a transaction leaked"
     );
-    assert_eq!(notes_with_text(&db, "write-and-hold").await, 0);
-    assert_eq!(notes_with_text(&db, "after-abandoned").await, 1);
+    assert_eq!(notes_with_text(&app, "write-and-hold").await, 0);
+    assert_eq!(notes_with_text(&app, "after-abandoned").await, 1);
     server.stop().await;
-    db.finish().await;
+    app.finish().await;
 }
 
 /// A request dropped while its `BEGIN` is on the wire (the client went away) gives its
 /// connection back outside any transaction: left inside one, the next request's
 /// autocommitted statement would run in it and never commit (a 201 for a lost row).
+#[backends(sqlite, postgres, mysql)]
 async fn request_dropped_during_begin_leaves_no_transaction_open(backend: Backend) {
-    let db = TestDb::committed(backend, &[("DB_POOL_MAX", "1")]).await;
-    let source = db.source();
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
     // Dropped after one to three polls: after the first, `BEGIN` has been written and its
     // reply is awaited; later ones catch slower paths (acquire, the task's start).
     for attempt in 0..12 {
         let polls = 1 + attempt % 3;
-        let mut begin = Box::pin(source.begin_write());
+        let request = RequestDb::new(Rc::new(UnitOfWork::new(app.db().source())));
+        let mut begin = Box::pin(request.transaction());
         for _ in 0..polls {
             let ready = std::future::poll_fn(|cx| {
                 std::task::Poll::Ready(begin.as_mut().poll(cx).is_ready())
@@ -491,13 +461,14 @@ async fn request_dropped_during_begin_leaves_no_transaction_open(backend: Backen
             }
         }
         drop(begin);
-        wait_for_idle_pool(&db).await;
+        drop(request);
+        wait_for_idle_pool(app.db()).await;
         assert!(
-            !connection_in_transaction(&db).await,
+            !connection_in_transaction(app.db()).await,
             "attempt {attempt}: dropped after {polls} polls, the pooled connection is still in a transaction"
         );
     }
-    db.finish().await;
+    app.finish().await;
 }
 
 /// One kind of request in the mixed load, and the status it must get (`None`: the client
@@ -589,17 +560,17 @@ impl Load {
     }
 }
 
+#[backends(sqlite, postgres, mysql)]
 async fn pool_stays_whole_under_mixed_outcomes_and_abandoned_clients(backend: Backend) {
-    let db = TestDb::committed(
+    let app = TestApp::with_settings(
         backend,
         &[("DB_POOL_MAX", "1"), ("DB_ACQUIRE_TIMEOUT_MS", "10000")],
     )
     .await;
-    let app = db.app().await;
     let taken = json!({"email": TAKEN_EMAIL, "password": "password1"});
-    let reply = send(&app, json_request(Method::POST, "/users", &taken)).await;
+    let reply = app.post_json("/users", &taken).await;
     assert_eq!(reply.status, StatusCode::CREATED);
-    let server = db.spawn_server().await;
+    let server = app.serve().await;
     let client = awc::Client::builder().timeout(HANG).finish();
 
     let workers = (0..WORKERS).map(|worker| {
@@ -629,29 +600,11 @@ async fn pool_stays_whole_under_mixed_outcomes_and_abandoned_clients(backend: Ba
         .iter()
         .filter(|(load, _)| matches!(load, Load::Create))
         .count();
-    assert_pool_whole_and_clean(&db, &app).await;
-    assert_eq!(notes_with_text(&db, "load").await, created as u64);
+    assert_pool_whole_and_clean(&app).await;
+    assert_eq!(notes_with_text(&app, "load").await, created as u64);
     for marker in ["midway-whole", "panic-after-write"] {
-        assert_eq!(notes_with_text(&db, marker).await, 0, "{marker}");
+        assert_eq!(notes_with_text(&app, marker).await, 0, "{marker}");
     }
     server.stop().await;
-    drop(app);
-    db.finish().await;
+    app.finish().await;
 }
-
-each_backend!(
-    request_below_400_commits_its_writes,
-    single_row_routes_on_the_pool_round_trip,
-    single_statement_write_autocommits_on_the_pool,
-    single_statement_joins_a_transaction_already_begun,
-    error_midway_through_the_request_transaction_rolls_it_back,
-    error_midway_through_a_scoped_transaction_rolls_the_scope_back,
-    error_midway_through_an_explicit_transaction_rolls_it_back,
-    panicking_handler_answers_500_problem_without_the_panic_text,
-    panic_after_a_write_leaves_no_row_and_frees_the_connection,
-    healthz_answers_while_the_pool_is_exhausted,
-    requests_waiting_for_an_exhausted_pool_get_503_with_retry_after,
-    request_after_an_abandoned_one_starts_clean,
-    request_dropped_during_begin_leaves_no_transaction_open,
-    pool_stays_whole_under_mixed_outcomes_and_abandoned_clients,
-);
