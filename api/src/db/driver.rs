@@ -1,11 +1,12 @@
 //! The fast executor: a statement built by SeaORM, run on the driver's pool itself.
 //!
-//! Used for statements that run on the pool outside a transaction (reads, autocommitted
-//! one-statement writes, export streams). SeaORM's executor wraps each call in futures sized
-//! for all three backends and moves them several times; on `GET /notes/{id}` that cost a
-//! quarter of the throughput of a hand-written sqlx server (bench/PERFORMANCE.md). Here the
-//! same SQL and values go to the same driver, and the rows come back as SeaORM
-//! `QueryResult`s, decoded by the caller into the entities' models.
+//! Used for statements on the pool outside a transaction (reads, autocommitted one-statement
+//! writes, export streams). Through SeaORM's `DatabaseConnection` the same statement cost
+//! `GET /notes/{id}` 18 k more instructions per request, most of it copying its futures
+//! (bench/PERFORMANCE.md, "executor"). Here the same SQL and values go to the same driver,
+//! and the rows come back as SeaORM `QueryResult`s, which the caller decodes into the
+//! entities' models. Export streams also close an abandoned connection instead of returning
+//! it to the pool mid-result ([`stream`]).
 
 use std::sync::Arc;
 
@@ -92,29 +93,53 @@ pub async fn execute(pool: &DatabaseConnection, statement: Statement) -> Result<
 
 /// Every row of a read, streamed from a pooled connection of its own.
 ///
-/// A stream dropped midway (the client went away) leaves the driver mid-result; sqlx would
-/// then "ping" it on release, and sqlx-mysql can wait forever doing so, keeping the pool
-/// slot. So a stream that did not finish detaches its connection from the pool and drops it:
-/// the socket closes, and the pool may open a replacement.
+/// A stream dropped midway (the client went away) leaves the driver mid-result. Returned to
+/// the pool that way — as SeaORM's stream does — sqlx "pings" the connection on release, and
+/// sqlx-mysql can wait forever doing so, keeping the pool slot (an abandoned export on
+/// MariaDB never gave its connection back). So a stream that did not finish detaches its
+/// connection from the pool and drops it: the socket closes, and the pool may open a
+/// replacement. The statement is SeaORM's, its values bound as SeaORM binds them.
 pub fn stream(
     pool: &DatabaseConnection,
     statement: Statement,
 ) -> LocalBoxStream<'static, Result<QueryResult, DbErr>> {
-    on_driver!(pool, statement, |query, driver| {
-        let driver = driver.clone();
-        async_stream::try_stream! {
-            let mut conn = Unfinished(Some(acquire(&driver).await?));
-            let mut rows = query.fetch(conn.get());
-            while let Some(row) = rows.next().await {
-                yield QueryResult::from(row.map_err(driver_error)?);
-            }
-            drop(rows);
-            conn.finish();
+    let Statement { sql, values, .. } = statement;
+    let values = SqlxValues(values.unwrap_or_else(|| Values(Vec::new())));
+    match pool.get_database_backend() {
+        DbBackend::Postgres => rows(pool.get_postgres_connection_pool().clone(), sql, values),
+        DbBackend::MySql => rows(pool.get_mysql_connection_pool().clone(), sql, values),
+        DbBackend::Sqlite => rows(pool.get_sqlite_connection_pool().clone(), sql, values),
+        backend => {
+            let unsupported = DbErr::BackendNotSupported {
+                db: backend.as_str(),
+                ctx: "export stream",
+            };
+            futures_util::stream::once(std::future::ready(Err(unsupported))).boxed_local()
         }
-        .boxed_local()
-    }, else |unsupported| {
-        futures_util::stream::once(std::future::ready(Err(unsupported))).boxed_local()
-    })
+    }
+}
+
+fn rows<DB>(
+    driver: sqlx::Pool<DB>,
+    sql: String,
+    values: SqlxValues,
+) -> LocalBoxStream<'static, Result<QueryResult, DbErr>>
+where
+    DB: sqlx::Database,
+    SqlxValues: sqlx::IntoArguments<DB>,
+    QueryResult: From<DB::Row>,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+{
+    async_stream::try_stream! {
+        let mut conn = Unfinished(Some(acquire(&driver).await?));
+        let mut rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), values).fetch(conn.get());
+        while let Some(row) = rows.next().await {
+            yield QueryResult::from(row.map_err(driver_error)?);
+        }
+        drop(rows);
+        conn.finish();
+    }
+    .boxed_local()
 }
 
 /// The pool's open and idle connections.
@@ -162,7 +187,7 @@ impl<DB: sqlx::Database> Drop for Unfinished<DB> {
 }
 
 /// A driver error as SeaORM reports it (a pool that had no connection to give is an acquire
-/// error), so both executors' errors are classified alike.
+/// error), so errors are classified alike whichever way they came.
 fn driver_error(error: sqlx::Error) -> DbErr {
     match error {
         sqlx::Error::PoolTimedOut => DbErr::ConnectionAcquire(ConnAcquireErr::Timeout),

@@ -1,8 +1,8 @@
 //! The database layer: the pool, and each request's handle on it.
 //!
 //! Handlers reach the database only through [`RequestDb`], in SeaORM's terms: they pass
-//! `Select`s, `ActiveModel`s and delete/update statements built from the entities, and get
-//! the entities' models back. Where each statement runs is decided here, once:
+//! entities' ids, `Select`s, `ActiveModel`s and delete/update statements, and get the
+//! entities' models back. Where each statement runs is decided here, once:
 //!
 //! - reads run on the pool, outside any transaction (a request that only reads has nothing to
 //!   commit), or in the request's transaction once it has one;
@@ -12,9 +12,9 @@
 //! - a write that is one statement ([`RequestDb::insert`], [`RequestDb::execute`]) runs in
 //!   autocommit when the request has no transaction: one statement is atomic by itself.
 //!
-//! Statements that run on the pool outside a transaction go through [`driver`], which runs
-//! SeaORM's statement on the driver's pool itself; everything else goes through SeaORM's
-//! executor. Both decode into the same SeaORM models.
+//! Every statement runs through SeaORM's executor, with two additions measured or needed
+//! here: the SQL of the hot statements is built once per shape (`statements.rs`), and export
+//! streams close an abandoned connection instead of returning it mid-result (`driver.rs`).
 
 mod driver;
 mod request;

@@ -6,8 +6,8 @@ use std::{future::Future, pin::Pin, rc::Rc};
 use futures_util::{StreamExt, stream::LocalBoxStream};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, FromQueryResult, IntoActiveModel, PrimaryKeyTrait,
-    QueryTrait, Select, StreamTrait as _,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
+    PrimaryKeyTrait, QueryResult, QueryTrait, Select, Statement, StreamTrait as _,
 };
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
@@ -84,25 +84,70 @@ pub type Transaction<'a> = MappedMutexGuard<'a, DatabaseTransaction>;
 
 /// Where a statement runs, decided per call.
 enum Target<'a> {
-    /// The pool, outside any transaction: the fast executor.
+    /// The pool, outside any transaction (autocommit).
     Pool(&'a DatabaseConnection),
-    /// A transaction: SeaORM's executor.
-    Transaction(InTransaction<'a>),
-}
-
-/// The request's transaction, or the test's that a read runs in.
-enum InTransaction<'a> {
+    /// The request's transaction.
     Request(Transaction<'a>),
+    /// The test's transaction, for a read in rollback mode.
     Pinned(&'a DatabaseTransaction),
 }
 
-impl std::ops::Deref for InTransaction<'_> {
-    type Target = DatabaseTransaction;
-
-    fn deref(&self) -> &DatabaseTransaction {
+impl Target<'_> {
+    fn on(&self) -> On<'_> {
         match self {
-            Self::Request(txn) => txn,
-            Self::Pinned(txn) => txn,
+            Self::Pool(pool) => On::Pool(pool),
+            Self::Request(txn) => On::Transaction(txn),
+            Self::Pinned(txn) => On::Transaction(txn),
+        }
+    }
+}
+
+/// A connection to run statements on: the pool, through the fast executor ([`driver`]), or a
+/// transaction, through SeaORM's executor (boxed, see [`boxed`]).
+#[derive(Clone, Copy)]
+enum On<'a> {
+    Pool(&'a DatabaseConnection),
+    Transaction(&'a DatabaseTransaction),
+}
+
+impl On<'_> {
+    fn backend(self) -> DbBackend {
+        match self {
+            Self::Pool(pool) => pool.get_database_backend(),
+            Self::Transaction(txn) => ConnectionTrait::get_database_backend(txn),
+        }
+    }
+
+    async fn query_one(self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+        match self {
+            Self::Pool(pool) => driver::first(pool, statement).await,
+            Self::Transaction(txn) => boxed(txn.query_one_raw(statement)).await,
+        }
+    }
+
+    async fn query_all(self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        match self {
+            Self::Pool(pool) => driver::all(pool, statement).await,
+            Self::Transaction(txn) => boxed(txn.query_all_raw(statement)).await,
+        }
+    }
+
+    async fn execute(self, statement: Statement) -> Result<u64, DbErr> {
+        match self {
+            Self::Pool(pool) => driver::execute(pool, statement).await,
+            Self::Transaction(txn) => Ok(boxed(txn.execute_raw(statement)).await?.rows_affected()),
+        }
+    }
+
+    /// `ActiveModel::insert`, for a backend without `RETURNING`.
+    async fn insert<A>(self, model: A) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        match self {
+            Self::Pool(pool) => boxed(model.insert(pool)).await,
+            Self::Transaction(txn) => boxed(model.insert(txn)).await,
         }
     }
 }
@@ -112,49 +157,26 @@ impl RequestDb {
         Self(uow)
     }
 
-    /// The first model `select` finds, if any.
-    pub async fn one<E: EntityTrait>(&self, select: Select<E>) -> Result<Option<E::Model>, DbErr> {
-        let row = match self.target(false).await? {
-            Target::Pool(pool) => {
-                let statement = select.build(pool.get_database_backend());
-                driver::first(pool, statement).await?
-            }
-            Target::Transaction(txn) => query_one(&txn, select).await?,
-        };
-        row.map(|row| E::Model::from_query_result(&row, ""))
-            .transpose()
-    }
-
     /// The model with primary key `id`, if any: `E::find_by_id(id)`, with its SQL built once
     /// (see `statements.rs`).
     pub async fn find_by_id<E: EntityTrait>(
         &self,
         id: <E::PrimaryKey as PrimaryKeyTrait>::ValueType,
     ) -> Result<Option<E::Model>, DbErr> {
-        let row = match self.target(false).await? {
-            Target::Pool(pool) => {
-                let statement = statements::find_by_id::<E>(pool.get_database_backend(), id);
-                driver::first(pool, statement).await?
-            }
-            Target::Transaction(txn) => {
-                let backend = ConnectionTrait::get_database_backend(&*txn);
-                let statement = statements::find_by_id::<E>(backend, id);
-                boxed(txn.query_one_raw(statement)).await?
-            }
-        };
+        let target = self.target(false).await?;
+        let on = target.on();
+        let row = on
+            .query_one(statements::find_by_id::<E>(on.backend(), id))
+            .await?;
         row.map(|row| E::Model::from_query_result(&row, ""))
             .transpose()
     }
 
     /// Every model `select` finds.
     pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr> {
-        let rows = match self.target(false).await? {
-            Target::Pool(pool) => {
-                let statement = select.build(pool.get_database_backend());
-                driver::all(pool, statement).await?
-            }
-            Target::Transaction(txn) => query_all(&txn, select).await?,
-        };
+        let target = self.target(false).await?;
+        let on = target.on();
+        let rows = on.query_all(select.build(on.backend())).await?;
         rows.iter()
             .map(|row| E::Model::from_query_result(row, ""))
             .collect()
@@ -201,10 +223,13 @@ impl RequestDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
-        match self.target(true).await? {
-            Target::Pool(pool) if pool.support_returning() => insert_returning(pool, model).await,
-            Target::Pool(pool) => boxed(model.insert(pool)).await,
-            Target::Transaction(txn) => boxed(model.insert(&*txn)).await,
+        let target = self.target(true).await?;
+        let on = target.on();
+        if on.backend().support_returning() {
+            insert_returning(on, model).await
+        } else {
+            // MySQL: SeaORM inserts, then reads the row back by its id.
+            on.insert(model).await
         }
     }
 
@@ -212,16 +237,9 @@ impl RequestDb {
     /// write, in autocommit when it is the only one (see [`RequestDb::insert`]); the number of
     /// rows it affected.
     pub async fn execute<Q: QueryTrait>(&self, statement: Q) -> Result<u64, DbErr> {
-        match self.target(true).await? {
-            Target::Pool(pool) => {
-                let statement = statement.build(pool.get_database_backend());
-                driver::execute(pool, statement).await
-            }
-            Target::Transaction(txn) => {
-                let statement = statement.build(ConnectionTrait::get_database_backend(&*txn));
-                Ok(boxed(txn.execute_raw(statement)).await?.rows_affected())
-            }
-        }
+        let target = self.target(true).await?;
+        let on = target.on();
+        on.execute(statement.build(on.backend())).await
     }
 
     /// The request's transaction, begun on first use, for a write of several statements.
@@ -271,23 +289,16 @@ impl RequestDb {
     async fn target(&self, write: bool) -> Result<Target<'_>, DbErr> {
         let pool = match &self.0.source {
             DbSource::Pool(pool, _) => pool,
-            DbSource::Pinned(txn) if !write => {
-                return Ok(Target::Transaction(InTransaction::Pinned(txn)));
-            }
+            DbSource::Pinned(txn) if !write => return Ok(Target::Pinned(txn)),
             // In rollback mode a failed statement must not abort the test's transaction: a
             // write runs in the request's own (a savepoint).
-            DbSource::Pinned(_) => {
-                let txn = self.transaction().await?;
-                return Ok(Target::Transaction(InTransaction::Request(txn)));
-            }
+            DbSource::Pinned(_) => return self.transaction().await.map(Target::Request),
         };
         match self.0.txn.try_lock() {
             Ok(slot) if slot.is_none() => Ok(Target::Pool(pool)),
-            Ok(slot) => Ok(Target::Transaction(InTransaction::Request(
-                MutexGuard::map(slot, |write| {
-                    &mut write.as_mut().expect("checked above").txn
-                }),
-            ))),
+            Ok(slot) => Ok(Target::Request(MutexGuard::map(slot, |write| {
+                &mut write.as_mut().expect("checked above").txn
+            }))),
             Err(_) => Err(DbErr::Custom(
                 "the request's transaction is borrowed: query through it".into(),
             )),
@@ -326,36 +337,31 @@ fn boxed<'a, T>(future: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Outp
     Box::pin(future)
 }
 
-/// A read through SeaORM's executor, with the statement the fast executor would run.
-async fn query_one<E: EntityTrait>(
-    txn: &DatabaseTransaction,
-    select: Select<E>,
-) -> Result<Option<sea_orm::QueryResult>, DbErr> {
-    boxed(txn.query_one_raw(select.build(ConnectionTrait::get_database_backend(txn)))).await
-}
-
-async fn query_all<E: EntityTrait>(
-    txn: &DatabaseTransaction,
-    select: Select<E>,
-) -> Result<Vec<sea_orm::QueryResult>, DbErr> {
-    boxed(txn.query_all_raw(select.build(ConnectionTrait::get_database_backend(txn)))).await
-}
-
-/// `INSERT … RETURNING` every column, run on the driver in autocommit: what
-/// `ActiveModel::insert` does (the entity's `before_save`, the insert, `after_save`), with
-/// the result read to its end (see [`driver::all`]).
+/// `INSERT … RETURNING` every column: what `ActiveModel::insert` does (the entity's
+/// `before_save`, the insert, `after_save`), with the SQL built once (`statements.rs`) and
+/// the result read to its end — in autocommit the statement commits when it completes, and
+/// the MySQL and SQLite drivers hand over a first row before that (a 201 could go out for a
+/// row not yet committed; SQLite runs its WAL checkpoint only from a statement that steps to
+/// its end).
 async fn insert_returning<A>(
-    pool: &DatabaseConnection,
+    on: On<'_>,
     model: A,
 ) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
 where
     A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
     <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
 {
-    let model = boxed(model.before_save(pool, true)).await?;
-    let statement = statements::insert_returning(pool.get_database_backend(), model);
-    let rows = driver::all(pool, statement).await?;
-    let row = rows.first().ok_or_else(|| DbErr::RecordNotInserted)?;
+    let model = match on {
+        On::Pool(pool) => boxed(model.before_save(pool, true)).await?,
+        On::Transaction(txn) => boxed(model.before_save(txn, true)).await?,
+    };
+    let rows = on
+        .query_all(statements::insert_returning(on.backend(), model))
+        .await?;
+    let row = rows.first().ok_or(DbErr::RecordNotInserted)?;
     let stored = <A::Entity as EntityTrait>::Model::from_query_result(row, "")?;
-    boxed(A::after_save(stored, pool, true)).await
+    match on {
+        On::Pool(pool) => boxed(A::after_save(stored, pool, true)).await,
+        On::Transaction(txn) => boxed(A::after_save(stored, txn, true)).await,
+    }
 }

@@ -12,7 +12,8 @@ use std::{any::TypeId, cell::RefCell};
 
 use sea_orm::{
     ActiveModelTrait, ActiveValue, DbBackend, EntityTrait, Iterable, PrimaryKeyTrait, QueryTrait,
-    Statement, Value, sea_query::Query,
+    Statement, Value,
+    sea_query::{IntoValueTuple, Query},
 };
 
 /// What a cached SQL text is for.
@@ -32,21 +33,20 @@ thread_local! {
     static SQL: RefCell<Vec<(Key, Box<str>)>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `build()`'s SQL, or the one built before for `key`, with `values` bound.
-fn cached(key: Key, values: Vec<Value>, build: impl FnOnce() -> Statement) -> Statement {
-    let backend = key.2;
-    let sql = SQL.with_borrow(|cache| {
+/// The SQL built before for `key`, if any.
+fn lookup(key: Key) -> Option<String> {
+    SQL.with_borrow(|cache| {
         cache
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, sql)| sql.to_string())
-    });
-    let sql = sql.unwrap_or_else(|| {
-        let sql = build().sql;
-        SQL.with_borrow_mut(|cache| cache.push((key, sql.clone().into_boxed_str())));
-        sql
-    });
-    Statement::from_sql_and_values(backend, sql, values)
+    })
+}
+
+/// `statement`, its SQL kept for `key`.
+fn remember(key: Key, statement: Statement) -> Statement {
+    SQL.with_borrow_mut(|cache| cache.push((key, statement.sql.clone().into_boxed_str())));
+    statement
 }
 
 /// `E::find_by_id(id)`, built for `backend`.
@@ -57,14 +57,14 @@ pub fn find_by_id<E>(
 where
     E: EntityTrait,
 {
-    use sea_orm::sea_query::{FromValueTuple, IntoValueTuple};
-    let tuple = id.into_value_tuple();
-    let values: Vec<Value> = tuple.clone().into_iter().collect();
     let key = (TypeId::of::<E>(), Shape::FindById, backend);
-    cached(key, values, || {
-        let id = <E::PrimaryKey as PrimaryKeyTrait>::ValueType::from_value_tuple(tuple);
-        E::find_by_id(id).build(backend)
-    })
+    match lookup(key) {
+        Some(sql) => {
+            let values: Vec<Value> = id.into_value_tuple().into_iter().collect();
+            Statement::from_sql_and_values(backend, sql, values)
+        }
+        None => remember(key, E::find_by_id(id).build(backend)),
+    }
 }
 
 /// `INSERT … RETURNING` every column of `model`'s entity, built for `backend`.
@@ -72,24 +72,25 @@ pub fn insert_returning<A>(backend: DbBackend, mut model: A) -> Statement
 where
     A: ActiveModelTrait + 'static,
 {
-    let columns: Vec<_> = <A::Entity as EntityTrait>::Column::iter().collect();
-    if columns.len() > 64 {
+    let columns = || <A::Entity as EntityTrait>::Column::iter();
+    if columns().count() > 64 {
         return build_insert_returning(backend, model);
     }
-    let mut mask = 0u64;
-    let mut values = Vec::with_capacity(columns.len());
-    let template = model.clone();
-    for (i, column) in columns.into_iter().enumerate() {
-        match model.take(column) {
-            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => {
-                mask |= 1 << i;
-                values.push(value);
-            }
-            ActiveValue::NotSet => {}
-        }
-    }
+    let mask = columns()
+        .enumerate()
+        .filter(|(_, column)| !model.is_not_set(*column))
+        .fold(0u64, |mask, (i, _)| mask | 1 << i);
     let key = (TypeId::of::<A>(), Shape::InsertReturning(mask), backend);
-    cached(key, values, || build_insert_returning(backend, template))
+    let Some(sql) = lookup(key) else {
+        return remember(key, build_insert_returning(backend, model));
+    };
+    let values: Vec<Value> = columns()
+        .filter_map(|column| match model.take(column) {
+            ActiveValue::Set(value) | ActiveValue::Unchanged(value) => Some(value),
+            ActiveValue::NotSet => None,
+        })
+        .collect();
+    Statement::from_sql_and_values(backend, sql, values)
 }
 
 fn build_insert_returning<A: ActiveModelTrait>(backend: DbBackend, model: A) -> Statement {
