@@ -224,7 +224,8 @@ impl TestDb {
         http::TestServer::start(self.source(), self.settings())
     }
 
-    /// End the test: roll back (rollback mode), close the pool, drop the private database.
+    /// End the test: roll back (rollback mode), close the pool, and drop the private database
+    /// (in the background: see [`Private::drop_soon`]).
     pub async fn finish(self) {
         boxed(self.end()).await;
     }
@@ -243,7 +244,7 @@ impl TestDb {
         let close = self.pool.clone().close();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), close).await;
         if let Some(private) = self.private.take() {
-            private.drop_now().await;
+            private.drop_soon();
         }
     }
 }

@@ -17,7 +17,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         Mutex, OnceLock,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -33,6 +33,11 @@ use crate::{Backend, naming};
 static CREATED: Mutex<Vec<Created>> = Mutex::new(Vec::new());
 static HOOK: OnceLock<()> = OnceLock::new();
 static SEQUENCE: AtomicUsize = AtomicUsize::new(0);
+/// Background work not finished: drops started by [`Private::drop_soon`], spares being
+/// created. The exit hook waits for it, so nothing is created after it made its list.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// Set by the exit hook: no more spares.
+static EXITING: AtomicBool = AtomicBool::new(false);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Created {
@@ -60,31 +65,52 @@ impl Private {
 
     /// Drop the database now (after its pools are closed) rather than at the process's exit.
     pub async fn drop_now(self) {
-        let run = RunDatabase::get(self.backend);
-        match &run.server {
-            None => {
-                // The file, and the WAL and shared-memory files beside it.
-                for suffix in ["", "-wal", "-shm", "-journal"] {
-                    let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
-                }
-            }
-            Some(server) => {
-                let name = self.name.clone();
-                let outcome =
-                    on_harness_runtime(async move { drop_on(&server.admin().await?, &name).await })
-                        .await;
-                match outcome {
-                    Ok(()) => forget(&Created::Database {
-                        admin_url: server.admin_url.clone(),
-                        name: self.name,
-                    }),
-                    // Left to the exit hook, which tries again.
-                    Err(e) => eprintln!("test harness: {e}"),
-                }
-            }
+        if let Some(dropping) = self.start_drop() {
+            let _ = dropping.await;
         }
     }
+
+    /// Start dropping the database (after its pools are closed), without waiting for it.
+    ///
+    /// On PostgreSQL, `DROP DATABASE` waits for a checkpoint — every dirty buffer of every
+    /// test written out — so a test that waited for it would wait for the others' writes
+    /// (100 ms and more while tests run, against a few ms alone). In the background, drops
+    /// overlap the next tests and share checkpoints. The exit hook waits for the drops still
+    /// running and drops what was not dropped.
+    pub fn drop_soon(self) {
+        drop(self.start_drop());
+    }
+
+    fn start_drop(self) -> Option<tokio::task::JoinHandle<()>> {
+        let run = RunDatabase::get(self.backend);
+        let Some(server) = &run.server else {
+            // The file, and the WAL and shared-memory files beside it.
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
+            }
+            return None;
+        };
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        Some(harness_runtime().spawn(async move {
+            let dropped = match server.admin().await {
+                Ok(admin) => drop_on(&admin, &self.name).await,
+                Err(e) => Err(e),
+            };
+            match dropped {
+                Ok(()) => forget(&Created::Database {
+                    admin_url: server.admin_url.clone(),
+                    name: self.name,
+                }),
+                // Left to the exit hook, which tries again.
+                Err(e) => eprintln!("test harness: {e}"),
+            }
+            IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        }))
+    }
 }
+
+/// The run's template per backend: SQLite, PostgreSQL, MySQL.
+static RUNS: [OnceLock<RunDatabase>; 3] = [const { OnceLock::new() }; 3];
 
 /// A backend's template database for this run.
 pub struct RunDatabase {
@@ -97,6 +123,32 @@ pub struct RunDatabase {
     server: Option<Server>,
     /// The database rollback-mode tests share, made on first use.
     rollback: OnceLock<Private>,
+    /// Private databases made ahead of the tests that will take them (servers).
+    spares: Mutex<Spares>,
+}
+
+/// Creating a PostgreSQL database costs a copy of the template's catalogs and an fsync:
+/// around 100 ms one after the other, but several at once cost little more than one. So
+/// while tests run, the next tests' databases are being created, a few at a time.
+#[derive(Default)]
+struct Spares {
+    ready: Vec<Private>,
+    /// Being created.
+    pending: usize,
+    /// How many to keep ready or pending: one more per database asked for, up to the
+    /// backend's most, so a test binary with one test on this backend wastes at most one.
+    wanted: usize,
+}
+
+impl Backend {
+    /// How many private databases to make ahead of the tests (see [`Spares`]).
+    fn spares(self) -> usize {
+        match self {
+            Backend::Postgres => 4,
+            // A MariaDB database costs a few milliseconds, a SQLite one a file copy.
+            Backend::MySql | Backend::Sqlite => 0,
+        }
+    }
 }
 
 struct Server {
@@ -113,7 +165,23 @@ struct Server {
 impl Server {
     async fn admin(&self) -> Result<DatabaseConnection, String> {
         self.admin
-            .get_or_try_init(|| connect(&self.admin_url))
+            .get_or_try_init(|| async {
+                // Room for the spares being created at once, and a test's own.
+                let mut options = sea_orm::ConnectOptions::new(&self.admin_url);
+                options
+                    .max_connections(8)
+                    .min_connections(0)
+                    .connect_timeout(Duration::from_secs(5))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .sqlx_logging(false);
+                sea_orm::Database::connect(options).await.map_err(|e| {
+                    format!(
+                        "cannot connect to {}: {}",
+                        migration::database::redact(&self.admin_url),
+                        migration::database::scrub(&e.to_string(), &self.admin_url)
+                    )
+                })
+            })
             .await
             .cloned()
     }
@@ -125,13 +193,11 @@ impl RunDatabase {
     /// Panics with the reason when the backend is not configured or not reachable: a test
     /// that asked for it must fail, never pass without having run.
     pub fn get(backend: Backend) -> &'static RunDatabase {
-        static SQLITE: OnceLock<RunDatabase> = OnceLock::new();
-        static POSTGRES: OnceLock<RunDatabase> = OnceLock::new();
-        static MYSQL: OnceLock<RunDatabase> = OnceLock::new();
+        let [sqlite, postgres, mysql] = &RUNS;
         let cell = match backend {
-            Backend::Sqlite => &SQLITE,
-            Backend::Postgres => &POSTGRES,
-            Backend::MySql => &MYSQL,
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+            Backend::MySql => mysql,
         };
         cell.get_or_init(|| {
             // Blocking: this thread may be inside a test's runtime, which cannot block on
@@ -147,8 +213,9 @@ impl RunDatabase {
         let configured = backend.configured_url().ok_or_else(|| {
             let var = backend.url_var().unwrap_or_default();
             format!(
-                "{var} is not set: the {backend:?} tests cannot run (set it, e.g. \
-                 {var}={}, or leave it unset when building to skip them)",
+                "{var} is not set: the {backend:?} tests cannot run. Set it (e.g. \
+                 {var}={}), or leave both it and TEST_ALL_BACKENDS unset when the tests \
+                 are built to have these tests reported as ignored",
                 backend.example_url()
             )
         })?;
@@ -162,6 +229,7 @@ impl RunDatabase {
             sqlite_dir: None,
             server: None,
             rollback: OnceLock::new(),
+            spares: Mutex::default(),
         };
         if backend == Backend::Sqlite {
             let dir = std::env::temp_dir().join(format!(
@@ -212,6 +280,11 @@ impl RunDatabase {
         Ok(run)
     }
 
+    /// The templates made so far.
+    fn started() -> impl Iterator<Item = &'static RunDatabase> {
+        RUNS.iter().filter_map(OnceLock::get)
+    }
+
     fn name(&self, kind: &str) -> String {
         naming::database_name(&self.base, std::process::id(), &self.nonce, kind)
     }
@@ -240,10 +313,57 @@ impl RunDatabase {
         if self.server.is_none() {
             return self.copy_template();
         }
-        let kind = format!("c{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
-        on_harness_runtime(self.create_private(kind))
-            .await
-            .unwrap_or_else(|message| panic!("{message}"))
+        let spare = self
+            .spares
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ready
+            .pop();
+        self.make_spares();
+        match spare {
+            Some(private) => private,
+            None => on_harness_runtime(self.create_private(self.private_kind()))
+                .await
+                .unwrap_or_else(|message| panic!("{message}")),
+        }
+    }
+
+    fn private_kind(&self) -> String {
+        format!("c{}", SEQUENCE.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Start creating spares until as many are ready or pending as wanted (one more wanted
+    /// each time, up to the backend's most).
+    fn make_spares(&'static self) {
+        let most = self.backend.spares();
+        let start = {
+            let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+            if EXITING.load(Ordering::SeqCst) {
+                return;
+            }
+            spares.wanted = (spares.wanted + 1).min(most);
+            let start = spares
+                .wanted
+                .saturating_sub(spares.ready.len() + spares.pending);
+            spares.pending += start;
+            // Counted before the lock is released: the exit hook sets EXITING under it.
+            IN_FLIGHT.fetch_add(start, Ordering::SeqCst);
+            start
+        };
+        for _ in 0..start {
+            harness_runtime().spawn(async move {
+                let made = self.create_private(self.private_kind()).await;
+                let mut spares = self.spares.lock().unwrap_or_else(|e| e.into_inner());
+                spares.pending -= 1;
+                match made {
+                    Ok(private) => spares.ready.push(private),
+                    // A test that creates its own will report it.
+                    Err(message) => eprintln!("test harness: {message}"),
+                }
+                drop(spares);
+                IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
     }
 
     /// A new database migrated by the `migration` crate, not cloned: what a clone must equal.
@@ -622,6 +742,18 @@ fn register_exit_hook() {
 
 /// `atexit` hook: drop every database and directory this process created and still has.
 extern "C" fn drop_everything() {
+    // No more spares; then the background work first: what it creates goes on the list,
+    // what it drops comes off it.
+    EXITING.store(true, Ordering::SeqCst);
+    for run in RunDatabase::started() {
+        // A spare started before EXITING was set is counted in IN_FLIGHT by the time its
+        // starter lets go of this lock.
+        drop(run.spares.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    let waiting = std::time::Instant::now();
+    while IN_FLIGHT.load(Ordering::SeqCst) > 0 && waiting.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let created = std::mem::take(&mut *CREATED.lock().unwrap_or_else(|e| e.into_inner()));
     if created.is_empty() {
         return;
@@ -634,31 +766,37 @@ extern "C" fn drop_everything() {
                 .enable_all()
                 .build()
                 .expect("a runtime for dropping the test databases")
-                .block_on(async move {
-                    for item in created {
-                        match item {
-                            Created::Database { admin_url, name } => {
-                                let dropped = tokio::time::timeout(
-                                    Duration::from_secs(30),
-                                    drop_database(&admin_url, &name),
-                                )
-                                .await;
-                                match dropped {
-                                    Ok(Ok(())) => {}
-                                    Ok(Err(e)) => eprintln!("test harness: {e}"),
-                                    Err(_) => eprintln!("test harness: dropping {name} hung"),
-                                }
-                            }
-                            Created::Directory(dir) => {
-                                let _ = std::fs::remove_dir_all(dir);
-                            }
-                        }
-                    }
-                })
+                .block_on(drop_all(created))
         })
         .join()
     });
     if !matches!(outcome, Ok(Ok(()))) {
         eprintln!("test harness: dropping the test databases failed");
     }
+}
+
+/// Drop `created`, a few at a time (PostgreSQL drops that run together share checkpoints).
+async fn drop_all(created: Vec<Created>) {
+    use futures_util::StreamExt;
+    futures_util::stream::iter(created)
+        .for_each_concurrent(4, |item| async move {
+            match item {
+                Created::Database { admin_url, name } => {
+                    let dropped = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        drop_database(&admin_url, &name),
+                    )
+                    .await;
+                    match dropped {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => eprintln!("test harness: {e}"),
+                        Err(_) => eprintln!("test harness: dropping {name} hung"),
+                    }
+                }
+                Created::Directory(dir) => {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+            }
+        })
+        .await;
 }
