@@ -37,20 +37,12 @@ impl UnitOfWork {
         let Some(write) = self.txn.lock().await.take() else {
             return Ok(());
         };
-        settle(write, commit).await
-    }
-}
-
-/// Commit or roll back, out of line: an `async fn` is as large as the largest future it
-/// awaits, and SeaORM's are sized for all three backends (bench/PERFORMANCE.md, "boxing").
-fn settle(write: Write, commit: bool) -> Pin<Box<dyn Future<Output = Result<(), DbErr>>>> {
-    Box::pin(async move {
         if commit {
-            write.txn.commit().await
+            boxed(write.txn.commit()).await
         } else {
-            write.txn.rollback().await
+            boxed(write.txn.rollback()).await
         }
-    })
+    }
 }
 
 impl Drop for UnitOfWork {
@@ -248,7 +240,7 @@ impl RequestDb {
     pub async fn transaction(&self) -> Result<Transaction<'_>, DbErr> {
         let mut slot = self.0.txn.lock().await;
         if slot.is_none() {
-            *slot = Some(begin(&self.0.source).await?);
+            *slot = Some(boxed(self.0.source.begin_write()).await?);
         }
         Ok(MutexGuard::map(slot, |write| {
             &mut write
@@ -326,13 +318,9 @@ impl Explicit<'_> {
     }
 }
 
-/// Begin the request's write transaction, out of line (see [`settle`]).
-fn begin(source: &DbSource) -> Pin<Box<dyn Future<Output = Result<Write, DbErr>> + '_>> {
-    Box::pin(source.begin_write())
-}
-
-/// SeaORM's executor futures, boxed: they are kilobytes, and every handler future that
-/// awaited one inline would be as large even on the paths that never take it.
+/// SeaORM's executor futures, boxed: an `async fn` is as large as the largest future it
+/// awaits, and SeaORM's are kilobytes, so every handler future that awaited one inline would
+/// be as large even on the paths that never take it (bench/PERFORMANCE.md, "boxing").
 fn boxed<'a, T>(future: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Output = T> + 'a>> {
     Box::pin(future)
 }
