@@ -328,6 +328,16 @@ impl RunDatabase {
         }
     }
 
+    /// A private database made now, not taken from the spares (what one costs).
+    pub async fn cloned_database(&'static self) -> Private {
+        if self.server.is_none() {
+            return self.copy_template();
+        }
+        on_harness_runtime(self.create_private(self.private_kind()))
+            .await
+            .unwrap_or_else(|message| panic!("{message}"))
+    }
+
     fn private_kind(&self) -> String {
         format!("c{}", SEQUENCE.fetch_add(1, Ordering::Relaxed))
     }

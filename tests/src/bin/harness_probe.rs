@@ -46,7 +46,7 @@ async fn measure(backend: Backend, run: &'static RunDatabase, rounds: usize) {
     let (mut cloned, mut migrated, mut dropped) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let started = Instant::now();
-        let private = run.private_database().await;
+        let private = run.cloned_database().await;
         cloned.push(started.elapsed());
         let started = Instant::now();
         private.drop_now().await;
