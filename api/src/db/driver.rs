@@ -103,26 +103,14 @@ pub fn stream(
     pool: &DatabaseConnection,
     statement: Statement,
 ) -> LocalBoxStream<'static, Result<QueryResult, DbErr>> {
-    let Statement { sql, values, .. } = statement;
-    let values = SqlxValues(values.unwrap_or_else(|| Values(Vec::new())));
-    match pool.get_database_backend() {
-        DbBackend::Postgres => rows(pool.get_postgres_connection_pool().clone(), sql, values),
-        DbBackend::MySql => rows(pool.get_mysql_connection_pool().clone(), sql, values),
-        DbBackend::Sqlite => rows(pool.get_sqlite_connection_pool().clone(), sql, values),
-        backend => {
-            let unsupported = DbErr::BackendNotSupported {
-                db: backend.as_str(),
-                ctx: "export stream",
-            };
-            futures_util::stream::once(std::future::ready(Err(unsupported))).boxed_local()
-        }
-    }
+    on_driver!(pool, statement, |query, driver| rows(driver.clone(), query), else |unsupported| {
+        futures_util::stream::once(std::future::ready(Err(unsupported))).boxed_local()
+    })
 }
 
 fn rows<DB>(
     driver: sqlx::Pool<DB>,
-    sql: String,
-    values: SqlxValues,
+    query: sqlx::query::Query<'static, DB, SqlxValues>,
 ) -> LocalBoxStream<'static, Result<QueryResult, DbErr>>
 where
     DB: sqlx::Database,
@@ -132,7 +120,7 @@ where
 {
     async_stream::try_stream! {
         let mut conn = Unfinished(Some(acquire(&driver).await?));
-        let mut rows = sqlx::query_with(sqlx::AssertSqlSafe(sql), values).fetch(conn.get());
+        let mut rows = query.fetch(conn.get());
         while let Some(row) = rows.next().await {
             yield QueryResult::from(row.map_err(driver_error)?);
         }
