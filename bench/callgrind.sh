@@ -4,9 +4,10 @@
 #
 #   bench/callgrind.sh [SCENARIO [REQUESTS]]     SCENARIO: get (default), list or post
 #
-# Makes a database with 100 000 notes — PostgreSQL (BENCH_PG_URL, default
-# postgres://postgres@127.0.0.1:5432; dropped at exit), or a SQLite file with
-# BENCH_BACKEND=sqlite — then runs each server under
+# Makes a database — PostgreSQL (BENCH_PG_URL, default postgres://postgres@127.0.0.1:5432;
+# dropped at exit), or a SQLite file with BENCH_BACKEND=sqlite — signs the bench user up and in
+# through the api (run once without valgrind) and gives that user 100 000 notes, then runs each
+# server, sending the user's bearer token with every request, under
 # `valgrind --tool=callgrind` twice — 200 requests, then 200 + REQUESTS (default 2000), one
 # at a time on one keep-alive connection — and reports (total₂ − total₁) / REQUESTS, so
 # start-up (migrations, pool) cancels out. The one start-up cost that varies from run to run,
@@ -40,31 +41,45 @@ case ${BENCH_BACKEND:-postgres} in
   postgres)
     URL=$PG_URL/$DB
     psql -q "$PG_URL/postgres" -c "CREATE DATABASE $DB" >/dev/null
-    DATABASE_URL=$URL "$BIN/migration" up >/dev/null
-    fill_notes postgres "$URL" 100000
+    FILL=(postgres "$URL")
     ;;
   sqlite)
     command -v sqlite3 >/dev/null || { echo "bench/callgrind.sh: sqlite3 is not installed" >&2; exit 1; }
     URL="sqlite://$WORK/notes.db?mode=rwc"
-    DATABASE_URL=$URL "$BIN/migration" up >/dev/null
-    fill_notes sqlite "$WORK/notes.db" 100000
+    FILL=(sqlite "$WORK/notes.db")
     ;;
   *) echo "bench/callgrind.sh: BENCH_BACKEND is postgres or sqlite" >&2; exit 2 ;;
 esac
+DATABASE_URL=$URL "$BIN/migration" up >/dev/null
+
+# The bench user and its token, made by the api (natively: argon2 under valgrind is slow).
+DATABASE_URL=$URL HOST=127.0.0.1 PORT=$PORT RUST_LOG=warn AUTO_MIGRATE=false \
+  "$API_BIN" >"$WORK/session.log" 2>&1 &
+SIGNER=$!
+for _ in $(seq 1 100); do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] && break
+  sleep 0.1
+done
+SESSION=$(bench_session "http://127.0.0.1:$PORT") || { kill "$SIGNER"; cat "$WORK/session.log" >&2; exit 1; }
+read -r OWNER TOKEN <<<"$SESSION"
+kill -INT "$SIGNER"
+wait "$SIGNER" 2>/dev/null || true
+fill_notes "${FILL[@]}" 100000 "$OWNER"
 
 # drive N: N requests of the scenario, each answered 2xx before the next is sent.
 drive() {
-  python3 - "$PORT" "$SCENARIO" "$1" <<'PY'
+  python3 - "$PORT" "$SCENARIO" "$1" "$TOKEN" <<'PY'
 import random, socket, sys
 port, scenario, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+auth = b"Authorization: Bearer %s\r\n" % sys.argv[4].encode()
 body = b'{"text":"a note written by the benchmark","completed":false}'
 def request():
     if scenario == "get":
-        return b"GET /notes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % random.randint(1, 100000)
+        return b"GET /notes/%d HTTP/1.1\r\nHost: x\r\n%s\r\n" % (random.randint(1, 100000), auth)
     if scenario == "list":
-        return b"GET /notes?limit=100 HTTP/1.1\r\nHost: x\r\n\r\n"
-    return (b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        return b"GET /notes?limit=100 HTTP/1.1\r\nHost: x\r\n%s\r\n" % auth
+    return (b"POST /notes HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (auth, len(body), body))
 conn = socket.create_connection(("127.0.0.1", port))
 replies = conn.makefile("rb")
 for _ in range(n):
@@ -90,7 +105,10 @@ profile() {
     valgrind --tool=callgrind --vgdb=no --toggle-collect='quanta::Clock::new' --collect-atstart=yes \
       --callgrind-out-file="$out" "$(server_bin "$1")" >"$WORK/$1.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/notes?limit=1" && break; sleep 0.2; done
+  for _ in $(seq 1 300); do
+    curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$PORT/notes?limit=1" && break
+    sleep 0.2
+  done
   drive "$2"
   kill -INT "$pid"
   wait "$pid" 2>/dev/null || true

@@ -10,13 +10,18 @@
 #   1. builds `api` and `baseline` in release (into $CARGO_TARGET_DIR, default
 #      ~/.cache/notes-api/target) and installs wrk (Debian package) if it is missing;
 #   2. per backend, makes a fresh database — a SQLite file in a temporary directory, a PostgreSQL
-#      database named bench_notes_<pid> — migrated by the api itself (AUTO_MIGRATE=true) and
-#      bulk-loaded with BENCH_ROWS notes in one INSERT … SELECT;
-#   3. runs both servers at once on the same database and pool size, and drives one at a time
+#      database named bench_notes_<pid> — migrated by the api itself (AUTO_MIGRATE=true), signs
+#      the bench user up and in through the api (POST /users, POST /sessions: one bearer token)
+#      and bulk-loads BENCH_ROWS notes owned by that user in one INSERT … SELECT;
+#   3. runs both servers at once on the same database and pool size — so the api's session is
+#      the baseline's too — checks that both refuse a request without the token and answer the
+#      same JSON with it, and drives one at a time
 #      with wrk (BENCH_CONNECTIONS connections, BENCH_THREADS threads), alternating api and
 #      baseline, with an unrecorded warm-up before each measured run; each scenario runs
 #      BENCH_ROUNDS rounds (api and baseline once each, who goes first alternating) and the
-#      report gives the median of the rounds, as one run swings with the machine. Scenarios:
+#      report gives the median of the rounds, as one run swings with the machine. Every
+#      request carries the token (`Authorization: Bearer`), which each server looks up in
+#      `sessions` per request. Scenarios:
 #        get   GET /notes/{id}, random ids in 1..BENCH_ROWS
 #        list  GET /notes?limit=100
 #        post  POST /notes
@@ -164,12 +169,36 @@ start_server() {
     "$bin" >>"$WORK/$name.log" 2>&1 &
   PID[$name]=$!
   for _ in $(seq 1 200); do
-    if curl -sf -o /dev/null "http://127.0.0.1:$port/notes?limit=1"; then return 0; fi
+    # Any HTTP answer will do (without a token it is 401): the api listens only once migrated.
+    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/notes?limit=1")" != 000 ]; then
+      return 0
+    fi
     kill -0 "${PID[$name]}" 2>/dev/null || { echo "bench: $name exited at start" >&2; exit 1; }
     sleep 0.1
   done
   echo "bench: $name did not answer within 20 s" >&2
   exit 1
+}
+
+# check_servers: both servers refuse GET /notes/1 without the token (401) and answer it with
+# the token (200), with the same body: the same check, the same note, the same JSON.
+check_servers() {
+  local server port status body first=""
+  for server in api baseline; do
+    port=$(port_of "$server")
+    status=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/notes/1")
+    [ "$status" = 401 ] || { echo "bench: $server answered $status without a token (not 401)" >&2; exit 1; }
+    body=$(curl -sS -w '\n%{http_code}' -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$port/notes/1")
+    status=${body##*$'\n'}
+    body=${body%$'\n'*}
+    [ "$status" = 200 ] || { echo "bench: $server answered $status with the token: $body" >&2; exit 1; }
+    if [ -z "$first" ]; then
+      first=$body
+    elif [ "$body" != "$first" ]; then
+      printf 'bench: the servers answer GET /notes/1 differently:\n  api      %s\n  baseline %s\n' "$first" "$body" >&2
+      exit 1
+    fi
+  done
 }
 
 # busy_pct: share of CPU time (all cores) not idle over 1 s, in percent.
@@ -197,9 +226,14 @@ wait_quiet() {
 
 port_of() { if [ "$1" = api ]; then echo "$PORT_API"; else echo "$PORT_BASE"; fi; }
 
-# load_rows BACKEND TARGET: insert notes until the table holds TARGET rows (one statement).
+# load_rows BACKEND TARGET: insert notes of the bench user (OWNER) until the table holds
+# TARGET rows (one statement).
 load_rows() {
-  if [ "$1" = sqlite ]; then fill_notes sqlite "$WORK/bench.db" "$2"; else fill_notes postgres "$PG_URL/$PG_DB" "$2"; fi
+  if [ "$1" = sqlite ]; then
+    fill_notes sqlite "$WORK/bench.db" "$2" "$OWNER"
+  else
+    fill_notes postgres "$PG_URL/$PG_DB" "$2" "$OWNER"
+  fi
 }
 
 # drive BACKEND SCENARIO SERVER ROUND: one warm-up and one measured wrk run; appends a JSON line.
@@ -207,7 +241,7 @@ drive() {
   local backend=$1 scenario=$2 server=$3 round=$4 port out line pid
   port=$(port_of "$server")
   pid=${PID[$server]}
-  export WRK_SCENARIO=$scenario WRK_MAX_ID=$ROWS WRK_WRITE_PCT=10
+  export WRK_SCENARIO=$scenario WRK_MAX_ID=$ROWS WRK_WRITE_PCT=10 WRK_TOKEN=$TOKEN
   if [ "$WARMUP" -gt 0 ]; then
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" --timeout 5s -s "$BENCH_DIR/wrk.lua" \
       "http://127.0.0.1:$port" >/dev/null
@@ -247,7 +281,8 @@ export_run() {
   before=$(kib "$pid" VmRSS)
   reset_peak "$pid"
   start=$(date +%s%N)
-  lines=$(curl -sSf --max-time 600 "http://127.0.0.1:$port/notes/export" | wc -l)
+  lines=$(curl -sSf --max-time 600 -H "Authorization: Bearer $TOKEN" \
+    "http://127.0.0.1:$port/notes/export" | wc -l)
   end=$(date +%s%N)
   peak=$(kib "$pid" VmHWM)
   seconds=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')
@@ -276,8 +311,11 @@ for backend in $BACKENDS; do
     *) echo "bench: unknown backend $backend (sqlite, postgres)" >&2; exit 2 ;;
   esac
   start_server api "$URL" # migrates the empty database
+  SESSION=$(bench_session "http://127.0.0.1:$PORT_API")
+  read -r OWNER TOKEN <<<"$SESSION"
   load_rows "$backend" "$ROWS"
   start_server baseline "$URL"
+  check_servers
 
   i=0
   for scenario in $SCENARIOS; do

@@ -5,12 +5,19 @@
 --                  post (POST /notes), mix (WRK_WRITE_PCT % POST, the rest GET by id)
 --   WRK_MAX_ID     ids are drawn uniformly from 1..WRK_MAX_ID (default 100000)
 --   WRK_WRITE_PCT  share of writes in the mix, in percent (default 10)
+--   WRK_TOKEN      bearer token sent as `Authorization: Bearer <token>` on every request
+--                  (required: every /notes route refuses anonymous calls)
 --
 -- `done` prints one line "BENCH_JSON {...}" with the counts and latency percentiles (µs).
 
 local scenario = os.getenv("WRK_SCENARIO") or "get"
 local max_id = tonumber(os.getenv("WRK_MAX_ID") or "100000")
 local write_pct = tonumber(os.getenv("WRK_WRITE_PCT") or "10")
+local token = os.getenv("WRK_TOKEN") or ""
+if token == "" then
+  error("WRK_TOKEN is not set")
+end
+local authorization = "Bearer " .. token
 
 local threads = 0
 function setup(thread)
@@ -23,13 +30,15 @@ local list_request
 function init(args)
   math.randomseed(os.time() * 1000 + (tid or 0) * 7919)
   for _ = 1, 10 do math.random() end
-  post_request = wrk.format("POST", "/notes", { ["Content-Type"] = "application/json" },
+  post_request = wrk.format("POST", "/notes",
+    { ["Authorization"] = authorization, ["Content-Type"] = "application/json" },
     '{"text":"a note written by the benchmark","completed":false}')
-  list_request = wrk.format("GET", "/notes?limit=100")
+  list_request = wrk.format("GET", "/notes?limit=100", { ["Authorization"] = authorization })
 end
 
+-- wrk.format adds Host (and Content-Length) to the table it is given: a fresh one each time.
 local function get_request()
-  return wrk.format("GET", "/notes/" .. math.random(1, max_id))
+  return wrk.format("GET", "/notes/" .. math.random(1, max_id), { ["Authorization"] = authorization })
 end
 
 if scenario == "get" then

@@ -119,39 +119,47 @@ class Database:
             return res.stdout.strip()
         return self.sql(None, statement).strip().splitlines()[-1].strip('"')
 
-    def notes(self) -> dict[int, str]:
-        """Every note in the database, id -> text (texts written by the load have no tabs or
-        newlines)."""
+    def notes(self) -> dict[int, tuple[int, str]]:
+        """Every note in the database, id -> (user_id, text) (texts written by the load have no
+        tabs or newlines)."""
         if self.backend == "postgres":
-            out = self.sql(None, "COPY (SELECT id, text FROM notes) TO STDOUT WITH (FORMAT csv)")
-            return {int(r[0]): r[1] for r in csv.reader(io.StringIO(out)) if r}
+            out = self.sql(None, "COPY (SELECT id, user_id, text FROM notes) TO STDOUT WITH (FORMAT csv)")
+            return {int(r[0]): (int(r[1]), r[2]) for r in csv.reader(io.StringIO(out)) if r}
         if self.backend == "sqlite":
-            out = self.sql(None, "SELECT id, text FROM notes")
-            return {int(r[0]): r[1] for r in csv.reader(io.StringIO(out)) if r}
-        out = self.sql(None, "SELECT id, text FROM notes")
+            out = self.sql(None, "SELECT id, user_id, text FROM notes")
+            return {int(r[0]): (int(r[1]), r[2]) for r in csv.reader(io.StringIO(out)) if r}
+        out = self.sql(None, "SELECT id, user_id, text FROM notes")
         result = {}
         for line in out.splitlines():
-            i, _, text = line.partition("\t")
-            result[int(i)] = text
+            i, owner, text = line.split("\t", 2)
+            result[int(i)] = (int(owner), text)
         return result
 
-    def seed_notes(self, count: int) -> None:
-        """Insert COUNT notes in one statement (for slow exports)."""
+    def seed_notes(self, count: int, user_ids: list[int]) -> None:
+        """Insert COUNT notes in one statement (for slow exports), owned in turn by USER_IDS
+        (existing users: `notes.user_id` is a foreign key): note i belongs to
+        user_ids[i % len(user_ids)], so each owner gets count / len(user_ids) of them."""
+        if not user_ids:
+            raise ValueError("seed_notes needs at least one owner")
+        n = len(user_ids)
+        ids = ",".join(str(int(u)) for u in user_ids)
         if self.backend == "postgres":
-            self.sql(None, f"INSERT INTO notes (text, completed, created_at, updated_at) "
-                           f"SELECT 'seeded note ' || i || ': buy milk, call mum, water the plants', "
+            self.sql(None, f"INSERT INTO notes (user_id, text, completed, created_at, updated_at) "
+                           f"SELECT (ARRAY[{ids}]::bigint[])[1 + i % {n}], "
+                           f"'seeded note ' || i || ': buy milk, call mum, water the plants', "
                            f"i % 2 = 0, now(), now() FROM generate_series(1, {count}) AS i; "
                            f"ANALYZE notes")
         elif self.backend == "sqlite":
             self.sql(None, f"WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {count}) "
-                           f"INSERT INTO notes (text, completed, created_at, updated_at) "
-                           f"SELECT 'seeded note ' || i || ': buy milk, call mum, water the plants', i % 2 = 0, "
+                           f"INSERT INTO notes (user_id, text, completed, created_at, updated_at) "
+                           f"SELECT json_extract('[{ids}]', '$[' || (i % {n}) || ']'), "
+                           f"'seeded note ' || i || ': buy milk, call mum, water the plants', i % 2 = 0, "
                            f"strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00', "
                            f"strftime('%Y-%m-%dT%H:%M:%S', 'now') || '.000000+00:00' FROM s")
         else:
-            self.sql(None, f"INSERT INTO notes (text, completed, created_at, updated_at) "
-                           f"SELECT CONCAT('seeded note ', seq), seq % 2 = 0, UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) "
-                           f"FROM seq_1_to_{count}")
+            self.sql(None, f"INSERT INTO notes (user_id, text, completed, created_at, updated_at) "
+                           f"SELECT ELT(1 + seq % {n}, {ids}), CONCAT('seeded note ', seq), seq % 2 = 0, "
+                           f"UTC_TIMESTAMP(6), UTC_TIMESTAMP(6) FROM seq_1_to_{count}")
 
     def close(self) -> None:
         try:
@@ -243,15 +251,65 @@ class Server:
 
 # --- HTTP helpers (blocking, for setup and checks) ------------------------------------------
 
-def http(method: str, url: str, body=None, timeout: float = 10):
+def http(method: str, url: str, body=None, timeout: float = 10, token: str | None = None,
+         headers: dict | None = None):
+    """One request; (status, headers with lower-case names, body bytes). `token`: sent as
+    `Authorization: Bearer <token>`."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"content-type": "application/json"} if data else {})
+    hdrs = {"content-type": "application/json"} if data else {}
+    if token:
+        hdrs["authorization"] = f"Bearer {token}"
+    hdrs.update(headers or {})
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, dict(r.headers), r.read()
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+PASSWORD = "reliability horse battery"
+
+
+def _retrying(method: str, url: str, body, want: int, what: str, deadline_s: float = 60):
+    """A request that may meet 503 + Retry-After (hashing or the pool is busy): retried until
+    DEADLINE_S; any other answer than WANT or such a 503 is a Failure."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        status, hdrs, raw = http(method, url, body, timeout=30)
+        if status == want:
+            return json.loads(raw)
+        if status == 503 and "retry-after" in hdrs and time.monotonic() < deadline:
+            time.sleep(min(1.0, float(hdrs.get("retry-after") or 1)))
+            continue
+        raise Failure(f"{what}: {method} {url} answered {status}: {raw[:300]!r}")
+
+
+def signup(base: str, email: str, password: str = PASSWORD, name: str | None = None) -> dict:
+    """POST /users; the created user (JSON)."""
+    body = {"email": email, "password": password}
+    if name:
+        body["name"] = name
+    return _retrying("POST", f"{base}/users", body, 201, "sign-up")
+
+
+def signin(base: str, email: str, password: str = PASSWORD) -> str:
+    """POST /sessions; the bearer token."""
+    data = _retrying("POST", f"{base}/sessions", {"email": email, "password": password}, 201, "sign-in")
+    if data.get("token_type") != "Bearer" or not data.get("token"):
+        raise Failure(f"sign-in answered {data!r}")
+    return data["token"]
+
+
+def new_users(base: str, count: int, tag: str) -> list[dict]:
+    """COUNT fresh users, signed up and signed in: [{"id", "email", "password", "token"}]."""
+    users = []
+    for i in range(count):
+        email = f"rel-{tag}-{os.getpid()}-{i}@example.com"
+        user = signup(base, email, name=f"{tag} {i}")
+        users.append({"id": user["id"], "email": email, "password": PASSWORD,
+                      "token": signin(base, email)})
+    return users
 
 
 def pool_in_use(base: str) -> int | None:
@@ -275,16 +333,33 @@ def wait_pool_idle(base: str, seconds: float = 5) -> tuple[bool, int | None, flo
     return False, value, time.monotonic() - start
 
 
-def check_ledger(db: Database, ledger: dict[int, set[str]]) -> tuple[int, list[str]]:
-    """Every acknowledged note is in the database with (one of) its acknowledged text(s)."""
+def check_ledger(db: Database, ledger: dict[int, set[str]], owners: dict[int, int] | None = None,
+                 forbidden: set[str] | None = None) -> tuple[int, list[str]]:
+    """Every acknowledged note is in the database with (one of) its acknowledged text(s) and,
+    when OWNERS (id -> user id) is given, with its owner; no stored note holds a text from
+    FORBIDDEN (texts sent only in requests that had to be refused: another user's note, no
+    token)."""
     stored = db.notes()
     problems = []
     for note_id, texts in ledger.items():
         if note_id not in stored:
             problems.append(f"note {note_id} missing")
-        elif stored[note_id] not in texts:
-            problems.append(f"note {note_id} has {stored[note_id]!r}, expected one of {sorted(texts)!r}")
+            continue
+        owner, text = stored[note_id]
+        if text not in texts:
+            problems.append(f"note {note_id} has {text!r}, expected one of {sorted(texts)!r}")
+        if owners and note_id in owners and owner != owners[note_id]:
+            problems.append(f"note {note_id} belongs to user {owner}, expected {owners[note_id]}")
+    if forbidden:
+        for note_id, (owner, text) in stored.items():
+            if text in forbidden:
+                problems.append(f"note {note_id} (user {owner}) has {text!r}, sent only in a refused request")
     return len(ledger), problems
+
+
+def check_load(db: Database, load) -> tuple[int, list[str]]:
+    """check_ledger for a load.Load: texts, owners, and nothing written by refused probes."""
+    return check_ledger(db, load.ledger, load.owners, load.forbidden)
 
 
 def summary(name: str, ok: bool, **figures) -> None:

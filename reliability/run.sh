@@ -13,12 +13,18 @@
 #                 /healthz 200, /readyz 503, recovery within 5 s, no acknowledged write lost
 #   shutdown      SIGTERM under load (PostgreSQL, then SQLite): accepted requests complete,
 #                 exit 0 within SHUTDOWN_TIMEOUT_S, nothing acknowledged lost
-#   exhaustion    DB_POOL_MAX=2, DB_ACQUIRE_TIMEOUT_MS=500, 64 concurrent requests with slow
-#                 exports of 200 000 notes: 503 + Retry-After in time, normal service after
+#   exhaustion    [exports] 16 never-reading + 2 trickling exports (8 users, 40 000 notes each)
+#                 beside 48 clients, DB_POOL_MAX=8, EXPORT_IDLE_TIMEOUT_S=2: no 503 for the
+#                 others, idle exports cut on time, slots and pool released;
+#                 [pool] DB_POOL_MAX=2, notes locked 3 s under load: 503 + Retry-After in time
 #   schemathesis  schemathesis --checks all against /openapi.json (fresh SQLite), <= ~2 min
 #   instances     two servers, one empty PostgreSQL database, started at once, behind nginx:
 #                 migrations once, both serve, 16 racing sign-ups -> one 201, fifteen 409
 #   mariadb       the soak (MARIADB_SOAK_SECONDS [15]) and the instances scenario on MariaDB
+#   hashing       HASHING_SIGNUPS [300] concurrent sign-ups (SQLite, then PostgreSQL): peak RSS
+#                 < 160 MiB, 201 or 503 + Retry-After, /healthz < 1 s, sign-in works after
+#
+# The load signs up and signs in its users first and sends their bearer tokens; see README.
 #
 # Needs: PostgreSQL on 127.0.0.1:5432 (user postgres, trust) and MariaDB on 127.0.0.1:3306
 # (root, no password) — override with REL_PG_URL / REL_MYSQL_URL (server URL, no database).
@@ -26,7 +32,8 @@
 # (pid gone) are dropped at the start. The outage scenario stops and starts the local
 # PostgreSQL cluster with pg_ctlcluster; it is always started again on exit.
 # Installs what is missing: aiohttp and schemathesis (pip), nginx, sqlite3, psql and mysql
-# clients (apt). Builds `api` in release into $CARGO_TARGET_DIR [~/.cache/notes-api/target].
+# clients (apt). Builds `api` in release into $CARGO_TARGET_DIR [~/.cache/notes-api/target]
+# (REL_SKIP_BUILD=1: use the binary already there, e.g. while another build is running).
 # Server logs go to a temporary directory, kept (and named) when a scenario fails.
 set -euo pipefail
 
@@ -34,7 +41,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 cd "$ROOT"
 
-ALL=(soak outage shutdown exhaustion schemathesis instances mariadb)
+ALL=(soak outage shutdown exhaustion schemathesis instances mariadb hashing)
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
@@ -43,7 +50,7 @@ for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
     all) SELECTED+=("${ALL[@]}") ;;
-    soak | outage | shutdown | exhaustion | schemathesis | instances | mariadb) SELECTED+=("$arg") ;;
+    soak | outage | shutdown | exhaustion | schemathesis | instances | mariadb | hashing) SELECTED+=("$arg") ;;
     *) echo "reliability/run.sh: unknown scenario '$arg' (one of: all ${ALL[*]})" >&2; exit 2 ;;
   esac
 done
@@ -95,10 +102,15 @@ if ! python3 -c 'import aiohttp' 2>/dev/null || ! command -v schemathesis >/dev/
   python3 -m pip install --quiet --disable-pip-version-check 'aiohttp>=3.9,<4' 'schemathesis>=4.0,<5'
 fi
 
-log "building api (release)"
-# All targets of the workspace: the feature set of the README's test command, so after the
-# tests (or in CI) nothing new is built.
-cargo build --release --quiet --workspace --all-targets
+if [ "${REL_SKIP_BUILD:-}" = 1 ]; then
+  [ -x "$CARGO_TARGET_DIR/release/api" ] || { echo "reliability/run.sh: REL_SKIP_BUILD=1 but $CARGO_TARGET_DIR/release/api is missing" >&2; exit 2; }
+  log "REL_SKIP_BUILD=1: using $CARGO_TARGET_DIR/release/api as built"
+else
+  log "building api (release)"
+  # All targets of the workspace: the feature set of the README's test command, so after the
+  # tests (or in CI) nothing new is built.
+  cargo build --release --quiet --workspace --all-targets
+fi
 
 # --- leftovers of killed runs (rel_<tag>_<pid> whose process is gone) ------------------------
 drop_leftovers() {
@@ -134,6 +146,11 @@ run_scenario() {
     schemathesis) python3 "$HERE/scenario_schemathesis.py" ;;
     instances) python3 "$HERE/scenario_instances.py" postgres ;;
     mariadb) python3 "$HERE/scenario_mariadb.py" ;;
+    hashing) # both backends even when the first fails (a few seconds each; both figures matter)
+      local rc=0
+      python3 "$HERE/scenario_hashing.py" sqlite || rc=1
+      python3 "$HERE/scenario_hashing.py" postgres || rc=1
+      return $rc ;;
   esac
 }
 

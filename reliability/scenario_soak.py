@@ -2,9 +2,15 @@
 
     python3 reliability/scenario_soak.py sqlite|postgres|mysql [SECONDS]
 
-Guarantees: zero 5xx, zero connection errors or client time-outs, every export parses, every
-note acknowledged with 201 (and every acknowledged PATCH) is in the database with its text, and
-the pool's in-use count returns to 0 afterwards (from /metrics).
+The load signs up and signs in 16 users first (four connections per user) and sends their
+bearer tokens. Guarantees: zero 5xx, zero 4xx, zero connection errors or client time-outs,
+except that an export may be refused by the export limits (429: one export per user, 503: every
+export slot taken) when it carries Retry-After and is problem+json (counted apart); every export
+parses and holds only the caller's notes, and so does every page and note read; every
+cross-user probe (GET/PATCH/DELETE of another user's note) is 404 and leaves the note as it was,
+every anonymous or bad-token probe is 401 with `WWW-Authenticate: Bearer`; every note
+acknowledged with 201 (and every acknowledged PATCH) is in the database with its text and its
+owner, and no refused write is; the pool's in-use count returns to 0 afterwards (from /metrics).
 """
 
 from __future__ import annotations
@@ -14,8 +20,8 @@ import os
 import sys
 import time
 
-from common import Database, Failure, Server, check_ledger, log, summary, wait_pool_idle
-from load import Load, tally
+from common import Database, Failure, Server, check_load, log, summary, wait_pool_idle
+from load import Load, SetupError, tally
 
 
 def soak(backend: str, seconds: float, name: str = "soak") -> bool:
@@ -26,12 +32,11 @@ def soak(backend: str, seconds: float, name: str = "soak") -> bool:
         base = server.start().wait_ready()
         log(f"{name}[{backend}]: {seconds:.0f} s of mixed load at 64 connections on {base}")
         load = Load(base, connections=64, seconds=seconds, timeout=10, export_timeout=60)
-        t0 = time.monotonic()
         asyncio.run(load.run())
-        elapsed = time.monotonic() - t0
+        elapsed = time.monotonic() - load.t_ready     # the load proper, after sign-in
         t = tally(load.records)
         idle, in_use, waited = wait_pool_idle(base, 5)
-        checked, problems = check_ledger(db, load.ledger)
+        checked, problems = check_load(db, load)
         failures = []
         if t["5xx"]:
             failures.append(f"{t['5xx']} responses were 5xx: {t['statuses']}")
@@ -39,6 +44,10 @@ def soak(backend: str, seconds: float, name: str = "soak") -> bool:
             failures.append(f"{t['errors']} requests failed without a response: {t['error_kinds']}")
         if t["4xx"]:
             failures.append(f"{t['4xx']} unexpected 4xx: {t['statuses']}")
+        if t["probe_bad"]:
+            failures.append(f"{t['probe_bad']} probes were not refused as they must be: {t['bad_examples']}")
+        if t["bad"]:
+            log(f"{name}[{backend}]: wrong answers, e.g. {t['bad_examples']}")
         if not idle:
             failures.append(f"pool in_use is {in_use} after {waited:.1f} s")
         if problems:
@@ -50,9 +59,10 @@ def soak(backend: str, seconds: float, name: str = "soak") -> bool:
         ok = not failures
         summary(f"{name}[{backend}]", ok, seconds=f"{elapsed:.1f}", requests=t["requests"],
                 rps=f"{t['requests'] / elapsed:.0f}", non_2xx=t["5xx"] + t["4xx"], errors=t["errors"],
-                exports=len(load.export_lines), rows_checked=checked, missing=len(problems),
+                exports=len(load.export_lines), export_429=t["export_429"], export_503=t["export_503"],
+                probes=t["probes"], probe_bad=t["probe_bad"], rows_checked=checked, missing=len(problems),
                 pool_in_use_after=in_use, pool_idle_after_s=f"{waited:.1f}")
-    except Failure as e:
+    except (Failure, SetupError) as e:
         log(f"{name}[{backend}] FAIL: {e}")
     finally:
         code = server.stop()

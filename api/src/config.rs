@@ -87,7 +87,39 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub request_timeout: Duration,
     pub log_format: LogFormat,
+    /// Mounts the test-only routes; read from the real environment only, never from `.env`.
     pub testing: bool,
+    /// How long a sign-in token is accepted (`SESSION_TTL_S`).
+    pub session_ttl: Duration,
+    /// Failed sign-ins per (client address, e-mail) within the throttle window before 429.
+    pub signin_max_failures: u32,
+    /// Peers whose `X-Forwarded-For` names the client (`FORWARDED_ALLOW_IPS`).
+    pub forwarded_allow: ForwardedAllow,
+    /// At most this many password hashes are computed at once (`HASH_CONCURRENCY`).
+    pub hash_concurrency: u32,
+    /// At most this many exports stream at once (`EXPORT_MAX_CONCURRENT`).
+    pub export_max_concurrent: u32,
+    /// An export whose client reads nothing for this long is cut (`EXPORT_IDLE_TIMEOUT_S`).
+    pub export_idle_timeout: Duration,
+}
+
+/// The proxies trusted to say who the client is (`FORWARDED_ALLOW_IPS`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardedAllow {
+    /// Every peer (`*`).
+    Any,
+    /// These peers only (empty: none, the default).
+    Peers(Vec<IpAddr>),
+}
+
+impl ForwardedAllow {
+    /// Whether `peer` may name the client in `X-Forwarded-For`.
+    pub fn trusts(&self, peer: IpAddr) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Peers(peers) => peers.contains(&peer),
+        }
+    }
 }
 
 /// A variable that is missing or malformed.
@@ -108,12 +140,20 @@ impl Settings {
         Self::from_sources(|name| std::env::var(name).ok(), &dotenv)
     }
 
-    /// Load from `env` first, falling back to `dotenv` entries.
+    /// Load from `env` first, falling back to `dotenv` entries — except `TESTING`, which
+    /// only the real environment sets: a `.env` copied onto a production host must not mount
+    /// the test routes.
     pub fn from_sources(
         env: impl Fn(&str) -> Option<String>,
         dotenv: &HashMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        Self::from_lookup(|name| env(name).or_else(|| dotenv.get(name).cloned()))
+        Self::from_lookup(|name| {
+            env(name).or_else(|| {
+                (name != ENV_ONLY)
+                    .then(|| dotenv.get(name).cloned())
+                    .flatten()
+            })
+        })
     }
 
     /// Load from a single lookup function (tests use a map).
@@ -147,7 +187,22 @@ impl Settings {
                 vars.number("REQUEST_TIMEOUT_S", 30, 1..=3600)?.into(),
             ),
             log_format: vars.parse("LOG_FORMAT", "pretty", parse_log_format)?,
-            testing: vars.parse("TESTING", "false", parse_bool)?,
+            testing: vars.parse(ENV_ONLY, "false", parse_bool)?,
+            session_ttl: Duration::from_secs(
+                vars.number("SESSION_TTL_S", 14 * 24 * 3600, 1..=366 * 24 * 3600)?
+                    .into(),
+            ),
+            signin_max_failures: vars.number("SIGNIN_MAX_FAILURES", 5, 1..=1000)?,
+            forwarded_allow: vars.parse("FORWARDED_ALLOW_IPS", "", parse_forwarded_allow)?,
+            hash_concurrency: vars.number("HASH_CONCURRENCY", cpus(), 1..=1024)?,
+            export_max_concurrent: vars.number(
+                "EXPORT_MAX_CONCURRENT",
+                (db_pool_max / 4).max(1),
+                1..=db_pool_max,
+            )?,
+            export_idle_timeout: Duration::from_secs(
+                vars.number("EXPORT_IDLE_TIMEOUT_S", 10, 1..=3600)?.into(),
+            ),
         })
     }
 
@@ -165,6 +220,14 @@ impl Settings {
             format!("{}:{}", self.host, self.port)
         }
     }
+}
+
+/// The variable only the real environment may set (see [`Settings::from_sources`]).
+const ENV_ONLY: &str = "TESTING";
+
+/// The number of CPUs this process may use (the default of `HASH_CONCURRENCY`).
+fn cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(1024) as u32)
 }
 
 struct Vars<'a, F: Fn(&str) -> Option<String>>(&'a F);
@@ -229,6 +292,20 @@ fn parse_host(value: &str) -> Result<String, String> {
     } else {
         Err("an IP address or host name".to_owned())
     }
+}
+
+fn parse_forwarded_allow(value: &str) -> Result<ForwardedAllow, String> {
+    if value == "*" {
+        return Ok(ForwardedAllow::Any);
+    }
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| item.parse::<IpAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .map(ForwardedAllow::Peers)
+        .map_err(|_| "`*` or comma-separated IP addresses".to_owned())
 }
 
 fn parse_log_format(value: &str) -> Result<LogFormat, String> {
@@ -350,6 +427,60 @@ mod tests {
                 .listen_address(),
             "[::1]:9"
         );
+    }
+
+    #[test]
+    fn account_settings_have_defaults_and_bounds() {
+        let settings = load(&[]).unwrap();
+        assert_eq!(settings.session_ttl, Duration::from_secs(1_209_600));
+        assert_eq!(settings.signin_max_failures, 5);
+        assert_eq!(settings.forwarded_allow, ForwardedAllow::Peers(vec![]));
+        assert_eq!(settings.hash_concurrency, cpus());
+        assert_eq!(settings.export_max_concurrent, 2, "a quarter of SQLite's 8");
+        assert_eq!(settings.export_idle_timeout, Duration::from_secs(10));
+        let small = load(&[("DB_POOL_MAX", "2")]).unwrap();
+        assert_eq!(small.export_max_concurrent, 1, "at least one");
+        for var in [
+            "SESSION_TTL_S",
+            "SIGNIN_MAX_FAILURES",
+            "HASH_CONCURRENCY",
+            "EXPORT_MAX_CONCURRENT",
+            "EXPORT_IDLE_TIMEOUT_S",
+        ] {
+            assert_eq!(load(&[(var, "0")]).unwrap_err().var, var);
+        }
+        assert_eq!(
+            load(&[("EXPORT_MAX_CONCURRENT", "9")]).unwrap_err().var,
+            "EXPORT_MAX_CONCURRENT",
+            "no more exports than pooled connections"
+        );
+    }
+
+    #[test]
+    fn forwarded_allow_ips_is_star_or_addresses() {
+        let any = load(&[("FORWARDED_ALLOW_IPS", "*")])
+            .unwrap()
+            .forwarded_allow;
+        assert!(any.trusts("203.0.113.9".parse().unwrap()));
+        let some = load(&[("FORWARDED_ALLOW_IPS", "127.0.0.1, ::1")])
+            .unwrap()
+            .forwarded_allow;
+        assert!(some.trusts("127.0.0.1".parse().unwrap()));
+        assert!(some.trusts("::1".parse().unwrap()));
+        assert!(!some.trusts("10.0.0.1".parse().unwrap()));
+        let err = load(&[("FORWARDED_ALLOW_IPS", "10.0.0.0/8")]).unwrap_err();
+        assert_eq!(err.var, "FORWARDED_ALLOW_IPS");
+    }
+
+    #[test]
+    fn testing_is_read_from_the_real_environment_only() {
+        let dotenv: HashMap<String, String> = [("TESTING".to_owned(), "true".to_owned())].into();
+        let from_dotenv = Settings::from_sources(|_| None, &dotenv).unwrap();
+        assert!(!from_dotenv.testing, ".env cannot turn the test routes on");
+        let from_env =
+            Settings::from_sources(|name| (name == "TESTING").then(|| "1".to_owned()), &dotenv)
+                .unwrap();
+        assert!(from_env.testing);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! The modules are layers, listed bottom to top; each uses only the ones listed before it:
 //!
 //! - [`config`] — settings from the environment; [`telemetry`] — the log subscriber;
-//!   [`password`] — the password rule and its hashing (a domain type, no HTTP);
+//!   [`password`] — the password rule and its bounded hashing (a domain type, no HTTP);
+//!   [`limits`] — the sign-in throttle and the export slots;
 //! - [`db`] — the pool and each request's handle on it ([`db::RequestDb`]): the one way
 //!   handlers reach the database, in SeaORM's terms;
 //! - [`state`] — what every handler can reach;
@@ -13,6 +14,7 @@
 //! - [`seed`] — the demo data; [`startup`] — the app, the server and the process's life.
 
 pub mod config;
+pub mod limits;
 pub mod password;
 pub mod telemetry;
 

@@ -4,12 +4,15 @@
 //! app serves, so the two cannot drift apart.
 
 use actix_web::{HttpResponse, web};
-use utoipa::OpenApi;
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
     http::error::{FieldError, Problem},
-    routes::{notes, ops, users},
+    routes::{notes, ops, sessions, users},
 };
 
 #[derive(OpenApi)]
@@ -21,8 +24,12 @@ use crate::{
                        (RFC 9457) with `type`, `title`, `status` and `detail`, plus `errors` \
                        naming each invalid field on 422. Every response carries \
                        `x-request-id` (yours, when you send a sensible one): quote it when \
-                       reporting a problem. A 503 carries `Retry-After`; nothing was written."
+                       reporting a problem. A 503 carries `Retry-After`; nothing was written. \
+                       Sign up with `POST /users`, sign in with `POST /sessions`, and send \
+                       `Authorization: Bearer <token>` on every other route but the operational \
+                       ones; each user sees only their own notes."
     ),
+    modifiers(&BearerAuth),
     paths(
         notes::list,
         notes::create,
@@ -31,6 +38,9 @@ use crate::{
         notes::get,
         notes::update,
         notes::delete,
+        sessions::sign_in,
+        sessions::sign_out,
+        users::me,
         users::list,
         users::create,
         users::get,
@@ -45,11 +55,30 @@ use crate::{
     components(schemas(Problem, FieldError)),
     tags(
         (name = "notes", description = "Notes"),
+        (name = "sessions", description = "Signing in and out"),
         (name = "users", description = "Users"),
         (name = "operations", description = "Health, readiness and metrics")
     )
 )]
 pub struct ApiDoc;
+
+/// The `bearer` security scheme the protected operations name.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("the `token` of `POST /sessions`"))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// `/openapi.json`, `/docs` and the docs page's assets (served from the binary: no internet
 /// access needed).

@@ -43,6 +43,7 @@ pub fn app(
         .app_data(web::PayloadConfig::new(body_limit))
         // actix tries resources in the order they are registered: the busiest first.
         .configure(routes::notes::routes)
+        .configure(routes::sessions::routes)
         .configure(routes::users::routes)
         .configure(routes::ops::routes)
         .configure(openapi::routes)
@@ -62,17 +63,15 @@ pub fn serve(
     settings: Arc<Settings>,
 ) -> std::io::Result<Server> {
     let shutdown_timeout = settings.shutdown_timeout.as_secs();
-    let server = HttpServer::new(move || {
-        app(AppState {
-            db: db.clone(),
-            settings: Arc::clone(&settings),
-        })
-    })
-    // Signals are handled in `run`, so SIGINT drains like SIGTERM instead of stopping at once.
-    .disable_signals()
-    .shutdown_timeout(shutdown_timeout)
-    .listen(listener)?
-    .run();
+    // One state for the process: every worker shares its limits (hashing slots, export
+    // slots, the sign-in throttle).
+    let state = AppState::new(db, settings);
+    let server = HttpServer::new(move || app(state.clone()))
+        // Signals are handled in `run`, so SIGINT drains like SIGTERM instead of stopping at once.
+        .disable_signals()
+        .shutdown_timeout(shutdown_timeout)
+        .listen(listener)?
+        .run();
     Ok(server)
 }
 
@@ -100,9 +99,38 @@ pub async fn connect_with_retry(settings: &Settings) -> Result<DatabaseConnectio
     }
 }
 
+/// How often expired sessions are deleted.
+const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Delete expired sessions now and every [`SESSION_PURGE_EVERY`] (they are refused anyway;
+/// this keeps the table small). Every instance may do it: the deletes are idempotent.
+fn purge_expired_sessions(db: DatabaseConnection) {
+    actix_web::rt::spawn(async move {
+        let mut every = tokio::time::interval(SESSION_PURGE_EVERY);
+        loop {
+            every.tick().await;
+            match entity::session::delete_expired(entity::now())
+                .exec(&db)
+                .await
+            {
+                Ok(done) if done.rows_affected > 0 => {
+                    tracing::info!(purged = done.rows_affected, "expired sessions deleted");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
+            }
+        }
+    });
+}
+
 /// Run the server until SIGTERM or SIGINT, then drain and close the pool.
 pub async fn run(settings: Settings) -> Result<(), String> {
     let settings = Arc::new(settings);
+    if settings.testing {
+        tracing::warn!(
+            "TESTING is on: test-only routes are mounted under /__test/; never run it so in production"
+        );
+    }
     let url = settings.database_url.expose();
     let db = connect_with_retry(&settings).await.map_err(|e| {
         format!(
@@ -134,6 +162,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         Arc::clone(&settings),
     )
     .map_err(|e| format!("cannot start the server: {e}"))?;
+    purge_expired_sessions(db.clone());
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         wait_for_shutdown_signal().await;

@@ -1,11 +1,35 @@
-//! What every handler can reach: the database source and the settings.
+//! What every handler can reach: the database source, the settings, and the process-wide
+//! limits (one set per process, shared by every worker).
 
 use std::sync::Arc;
 
-use crate::{config::Settings, db::DbSource};
+use crate::{
+    config::Settings,
+    db::DbSource,
+    limits::{ExportSlots, SigninThrottle},
+    password::Hasher,
+};
 
-/// The application's shared state, registered once as `web::Data<AppState>`.
+/// The application's shared state, registered once per worker as `web::Data<AppState>`;
+/// clones share the limits.
+#[derive(Clone)]
 pub struct AppState {
     pub db: DbSource,
     pub settings: Arc<Settings>,
+    pub hasher: Hasher,
+    pub signin_throttle: Arc<SigninThrottle>,
+    pub exports: ExportSlots,
+}
+
+impl AppState {
+    /// The state for `db` and `settings`, with fresh limits sized by `settings`.
+    pub fn new(db: DbSource, settings: Arc<Settings>) -> Self {
+        Self {
+            hasher: Hasher::new(settings.hash_concurrency, settings.db_acquire_timeout),
+            signin_throttle: Arc::new(SigninThrottle::new(settings.signin_max_failures)),
+            exports: ExportSlots::new(settings.export_max_concurrent),
+            db,
+            settings,
+        }
+    }
 }

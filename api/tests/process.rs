@@ -1,5 +1,5 @@
 //! The `api` binary as an operator runs it: configuration errors, a bare-machine start on
-//! SQLite, graceful shutdown, and `seed-demo`.
+//! SQLite, graceful shutdown, `seed-demo` and `create-admin`.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -32,11 +32,21 @@ fn api(dir: &Path) -> Command {
 
 /// Run a command that is expected to exit by itself; kill it (and fail) if it does not.
 fn output_within(command: &mut Command) -> std::process::Output {
+    output_with_input(command, "")
+}
+
+/// [`output_within`], with `input` on the command's standard input.
+fn output_with_input(command: &mut Command, input: &str) -> std::process::Output {
     let mut child = command
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The command may exit without reading: a closed pipe is no failure here.
+    let _ = stdin.write_all(input.as_bytes());
+    drop(stdin);
     for _ in 0..300 {
         if child.try_wait().unwrap().is_some() {
             return child.wait_with_output().unwrap();
@@ -137,18 +147,52 @@ fn start(dir: &Path) -> (Child, String) {
 }
 
 fn http_get(address: &str, path: &str) -> String {
+    http(address, "GET", path, None, None)
+}
+
+/// `method path`, with a bearer `token` and a JSON `body` when given: the whole response.
+fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&serde_json::Value>,
+) -> String {
     let mut stream = TcpStream::connect(address).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    if let Some(token) = token {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    if !body.is_empty() {
+        head.push_str("Content-Type: application/json\r\n");
+    }
+    write!(stream, "{head}Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
+}
+
+/// The JSON body of a whole response.
+fn json_body(response: &str) -> serde_json::Value {
+    let (_, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no body: {response}"));
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {response}"))
+}
+
+/// `POST /sessions`: the token for `email` and `password` (fails unless 201).
+fn sign_in(address: &str, email: &str, password: &str) -> String {
+    let credentials = serde_json::json!({"email": email, "password": password});
+    let response = http(address, "POST", "/sessions", None, Some(&credentials));
+    assert!(response.starts_with("HTTP/1.1 201"), "sign-in: {response}");
+    json_body(&response)["token"]
+        .as_str()
+        .expect("a token")
+        .to_owned()
 }
 
 fn sigterm(child: &Child) {
@@ -165,11 +209,20 @@ fn serves_on_a_bare_machine_and_stops_cleanly_on_sigterm() {
     let (mut child, address) = start(&dir);
     let health = http_get(&address, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    let notes = http_get(&address, "/notes");
+    let anonymous = http_get(&address, "/notes");
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    // The schema is migrated: a sign-up, a sign-in and the user's (empty) notes.
+    let (email, password) = ("bare@example.com", "bare machine password");
+    let credentials = serde_json::json!({"email": email, "password": password});
+    let signed_up = http(&address, "POST", "/users", None, Some(&credentials));
+    assert!(signed_up.starts_with("HTTP/1.1 201"), "{signed_up}");
+    let token = sign_in(&address, email, password);
+    let notes = http(&address, "GET", "/notes", Some(&token), None);
     assert!(
         notes.starts_with("HTTP/1.1 200"),
         "the schema is migrated: {notes}"
     );
+    assert_eq!(json_body(&notes), serde_json::json!([]), "{notes}");
     assert!(
         dir.join("data/notes.db").exists(),
         "./data/notes.db is created"
@@ -181,9 +234,12 @@ fn serves_on_a_bare_machine_and_stops_cleanly_on_sigterm() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `seed-demo` twice gives one demo user with three notes, and prints the demo user's e-mail
+/// address and a password they sign in with.
 #[test]
 fn seed_demo_is_idempotent() {
     let dir = workdir();
+    let mut password = String::new();
     for _ in 0..2 {
         let output = output_within(api(&dir).arg("seed-demo"));
         assert!(
@@ -191,11 +247,35 @@ fn seed_demo_is_idempotent() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(stdout.contains("johndoe@example.com"), "{stdout}");
+        password = stdout
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("password"))
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(_, password)| password.trim().to_owned())
+            .unwrap_or_else(|| panic!("no password printed: {stdout}"));
+        assert!(!password.is_empty(), "{stdout}");
     }
+    // An admin, to list the users.
+    let (admin, admin_password) = ("admin@example.com", "the admin's password");
+    let output = output_with_input(
+        api(&dir).args(["create-admin", admin]),
+        &format!("{admin_password}\n"),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let (mut child, address) = start(&dir);
-    let users = http_get(&address, "/users");
+    let admin_token = sign_in(&address, admin, admin_password);
+    let users = http(&address, "GET", "/users", Some(&admin_token), None);
+    assert!(users.starts_with("HTTP/1.1 200"), "{users}");
     assert_eq!(users.matches("johndoe@example.com").count(), 1, "{users}");
-    let notes = http_get(&address, "/notes");
+    let demo = sign_in(&address, "johndoe@example.com", &password);
+    let notes = http(&address, "GET", "/notes", Some(&demo), None);
+    assert!(notes.starts_with("HTTP/1.1 200"), "{notes}");
     assert_eq!(notes.matches("\"id\":").count(), 3, "{notes}");
     sigterm(&child);
     assert!(child.wait().unwrap().success());

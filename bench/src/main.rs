@@ -6,7 +6,13 @@
 //! api's (`DB_POOL_MAX`/`DB_POOL_MIN`, SQLite 8/1, others 16/2; SQLite in WAL mode with a
 //! busy timeout), so the difference measured is the api's own cost.
 //!
-//! Routes: `GET /notes/{id}`, `GET /notes?limit=&after=`, `POST /notes`, `GET /notes/export`.
+//! Routes: `GET /notes/{id}`, `GET /notes?limit=&after=`, `POST /notes`, `GET /notes/export`,
+//! each for a signed-in caller only, on the caller's own notes. The check is the api's, by
+//! hand: every request's `Authorization: Bearer <token>` is hashed (SHA-256, lower-case hex,
+//! as `entity::session::digest` stores it) and looked up in one query joining `sessions` and
+//! `users` (unexpired session, active user) on the connection the request then uses for its
+//! notes; no token, or no such session, is 401. Sessions are made by the api (`POST
+//! /sessions`) on the database both servers share; this server only reads them.
 //! Environment: `DATABASE_URL` (`sqlite:` or `postgres://`), `HOST`, `PORT`, `DB_POOL_MAX`,
 //! `DB_POOL_MIN`, and for experiments `BASELINE_WRITES` — how `POST /notes` writes:
 //!
@@ -22,8 +28,9 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, http::header, web};
 use chrono::{DateTime, SubsecRound, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream::BoxStream};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use sqlx::{
-    PgPool, Row, SqlitePool,
+    Connection, PgPool, Row, SqlitePool,
     pool::PoolOptions,
     postgres::PgConnectOptions,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
@@ -34,14 +41,17 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(2000);
 const MAX_TEXT_CHARS: usize = 10_000;
 const EXPORT_CHUNK_BYTES: usize = 32 * 1024;
 
-const SELECT_ONE: &str =
-    "SELECT id, text, completed, created_at, updated_at FROM notes WHERE id = $1";
-const SELECT_PAGE: &str = "SELECT id, text, completed, created_at, updated_at FROM notes \
-     WHERE id > $1 ORDER BY id LIMIT $2";
-const SELECT_ALL: &str =
-    "SELECT id, text, completed, created_at, updated_at FROM notes ORDER BY id";
-const INSERT: &str = "INSERT INTO notes (text, completed, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4) RETURNING id";
+/// The caller: the active user whose unexpired session has this token digest.
+const CALLER: &str = "SELECT users.id FROM sessions JOIN users ON users.id = sessions.user_id \
+     WHERE sessions.token_digest = $1 AND sessions.expires_at > $2 AND users.is_active";
+const SELECT_ONE: &str = "SELECT id, user_id, text, completed, created_at, updated_at FROM notes \
+     WHERE id = $1 AND user_id = $2";
+const SELECT_PAGE: &str = "SELECT id, user_id, text, completed, created_at, updated_at \
+     FROM notes WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+const SELECT_ALL: &str = "SELECT id, user_id, text, completed, created_at, updated_at \
+     FROM notes WHERE user_id = $1 ORDER BY id";
+const INSERT: &str = "INSERT INTO notes (user_id, text, completed, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5) RETURNING id";
 
 /// How `POST /notes` writes (`BASELINE_WRITES`).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -89,6 +99,7 @@ macro_rules! with_pool {
 #[derive(Serialize)]
 struct Note {
     id: i64,
+    user_id: i64,
     text: String,
     completed: bool,
     created_at: DateTime<Utc>,
@@ -99,12 +110,49 @@ macro_rules! note_from_row {
     ($row:expr) => {
         Note {
             id: $row.try_get(0)?,
-            text: $row.try_get(1)?,
-            completed: $row.try_get(2)?,
-            created_at: $row.try_get(3)?,
-            updated_at: $row.try_get(4)?,
+            user_id: $row.try_get(1)?,
+            text: $row.try_get(2)?,
+            completed: $row.try_get(3)?,
+            created_at: $row.try_get(4)?,
+            updated_at: $row.try_get(5)?,
         }
     };
+}
+
+/// The SHA-256 digest (lower-case hex) of the request's bearer token, as the `sessions` table
+/// stores it; `None` when there is no `Authorization: Bearer <token>` header.
+fn token_digest(req: &HttpRequest) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return None;
+    }
+    Some(hex::encode(Sha256::digest(token.as_bytes())))
+}
+
+/// The caller's user id (`Option<i64>`) for a token digest, looked up on `$conn` (a
+/// connection of either pool); `?` returns database errors from the enclosing block.
+macro_rules! caller {
+    ($conn:expr, $digest:expr) => {
+        sqlx::query_scalar::<_, i64>(CALLER)
+            .bind($digest)
+            .bind(Utc::now())
+            .fetch_optional($conn)
+            .await?
+    };
+}
+
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+        .finish()
+}
+
+/// What a handler's database work came to: the caller was not found, or its result.
+enum Authed<T> {
+    Unauthorized,
+    Done(T),
 }
 
 #[derive(Deserialize)]
@@ -161,17 +209,26 @@ fn db_error(error: sqlx::Error) -> HttpResponse {
     HttpResponse::ServiceUnavailable().finish()
 }
 
-async fn get_note(state: web::Data<State>, id: web::Path<i64>) -> HttpResponse {
+async fn get_note(state: web::Data<State>, req: HttpRequest, id: web::Path<i64>) -> HttpResponse {
+    let Some(digest) = token_digest(&req) else {
+        return unauthorized();
+    };
     let id = id.into_inner();
-    let result: Result<Option<Note>, sqlx::Error> = with_pool!(&state.db, pool => async {
-        match sqlx::query(SELECT_ONE).bind(id).fetch_optional(pool).await? {
-            Some(row) => Ok(Some(note_from_row!(row))),
-            None => Ok(None),
+    let result: Result<Authed<Option<Note>>, sqlx::Error> = with_pool!(&state.db, pool => async {
+        let mut conn = pool.acquire().await?;
+        let Some(user_id) = caller!(&mut *conn, digest.as_str()) else {
+            return Ok(Authed::Unauthorized);
+        };
+        let row = sqlx::query(SELECT_ONE).bind(id).bind(user_id).fetch_optional(&mut *conn).await?;
+        match row {
+            Some(row) => Ok(Authed::Done(Some(note_from_row!(row)))),
+            None => Ok(Authed::Done(None)),
         }
     }.await);
     match result {
-        Ok(Some(note)) => HttpResponse::Ok().json(note),
-        Ok(None) => HttpResponse::NotFound().finish(),
+        Ok(Authed::Done(Some(note))) => HttpResponse::Ok().json(note),
+        Ok(Authed::Done(None)) => HttpResponse::NotFound().finish(),
+        Ok(Authed::Unauthorized) => unauthorized(),
         Err(error) => db_error(error),
     }
 }
@@ -181,17 +238,31 @@ async fn list_notes(
     req: HttpRequest,
     page: web::Query<Page>,
 ) -> HttpResponse {
+    let Some(digest) = token_digest(&req) else {
+        return unauthorized();
+    };
     let limit = page.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) || page.after.is_some_and(|a| a < 0) {
         return HttpResponse::UnprocessableEntity().finish();
     }
     let after = page.after.unwrap_or(0);
-    let result: Result<Vec<Note>, sqlx::Error> = with_pool!(&state.db, pool => async {
-        let rows = sqlx::query(SELECT_PAGE).bind(after).bind(limit).fetch_all(pool).await?;
-        rows.iter().map(|row| Ok(note_from_row!(row))).collect()
+    let result: Result<Authed<Vec<Note>>, sqlx::Error> = with_pool!(&state.db, pool => async {
+        let mut conn = pool.acquire().await?;
+        let Some(user_id) = caller!(&mut *conn, digest.as_str()) else {
+            return Ok(Authed::Unauthorized);
+        };
+        let rows = sqlx::query(SELECT_PAGE)
+            .bind(user_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&mut *conn)
+            .await?;
+        let notes = rows.iter().map(|row| Ok(note_from_row!(row))).collect::<Result<_, sqlx::Error>>()?;
+        Ok(Authed::Done(notes))
     }.await);
     let notes = match result {
-        Ok(notes) => notes,
+        Ok(Authed::Done(notes)) => notes,
+        Ok(Authed::Unauthorized) => return unauthorized(),
         Err(error) => return db_error(error),
     };
     let mut response = HttpResponse::Ok();
@@ -208,7 +279,14 @@ async fn list_notes(
     response.json(notes)
 }
 
-async fn create_note(state: web::Data<State>, new: web::Json<NewNote>) -> HttpResponse {
+async fn create_note(
+    state: web::Data<State>,
+    req: HttpRequest,
+    new: web::Json<NewNote>,
+) -> HttpResponse {
+    let Some(digest) = token_digest(&req) else {
+        return unauthorized();
+    };
     let NewNote { text, completed } = new.into_inner();
     if text.is_empty() || text.chars().count() > MAX_TEXT_CHARS {
         return HttpResponse::UnprocessableEntity().finish();
@@ -219,44 +297,56 @@ async fn create_note(state: web::Data<State>, new: web::Json<NewNote>) -> HttpRe
     } else {
         None
     };
-    let result: Result<i64, sqlx::Error> = with_pool!(&state.db, pool => async {
-        let insert = sqlx::query(INSERT).bind(&text).bind(completed).bind(now).bind(now);
+    let result: Result<Authed<(i64, i64)>, sqlx::Error> = with_pool!(&state.db, pool => async {
+        let mut conn = pool.acquire().await?;
+        let Some(user_id) = caller!(&mut *conn, digest.as_str()) else {
+            return Ok(Authed::Unauthorized);
+        };
+        let insert = sqlx::query(INSERT)
+            .bind(user_id)
+            .bind(&text)
+            .bind(completed)
+            .bind(now)
+            .bind(now);
         if state.writes == Writes::Autocommit {
             // The whole result, as the api reads it: `fetch_one` stops stepping at the first
             // row and resets the statement, and SQLite runs its WAL auto-checkpoint only for
             // a statement stepped to its end. With `fetch_one` the WAL grew by ~400 MB every
             // 3 s of POST and never shrank, which slowed this server's later reads and grew
             // the RSS of every process mapping the WAL index, the api's included.
-            let rows = insert.fetch_all(pool).await?;
-            return rows.first().ok_or(sqlx::Error::RowNotFound)?.try_get(0);
+            let rows = insert.fetch_all(&mut *conn).await?;
+            let id = rows.first().ok_or(sqlx::Error::RowNotFound)?.try_get(0)?;
+            return Ok(Authed::Done((id, user_id)));
         }
         let mut txn = if matches!(state.db, Db::Sqlite(_)) {
-            pool.begin_with("BEGIN IMMEDIATE").await?
+            conn.begin_with("BEGIN IMMEDIATE").await?
         } else {
-            pool.begin().await?
+            conn.begin().await?
         };
         let id = insert.fetch_one(&mut *txn).await?.try_get(0)?;
         txn.commit().await?;
-        Ok(id)
+        Ok(Authed::Done((id, user_id)))
     }.await);
     match result {
-        Ok(id) => HttpResponse::Created()
+        Ok(Authed::Done((id, user_id))) => HttpResponse::Created()
             .insert_header((header::LOCATION, format!("/notes/{id}")))
             .json(Note {
                 id,
+                user_id,
                 text,
                 completed,
                 created_at: now,
                 updated_at: now,
             }),
+        Ok(Authed::Unauthorized) => unauthorized(),
         Err(error) => db_error(error),
     }
 }
 
-/// Every note, in id order, from a streaming `fetch` on a pooled connection.
-fn all_notes(db: Db) -> BoxStream<'static, Result<Note, sqlx::Error>> {
+/// Every note of `user_id`, in id order, from a streaming `fetch` on a pooled connection.
+fn all_notes(db: Db, user_id: i64) -> BoxStream<'static, Result<Note, sqlx::Error>> {
     with_pool!(db, pool => async_stream::try_stream! {
-        let mut rows = sqlx::query(SELECT_ALL).fetch(&pool);
+        let mut rows = sqlx::query(SELECT_ALL).bind(user_id).fetch(&pool);
         while let Some(row) = rows.try_next().await? {
             // try_stream! rewrites only its own `?`s, not those inside the row macro.
             let note = (|| Ok::<_, sqlx::Error>(note_from_row!(row)))()?;
@@ -267,8 +357,19 @@ fn all_notes(db: Db) -> BoxStream<'static, Result<Note, sqlx::Error>> {
 }
 
 /// NDJSON, sent in chunks of about `EXPORT_CHUNK_BYTES`.
-async fn export_notes(state: web::Data<State>) -> HttpResponse {
-    let mut notes = all_notes(state.db.clone());
+async fn export_notes(state: web::Data<State>, req: HttpRequest) -> HttpResponse {
+    let Some(digest) = token_digest(&req) else {
+        return unauthorized();
+    };
+    let caller: Result<Option<i64>, sqlx::Error> = with_pool!(&state.db, pool => async {
+        Ok(caller!(pool, digest.as_str()))
+    }.await);
+    let user_id = match caller {
+        Ok(Some(user_id)) => user_id,
+        Ok(None) => return unauthorized(),
+        Err(error) => return db_error(error),
+    };
+    let mut notes = all_notes(state.db.clone(), user_id);
     let body = async_stream::try_stream! {
         let mut chunk = Vec::with_capacity(EXPORT_CHUNK_BYTES + 1024);
         while let Some(note) = notes.try_next().await? {

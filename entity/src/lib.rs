@@ -6,13 +6,15 @@
 //! saves a model through SeaORM applies them:
 //!
 //! - `created_at` is stamped on insert and `updated_at` on every insert and update;
-//! - a user's e-mail address is trimmed and lower-cased before it is stored.
+//! - a user's e-mail address is trimmed and lower-cased before it is stored;
+//! - a session stores only its token's digest ([`session::Token`], [`session::digest`]).
 //!
 //! Bulk inserts (`Entity::insert_many`) bypass `ActiveModelBehavior` in SeaORM; call
 //! [`prepare_insert`] on each model first so they follow the same rules.
 
 pub mod note;
 pub mod prelude;
+pub mod session;
 pub mod user;
 
 use sea_orm::{ActiveModelBehavior, ConnectionTrait, DbErr};

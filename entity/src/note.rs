@@ -1,4 +1,4 @@
-//! A note: a short text that can be marked as completed.
+//! A note: a short text that can be marked as completed, owned by one user.
 
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue::Set, ConnectionTrait};
@@ -10,6 +10,8 @@ pub struct Model {
     /// Positive, database-assigned identifier.
     #[sea_orm(primary_key)]
     pub id: i64,
+    /// The user who owns the note; deleting the user deletes the note.
+    pub user_id: i64,
     /// The note's text.
     #[sea_orm(column_type = "Text")]
     pub text: String,
@@ -21,9 +23,24 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
 }
 
-/// Notes have no relations.
+/// A note belongs to its owner.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// The owner (`notes.user_id` → `users.id`, cascading on delete).
+    #[sea_orm(
+        belongs_to = "super::user::Entity",
+        from = "Column::UserId",
+        to = "super::user::Column::Id",
+        on_delete = "Cascade"
+    )]
+    User,
+}
+
+impl Related<super::user::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::User.def()
+    }
+}
 
 #[async_trait::async_trait]
 impl ActiveModelBehavior for ActiveModel {

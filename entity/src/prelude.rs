@@ -3,6 +3,10 @@
 pub use crate::note::{
     ActiveModel as NoteActiveModel, Column as NoteColumn, Entity as Note, Model as NoteModel,
 };
+pub use crate::session::{
+    ActiveModel as SessionActiveModel, Column as SessionColumn, Entity as Session,
+    Model as SessionModel,
+};
 pub use crate::user::{
     ActiveModel as UserActiveModel, Column as UserColumn, Entity as User, Model as UserModel,
 };

@@ -1,10 +1,11 @@
-//! A user account: a unique e-mail address and an argon2id password hash.
+//! A user account: a unique e-mail address, an argon2id password hash, and whether the
+//! account is active and an administrator.
 
 use sea_orm::entity::prelude::*;
 use sea_orm::{ActiveValue, ActiveValue::Set, ConnectionTrait};
 
-/// A row of the `users` table.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// A row of the `users` table. Its `Debug` leaves the password hash out.
+#[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "users")]
 pub struct Model {
     /// Positive, database-assigned identifier.
@@ -21,15 +22,51 @@ pub struct Model {
     pub hashed_password: String,
     /// Whether the account may be used; `true` when not given.
     pub is_active: bool,
+    /// Whether the user administers accounts; `false` when not given.
+    pub is_admin: bool,
     /// When the user was inserted (UTC).
     pub created_at: DateTimeUtc,
     /// When the user was last inserted or updated (UTC).
     pub updated_at: DateTimeUtc,
 }
 
-/// Users have no relations.
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("name", &self.name)
+            .field("hashed_password", &"***")
+            .field("is_active", &self.is_active)
+            .field("is_admin", &self.is_admin)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// A user owns notes and sessions; both go when the user is deleted.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub enum Relation {
+    /// The user's notes.
+    #[sea_orm(has_many = "super::note::Entity")]
+    Note,
+    /// The user's sign-in sessions.
+    #[sea_orm(has_many = "super::session::Entity")]
+    Session,
+}
+
+impl Related<super::note::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Note.def()
+    }
+}
+
+impl Related<super::session::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Session.def()
+    }
+}
 
 /// The form in which e-mail addresses are stored and compared: trimmed and lower-cased.
 pub fn normalize_email(email: &str) -> String {
@@ -38,10 +75,11 @@ pub fn normalize_email(email: &str) -> String {
 
 #[async_trait::async_trait]
 impl ActiveModelBehavior for ActiveModel {
-    /// A new user is active unless told otherwise.
+    /// A new user is active and not an administrator unless told otherwise.
     fn new() -> Self {
         Self {
             is_active: Set(true),
+            is_admin: Set(false),
             ..ActiveModelTrait::default()
         }
     }
@@ -63,6 +101,9 @@ impl ActiveModelBehavior for ActiveModel {
             if self.is_active.is_not_set() {
                 self.is_active = Set(true);
             }
+            if self.is_admin.is_not_set() {
+                self.is_admin = Set(false);
+            }
         }
         self.updated_at = Set(if insert {
             now
@@ -75,7 +116,7 @@ impl ActiveModelBehavior for ActiveModel {
 
 #[cfg(test)]
 mod tests {
-    use super::normalize_email;
+    use super::{Model, normalize_email};
 
     #[test]
     fn normalize_email_trims_and_lowercases() {
@@ -83,5 +124,23 @@ mod tests {
             normalize_email("  John.Doe@Example.COM \n"),
             "john.doe@example.com"
         );
+    }
+
+    #[test]
+    fn debug_leaves_the_password_hash_out() {
+        let now = crate::now();
+        let user = Model {
+            id: 1,
+            email: "a@example.com".into(),
+            name: None,
+            hashed_password: "$argon2id$v=19$secret-hash".into(),
+            is_active: true,
+            is_admin: false,
+            created_at: now,
+            updated_at: now,
+        };
+        let shown = format!("{user:?}");
+        assert!(!shown.contains("secret-hash"), "{shown}");
+        assert!(shown.contains("a@example.com"), "{shown}");
     }
 }

@@ -8,31 +8,81 @@ use url::Url;
 /// The embedded default: a SQLite file under `./data/`, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/notes.db?mode=rwc";
 
-/// `url` with any password replaced by `***`, safe to print or log.
+/// Query parameters that carry a secret: the drivers accept a password there too
+/// (`postgres://app@db/notes?password=…`).
+const SECRET_PARAMS: [&str; 3] = ["password", "pass", "sslpassword"];
+
+fn is_secret_param(name: &str) -> bool {
+    SECRET_PARAMS
+        .iter()
+        .any(|secret| name.eq_ignore_ascii_case(secret))
+}
+
+/// `url` with any password — in its user-info or in a `?password=` parameter — replaced by
+/// `***`, safe to print or log.
 ///
 /// A value that does not parse as a URL is replaced whole: it may hold anything.
 pub fn redact(url: &str) -> String {
-    match Url::parse(url) {
-        Ok(mut parsed) => {
-            if parsed.password().is_some() {
-                let _ = parsed.set_password(Some("***"));
-            }
-            parsed.to_string()
-        }
-        Err(_) => "<unparseable URL>".to_owned(),
+    let Ok(mut parsed) = Url::parse(url) else {
+        return "<unparseable URL>".to_owned();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
     }
+    if parsed.query_pairs().any(|(name, _)| is_secret_param(&name)) {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_secret_param(&name) {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
-/// `text` with every occurrence of `url`'s password replaced by `***` (driver messages may
+/// `text` percent-decoded.
+fn decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map_or_else(|| text.to_owned(), |(_, value)| value.into_owned())
+}
+
+/// Every secret `url` carries: its user-info password and its `?password=` values, both as
+/// written (percent-encoded) and decoded (a driver may quote either).
+fn secrets(url: &str) -> Vec<String> {
+    let Ok(parsed) = Url::parse(url) else {
+        return Vec::new();
+    };
+    let mut written: Vec<&str> = parsed.password().into_iter().collect();
+    for pair in parsed.query().unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if is_secret_param(&decode(name)) {
+            written.push(value);
+        }
+    }
+    let mut secrets: Vec<String> = written
+        .into_iter()
+        .flat_map(|secret| [secret.to_owned(), decode(secret)])
+        .filter(|secret| !secret.is_empty())
+        .collect();
+    // Longest first, so a secret that contains another is replaced whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    secrets.dedup();
+    secrets
+}
+
+/// `text` with every occurrence of `url`'s passwords replaced by `***` (driver messages may
 /// quote the URL they were given).
 pub fn scrub(text: &str, url: &str) -> String {
-    match Url::parse(url)
-        .ok()
-        .and_then(|u| u.password().map(str::to_owned))
-    {
-        Some(password) if !password.is_empty() => text.replace(&password, "***"),
-        _ => text.to_owned(),
-    }
+    secrets(url)
+        .iter()
+        .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
 }
 
 /// For a `sqlite:` URL naming a file, create the file's directory so `mode=rwc` can create it.
@@ -72,6 +122,25 @@ mod tests {
     fn redact_hides_the_password() {
         let shown = redact("postgres://app:s3cret@db.internal:5432/notes");
         assert_eq!(shown, "postgres://app:***@db.internal:5432/notes");
+    }
+
+    #[test]
+    fn redact_hides_a_password_in_the_query_string() {
+        let shown = redact("postgres://app@db.internal/notes?sslmode=require&password=s3cret");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert!(shown.contains("password=***"), "{shown}");
+        let shown = redact("mysql://root@127.0.0.1/x?PASSWORD=hunter22%21");
+        assert!(!shown.contains("hunter22"), "{shown}");
+    }
+
+    #[test]
+    fn scrub_removes_a_query_string_password_from_messages() {
+        let url = "postgres://app@db/notes?password=hunter%2122";
+        assert_eq!(
+            scrub("auth failed for hunter!22 (hunter%2122)", url),
+            "auth failed for *** (***)"
+        );
     }
 
     #[test]

@@ -7,8 +7,11 @@ pub mod database;
 mod lock;
 mod m20261123_000001_create_notes;
 mod m20261123_000002_create_users;
+mod m20261201_000003_add_ownership;
+mod m20261201_000004_create_sessions;
 
 pub use lock::{migrate_up, with_migration_lock};
+pub use m20261201_000003_add_ownership::EARLIER_NOTES_EMAIL;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -19,6 +22,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261123_000001_create_notes::Migration),
             Box::new(m20261123_000002_create_users::Migration),
+            Box::new(m20261201_000003_add_ownership::Migration),
+            Box::new(m20261201_000004_create_sessions::Migration),
         ]
     }
 }

@@ -84,7 +84,22 @@ where
     S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
     B: MessageBody,
 {
-    let response = match app.call(req.to_request()).await {
+    call(app, req.to_request()).await
+}
+
+/// The client address of in-process requests that name none (`TestRequest::peer_addr`), as
+/// every request over TCP has one: the sign-in throttle keys on it.
+pub const DEFAULT_PEER: &str = "127.0.0.1:40000";
+
+async fn call<S, B>(app: &S, mut request: actix_http::Request) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    if request.head().peer_addr.is_none() {
+        request.head_mut().peer_addr = Some(DEFAULT_PEER.parse().expect("a socket address"));
+    }
+    let response = match app.call(request).await {
         Ok(response) => response,
         Err(error) => {
             let response = error.error_response();
@@ -105,6 +120,22 @@ where
         headers,
         body,
     }
+}
+
+/// Send `req` with `Authorization: Bearer <token>`, unless it has an `Authorization` already.
+pub async fn send_with_token<S, B>(app: &S, req: test::TestRequest, token: &str) -> Reply
+where
+    S: Service<actix_http::Request, Response = ServiceResponse<B>, Error = actix_web::Error>,
+    B: MessageBody,
+{
+    let mut request = req.to_request();
+    let headers = request.headers_mut();
+    if !headers.contains_key(actix_web::http::header::AUTHORIZATION) {
+        let value = actix_web::http::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .expect("a token is a valid header value");
+        headers.insert(actix_web::http::header::AUTHORIZATION, value);
+    }
+    call(app, request).await
 }
 
 /// `POST`/`PATCH`… with a JSON body.

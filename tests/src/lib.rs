@@ -277,6 +277,30 @@ type AppService = Box<
 pub struct TestApp {
     service: AppService,
     db: TestDb,
+    /// The state the app was built with: tests build a second app on the same limits.
+    state: AppState,
+    /// The token [`TestApp::send`] adds to requests that carry no `Authorization`.
+    token: Option<String>,
+}
+
+/// A signed-up, signed-in user of the app under test.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    pub id: i64,
+    pub email: String,
+    pub password: String,
+    pub token: String,
+}
+
+/// The password every user the harness signs up gets.
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
+static USER_SEQUENCE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A new e-mail address, unique within the run: `<tag>-<n>@example.com`.
+pub fn unique_email(tag: &str) -> String {
+    let n = USER_SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{tag}-{n}@example.com")
 }
 
 impl TestApp {
@@ -291,10 +315,84 @@ impl TestApp {
         // futures would make each test's future too deep for the compiler's layout queries.
         boxed(async {
             let db = TestDb::private(backend, overrides).await;
-            let service = app_service(&db).await;
-            Self { service, db }
+            let state = AppState::new(db.source(), Arc::new(db.settings()));
+            let service = app_service(state.clone()).await;
+            Self {
+                service,
+                db,
+                state,
+                token: None,
+            }
         })
         .await
+    }
+
+    /// The app with default settings, and a user signed in whose token every request
+    /// carries unless it has an `Authorization` of its own ([`TestApp::user`] says who).
+    pub async fn signed_in(backend: Backend) -> (Self, SignedIn) {
+        Self::with_settings_signed_in(backend, &[]).await
+    }
+
+    /// [`TestApp::with_settings`], signed in as [`TestApp::signed_in`] is.
+    pub async fn with_settings_signed_in(
+        backend: Backend,
+        overrides: &[(&str, &str)],
+    ) -> (Self, SignedIn) {
+        let mut app = Self::with_settings(backend, overrides).await;
+        let user = app.sign_up_and_in("user").await;
+        app.token = Some(user.token.clone());
+        (app, user)
+    }
+
+    /// Sign up a new user (`<tag>-<n>@example.com`, [`TEST_PASSWORD`]) through the API and
+    /// sign them in.
+    pub async fn sign_up_and_in(&self, tag: &str) -> SignedIn {
+        let email = unique_email(tag);
+        let body = serde_json::json!({"email": email, "password": TEST_PASSWORD});
+        let reply = self
+            .send_anonymous(http::json_request(Method::POST, "/users", &body))
+            .await;
+        assert_eq!(reply.status.as_u16(), 201, "sign-up: {reply:?}");
+        let id = reply.json()["id"].as_i64().expect("a user id");
+        let token = self.sign_in(&email, TEST_PASSWORD).await;
+        SignedIn {
+            id,
+            email,
+            password: TEST_PASSWORD.to_owned(),
+            token,
+        }
+    }
+
+    /// Sign up a new user and make them an admin (directly in the database, as
+    /// `api create-admin` does), signed in.
+    pub async fn admin(&self) -> SignedIn {
+        let user = self.sign_up_and_in("admin").await;
+        api::seed::create_admin(
+            self.conn(),
+            &self.state.hasher,
+            &user.email,
+            api::password::Password::new(TEST_PASSWORD.to_owned()),
+        )
+        .await
+        .expect("make the user an admin");
+        // Making an admin sets the password, which ends the user's sessions: sign in again.
+        let token = self.sign_in(&user.email, TEST_PASSWORD).await;
+        SignedIn { token, ..user }
+    }
+
+    /// `POST /sessions`: the token for `email` and `password` (panics unless 201).
+    pub async fn sign_in(&self, email: &str, password: &str) -> String {
+        let body = serde_json::json!({"email": email, "password": password});
+        let reply = self
+            .send_anonymous(http::json_request(Method::POST, "/sessions", &body))
+            .await;
+        assert_eq!(reply.status.as_u16(), 201, "sign-in: {reply:?}");
+        reply.json()["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// The process-wide state the app runs with (its limits), e.g. to build a second app.
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// The test's database: its URL, pool, settings.
@@ -308,9 +406,23 @@ impl TestApp {
         self.db.pool()
     }
 
-    /// Send `request` and read the whole response.
+    /// Send `request` — with the signed-in user's token, unless it carries an
+    /// `Authorization` of its own — and read the whole response.
     pub async fn send(&self, request: TestRequest) -> Reply {
+        match &self.token {
+            Some(token) => http::send_with_token(&self.service, request, token).await,
+            None => http::send(&self.service, request).await,
+        }
+    }
+
+    /// Send `request` as it is, without the signed-in user's token.
+    pub async fn send_anonymous(&self, request: TestRequest) -> Reply {
         http::send(&self.service, request).await
+    }
+
+    /// Send `request` with `token` as the bearer token.
+    pub async fn send_as(&self, token: &str, request: TestRequest) -> Reply {
+        http::send_with_token(&self.service, request, token).await
     }
 
     /// `GET path`.
@@ -357,11 +469,7 @@ fn boxed<'a, T>(future: impl Future<Output = T> + 'a) -> LocalBoxFuture<'a, T> {
     Box::pin(future)
 }
 
-async fn app_service(db: &TestDb) -> AppService {
-    let state = AppState {
-        db: db.source(),
-        settings: Arc::new(db.settings()),
-    };
+async fn app_service(state: AppState) -> AppService {
     let service = actix_web::test::init_service(api::startup::app(state)).await;
     Box::new(Boxed(service))
 }

@@ -8,7 +8,7 @@ use tests::{Backend, TestApp, assert_problem, backends};
 
 #[backends(postgres, mysql)]
 async fn failed_commit_is_a_503_and_nothing_is_stored(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "2")]).await;
+    let (app, _) = TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "2")]).await;
 
     let reply = app.post("/__test/commit-fails").await;
     assert_problem(&reply, StatusCode::SERVICE_UNAVAILABLE);

@@ -29,8 +29,9 @@ async fn seed_notes(app: &TestApp, count: usize) {
     }
 }
 
-/// With a pool of one, a write can only succeed once the export's connection is back.
-async fn write_succeeds_within(base: &str, limit: Duration) -> bool {
+/// With a pool of one, a write (signed in with `token`) can only succeed once the export's
+/// connection is back.
+async fn write_succeeds_within(base: &str, token: &str, limit: Duration) -> bool {
     let client = awc::Client::builder()
         .timeout(Duration::from_secs(5))
         .finish();
@@ -38,6 +39,7 @@ async fn write_succeeds_within(base: &str, limit: Duration) -> bool {
     while started.elapsed() < limit {
         let response = client
             .post(format!("{base}/notes"))
+            .bearer_auth(token)
             .send_json(&json!({"text": "after export"}))
             .await;
         if response.is_ok_and(|r| r.status() == StatusCode::CREATED) {
@@ -50,7 +52,7 @@ async fn write_succeeds_within(base: &str, limit: Duration) -> bool {
 
 #[backends(sqlite, postgres, mysql)]
 async fn abandoned_export_returns_its_connection(backend: Backend) {
-    let app = TestApp::with_settings(
+    let (app, me) = TestApp::with_settings_signed_in(
         backend,
         &[
             ("DB_POOL_MAX", "1"),
@@ -64,11 +66,16 @@ async fn abandoned_export_returns_its_connection(backend: Backend) {
     seed_notes(&app, 30_000).await;
     let server = app.serve().await;
     let address = server.address;
+    let token = me.token.clone();
 
     // A client that reads the start of the export and then goes away.
     let first_bytes = actix_web::rt::task::spawn_blocking(move || {
         let mut stream = TcpStream::connect(address).unwrap();
-        write!(stream, "GET /notes/export HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+        write!(
+            stream,
+            "GET /notes/export HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
         let mut buffer = vec![0u8; 16 * 1024];
         let read = stream.read(&mut buffer).unwrap();
         String::from_utf8_lossy(&buffer[..read]).into_owned()
@@ -82,7 +89,7 @@ async fn abandoned_export_returns_its_connection(backend: Backend) {
     );
 
     assert!(
-        write_succeeds_within(&server.base_url, Duration::from_secs(10)).await,
+        write_succeeds_within(&server.base_url, &me.token, Duration::from_secs(10)).await,
         "the export's connection never came back to the pool"
     );
     server.stop().await;
@@ -91,7 +98,9 @@ async fn abandoned_export_returns_its_connection(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn complete_export_streams_every_row_and_returns_its_connection(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1"), ("DB_POOL_MIN", "0")]).await;
+    let (app, me) =
+        TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "1"), ("DB_POOL_MIN", "0")])
+            .await;
     seed_notes(&app, 6_000).await;
     let server = app.serve().await;
     let client = awc::Client::builder()
@@ -99,6 +108,7 @@ async fn complete_export_streams_every_row_and_returns_its_connection(backend: B
         .finish();
     let mut response = client
         .get(server.url("/notes/export"))
+        .bearer_auth(&me.token)
         .send()
         .await
         .unwrap();
@@ -123,12 +133,14 @@ async fn complete_export_streams_every_row_and_returns_its_connection(backend: B
                 .with_timezone(&Utc)
         };
         assert_eq!(line["id"], row.id, "in id order: {line}");
+        assert_eq!(line["user_id"], row.user_id, "{line}");
+        assert_eq!(row.user_id, me.id, "the caller's notes: {line}");
         assert_eq!(line["text"], row.text.as_str(), "{line}");
         assert_eq!(line["completed"], row.completed, "{line}");
         assert_eq!(time("created_at"), row.created_at, "{line}");
         assert_eq!(time("updated_at"), row.updated_at, "{line}");
     }
-    assert!(write_succeeds_within(&server.base_url, Duration::from_secs(5)).await);
+    assert!(write_succeeds_within(&server.base_url, &me.token, Duration::from_secs(5)).await);
     server.stop().await;
     app.finish().await;
 }

@@ -68,10 +68,15 @@ async fn test_app_runs_on_the_pool_and_its_database_is_dropped_at_finish(backend
             let name = database_name(&url);
             let admin = admin_url(&backend.configured_url().unwrap()).unwrap();
             let started = std::time::Instant::now();
-            let mut left = list_test_databases(&admin, &name).await.unwrap();
+            // The listing matches by prefix: `…_c1` also finds spares `…_c11`, `…_c12`.
+            let exactly = |mut names: Vec<String>| {
+                names.retain(|n| n == &name);
+                names
+            };
+            let mut left = exactly(list_test_databases(&admin, &name).await.unwrap());
             while !left.is_empty() && started.elapsed() < std::time::Duration::from_secs(10) {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                left = list_test_databases(&admin, &name).await.unwrap();
+                left = exactly(list_test_databases(&admin, &name).await.unwrap());
             }
             assert!(left.is_empty(), "{name} was dropped: {left:?}");
         }
@@ -114,7 +119,17 @@ async fn insert_shared_email(backend: Backend) {
 async fn rollback_mode_leaves_nothing_behind(backend: Backend) {
     let marker = format!("rollback-marker-{}", uuid::Uuid::new_v4());
     let db = TestDb::rollback(backend).await;
+    // A note needs its owner.
+    let owner = user::ActiveModel {
+        email: Set(format!("{marker}@example.com")),
+        hashed_password: Set("$argon2id$placeholder".to_owned()),
+        ..ActiveModelBehavior::new()
+    }
+    .insert(&db.conn())
+    .await
+    .unwrap();
     note::ActiveModel {
+        user_id: Set(owner.id),
         text: Set(marker.clone()),
         ..ActiveModelBehavior::new()
     }
@@ -138,6 +153,12 @@ async fn rollback_mode_leaves_nothing_behind(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(left, 0, "the rollback removed the note");
+    let owners = user::Entity::find()
+        .filter(user::Column::Email.eq(format!("{marker}@example.com")))
+        .count(&fresh)
+        .await
+        .unwrap();
+    assert_eq!(owners, 0, "and its owner");
     fresh.close().await.unwrap();
 }
 

@@ -54,17 +54,18 @@ fn captured() -> &'static Captured {
 }
 
 /// Every log line of a request carries its id (500s included), and no log line — at any
-/// level — shows a password or a password hash.
+/// level — shows a password, a password hash or a bearer token.
 #[backends(sqlite, postgres, mysql)]
 async fn logs_carry_request_ids_and_never_passwords(backend: Backend) {
     let captured = captured();
     let tag = format!("logs-{backend:?}").to_lowercase();
 
-    exercise_users_and_a_panic(backend, &tag).await;
+    let token = exercise_users_and_a_panic(backend, &tag).await;
 
     let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(!text.contains("Tr0ub4dor"), "a password was logged");
     assert!(!text.contains("argon2"), "a password hash was logged");
+    assert!(!text.contains(&token), "a bearer token was logged");
     let request_lines: Vec<Value> = text
         .lines()
         .map(|line| serde_json::from_str(line).unwrap())
@@ -89,9 +90,9 @@ async fn logs_carry_request_ids_and_never_passwords(backend: Backend) {
     assert_eq!(failure["span"]["request_id"], format!("{tag}-500"));
 }
 
-/// Sign up, change the password, fail validation with a password, and panic, each request
-/// with an id starting with `tag`.
-async fn exercise_users_and_a_panic(backend: Backend, tag: &str) {
+/// Sign up, sign in (and fail to), change the password, fail validation with a password, and
+/// panic, each request with an id starting with `tag`. Returns the token it signed in with.
+async fn exercise_users_and_a_panic(backend: Backend, tag: &str) -> String {
     let app = TestApp::spawn(backend).await;
     let id = |n: &str| ("x-request-id", format!("{tag}-{n}"));
     let password = "Tr0ub4dor&3-very-secret";
@@ -101,10 +102,17 @@ async fn exercise_users_and_a_panic(backend: Backend, tag: &str) {
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
     let user = created.json()["id"].as_i64().unwrap();
-    let change = json!({"password": format!("{password}-2")});
+    let wrong = json!({"email": "logs@example.com", "password": format!("{password}-wrong")});
+    let refused = json_request(Method::POST, "/sessions", &wrong).insert_header(id("sign-in-401"));
+    assert_eq!(app.send(refused).await.status, StatusCode::UNAUTHORIZED);
+    let sign_in = json_request(Method::POST, "/sessions", &sign_up).insert_header(id("sign-in"));
+    let session = app.send(sign_in).await;
+    assert_eq!(session.status, StatusCode::CREATED);
+    let token = session.json()["token"].as_str().unwrap().to_owned();
+    let change = json!({"password": format!("{password}-2"), "current_password": password});
     let patch =
         json_request(Method::PATCH, &format!("/users/{user}"), &change).insert_header(id("patch"));
-    assert_eq!(app.send(patch).await.status, StatusCode::OK);
+    assert_eq!(app.send_as(&token, patch).await.status, StatusCode::OK);
     let too_short = json!({"email": "x@example.com", "password": "short"});
     let invalid = json_request(Method::POST, "/users", &too_short).insert_header(id("invalid"));
     assert_eq!(
@@ -117,4 +125,5 @@ async fn exercise_users_and_a_panic(backend: Backend, tag: &str) {
         StatusCode::INTERNAL_SERVER_ERROR
     );
     app.finish().await;
+    token
 }

@@ -156,7 +156,7 @@ fn time_of(note: &Value, field: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
-/// A note exactly as the contract shows it: these five fields and no other.
+/// A note exactly as the contract shows it: these six fields and no other.
 fn assert_note_shape(note: &Value) {
     let object = note
         .as_object()
@@ -165,10 +165,18 @@ fn assert_note_shape(note: &Value) {
     keys.sort_unstable();
     assert_eq!(
         keys,
-        ["completed", "created_at", "id", "text", "updated_at"],
+        [
+            "completed",
+            "created_at",
+            "id",
+            "text",
+            "updated_at",
+            "user_id"
+        ],
         "{note}"
     );
     assert!(id_of(note) > 0, "{note}");
+    assert!(note["user_id"].as_i64().is_some_and(|id| id > 0), "{note}");
     assert!(note["text"].is_string(), "{note}");
     assert!(note["completed"].is_boolean(), "{note}");
     let created_at = time_of(note, "created_at");
@@ -176,10 +184,11 @@ fn assert_note_shape(note: &Value) {
     assert!(updated_at >= created_at, "{note}");
 }
 
-/// `shown` is `row`, field by field: id, text, completed, created_at, updated_at.
+/// `shown` is `row`, field by field: id, user_id, text, completed, created_at, updated_at.
 fn assert_shows_row(shown: &Value, row: &note::Model) {
     assert_note_shape(shown);
     assert_eq!(id_of(shown), row.id, "id of {shown}");
+    assert_eq!(shown["user_id"], row.user_id, "user_id of {shown}");
     assert_eq!(shown["text"], row.text.as_str(), "text of {shown}");
     assert_eq!(shown["completed"], row.completed, "completed of {shown}");
     assert_eq!(
@@ -263,7 +272,7 @@ fn export_lines(reply: &Reply) -> Vec<Value> {
 
 #[backends(sqlite, postgres, mysql)]
 async fn notes_table_starts_empty_in_each_test(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = list(&app, "/notes").await;
 
@@ -275,7 +284,7 @@ async fn notes_table_starts_empty_in_each_test(backend: Backend) {
 /// The 201 body is the note as stored and as `GET` then shows it, every field.
 #[backends(sqlite, postgres, mysql)]
 async fn creates_note_with_exact_shape_and_location(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, me) = TestApp::signed_in(backend).await;
     let before = Utc::now() - chrono::Duration::seconds(5);
 
     let reply = post_note(&app, json!({"text": "buy milk"})).await;
@@ -283,6 +292,11 @@ async fn creates_note_with_exact_shape_and_location(backend: Backend) {
     assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
     assert_eq!(reply.header("content-type"), Some("application/json"));
     assert_common_headers(&reply);
+    assert_eq!(
+        reply.header("cache-control"),
+        Some("no-store"),
+        "no cache keeps it"
+    );
     let note = reply.json();
     assert_note_shape(&note);
     let id = id_of(&note);
@@ -291,6 +305,7 @@ async fn creates_note_with_exact_shape_and_location(backend: Backend) {
         Some(format!("/notes/{id}").as_str())
     );
     assert_eq!(note["text"], "buy milk");
+    assert_eq!(note["user_id"], me.id, "the caller owns the note");
     assert_eq!(note["completed"], false, "completed defaults to false");
     assert_eq!(note["created_at"], note["updated_at"]);
     let created_at = time_of(&note, "created_at");
@@ -309,7 +324,7 @@ async fn creates_note_with_exact_shape_and_location(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn creates_completed_note_when_asked(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let note = create_note(&app, json!({"text": "done already", "completed": true})).await;
 
@@ -323,7 +338,7 @@ async fn creates_completed_note_when_asked(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn create_ignores_client_supplied_id_and_timestamps(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let body = json!({
         "text": "mine",
         "id": 424242,
@@ -344,7 +359,7 @@ async fn create_ignores_client_supplied_id_and_timestamps(backend: Backend) {
 /// edited, so their two times differ) each come back exactly as created or edited.
 #[backends(sqlite, postgres, mysql)]
 async fn get_shows_every_field_of_the_note_as_stored(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let notes = create_distinct_notes(&app, 4).await;
 
     let mut fetched = Vec::new();
@@ -363,7 +378,7 @@ async fn get_shows_every_field_of_the_note_as_stored(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn get_of_missing_note_is_404_problem(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "only one"})).await;
     let missing = id_of(&created) + 1000;
 
@@ -379,7 +394,7 @@ async fn get_of_missing_note_is_404_problem(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn lists_every_field_of_every_note_in_id_order(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let created = create_distinct_notes(&app, 5).await;
 
@@ -398,7 +413,7 @@ async fn lists_every_field_of_every_note_in_id_order(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_defaults_to_100_notes(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let created = create_notes(&app, 101, false).await;
 
@@ -412,7 +427,7 @@ async fn list_defaults_to_100_notes(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_accepts_limit_from_1_to_1000(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let created = create_distinct_notes(&app, 3).await;
 
@@ -426,7 +441,7 @@ async fn list_accepts_limit_from_1_to_1000(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_rejects_limit_out_of_range_with_422(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     for limit in ["0", "1001", "-1", "18446744073709551616"] {
         let reply = app.get(&format!("/notes?limit={limit}")).await;
@@ -439,7 +454,7 @@ async fn list_rejects_limit_out_of_range_with_422(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_rejects_non_numeric_parameters_with_4xx(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     for query in [
         "limit=abc",
@@ -477,7 +492,7 @@ async fn list_rejects_non_numeric_parameters_with_4xx(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_ignores_unknown_parameters(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let created = create_notes(&app, 2, false).await;
 
@@ -489,7 +504,7 @@ async fn list_ignores_unknown_parameters(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_after_returns_only_later_notes(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let created = create_distinct_notes(&app, 5).await;
     let second = id_of(&created[1]);
@@ -510,7 +525,7 @@ async fn list_after_returns_only_later_notes(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_after_with_limit_pages_through_later_notes(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let created = create_distinct_notes(&app, 5).await;
     let first = id_of(&created[0]);
@@ -530,7 +545,7 @@ async fn list_after_with_limit_pages_through_later_notes(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_filters_by_completed(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let created = create_distinct_notes(&app, 6).await;
     let (done, open): (Vec<Value>, Vec<Value>) = created
@@ -553,7 +568,7 @@ async fn list_filters_by_completed(backend: Backend) {
 /// in any order of the parameters.
 #[backends(sqlite, postgres, mysql)]
 async fn list_filters_by_completed_after_a_cursor_and_within_a_limit(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     // Completed: 1, 4, 7, 10; open: 0, 2, 3, 5, 6, 8, 9, 11.
     let created = create_distinct_notes(&app, 12).await;
@@ -617,7 +632,7 @@ async fn walk(app: &TestApp, path: &str, limit: usize) -> (Vec<Value>, Vec<usize
 /// every field, for both values of the filter.
 #[backends(sqlite, postgres, mysql)]
 async fn next_link_only_on_full_pages_and_walks_every_note(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     // Completed: 1, 4, 7; open: the other seven.
     let created = create_distinct_notes(&app, 10).await;
@@ -648,7 +663,7 @@ async fn next_link_only_on_full_pages_and_walks_every_note(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_text_and_advances_updated_at(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "draft", "completed": true})).await;
     let path = format!("/notes/{}", id_of(&created));
 
@@ -673,7 +688,7 @@ async fn patch_changes_text_and_advances_updated_at(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_completed_only(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "keep this text"})).await;
     let path = format!("/notes/{}", id_of(&created));
 
@@ -694,7 +709,7 @@ async fn patch_changes_completed_only(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_with_no_fields_keeps_the_note_and_advances_updated_at(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "as is", "completed": true})).await;
     let path = format!("/notes/{}", id_of(&created));
 
@@ -717,7 +732,7 @@ async fn patch_with_no_fields_keeps_the_note_and_advances_updated_at(backend: Ba
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_of_missing_note_is_404(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "exists"})).await;
     let missing = format!("/notes/{}", id_of(&created) + 1000);
 
@@ -729,7 +744,7 @@ async fn patch_of_missing_note_is_404(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_rejects_bad_fields_with_422_and_changes_nothing(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "unchanged"})).await;
     let path = format!("/notes/{}", id_of(&created));
     let cases = [
@@ -764,7 +779,7 @@ async fn patch_rejects_bad_fields_with_422_and_changes_nothing(backend: Backend)
 
 #[backends(sqlite, postgres, mysql)]
 async fn delete_answers_204_then_404(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let kept = create_note(&app, json!({"text": "kept"})).await;
     let doomed = create_note(&app, json!({"text": "doomed"})).await;
     let path = format!("/notes/{}", id_of(&doomed));
@@ -792,7 +807,7 @@ async fn delete_answers_204_then_404(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn bulk_creates_every_note_in_order(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let items = json!([
         {"text": "one"},
@@ -822,7 +837,7 @@ async fn bulk_creates_every_note_in_order(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn bulk_accepts_5000_notes(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
 
     let created = create_notes(&app, MAX_BULK_ITEMS, false).await;
@@ -850,7 +865,7 @@ async fn bulk_accepts_5000_notes(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn bulk_with_one_invalid_item_writes_nothing(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     let items = json!([
         {"text": "valid"},
@@ -874,7 +889,7 @@ async fn bulk_with_one_invalid_item_writes_nothing(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn bulk_rejects_empty_oversized_and_non_array_bodies(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let too_many = Value::Array(vec![json!({"text": "x"}); MAX_BULK_ITEMS + 1]);
 
     for body in [
@@ -903,7 +918,7 @@ async fn bulk_rejects_empty_oversized_and_non_array_bodies(backend: Backend) {
 /// The export streams every note, every field as stored, in id order.
 #[backends(sqlite, postgres, mysql)]
 async fn exports_every_note_as_ndjson_in_id_order(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
     // About 130 KiB of lines: several of the export's write chunks.
     let mut created = create_notes(&app, 1000, true).await;
@@ -923,7 +938,7 @@ async fn exports_every_note_as_ndjson_in_id_order(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn export_of_empty_table_is_empty_200(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
 
     let reply = app.get("/notes/export").await;
@@ -939,7 +954,7 @@ async fn export_of_empty_table_is_empty_200(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn echoes_client_request_id_and_makes_one_otherwise(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let echoed = app
         .send(get("/notes").insert_header(("x-request-id", "client-id-42")))
@@ -972,7 +987,7 @@ async fn echoes_client_request_id_and_makes_one_otherwise(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn unknown_route_is_404_problem(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     for path in ["/nope", "/notes/1/extra", "/notes/", "/note"] {
         let reply = app.get(path).await;
@@ -984,7 +999,7 @@ async fn unknown_route_is_404_problem(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn wrong_method_is_405_problem(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "target"})).await;
     let one = format!("/notes/{}", id_of(&created));
 
@@ -1016,7 +1031,7 @@ async fn wrong_method_is_405_problem(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn hostile_texts_round_trip_unchanged(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     assert_no_notes(&app).await;
 
     let mut created = Vec::new();
@@ -1044,7 +1059,7 @@ async fn hostile_texts_round_trip_unchanged(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn hostile_texts_survive_patch_and_bulk(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let note = create_note(&app, json!({"text": "plain"})).await;
     let path = format!("/notes/{}", id_of(&note));
     let items: Vec<Value> = HOSTILE_TEXTS.iter().map(|t| json!({"text": t})).collect();
@@ -1070,7 +1085,7 @@ async fn hostile_texts_survive_patch_and_bulk(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn accepts_text_of_exactly_10000_characters(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     // Four bytes each: 40 000 bytes, but 10 000 characters.
     let longest = "😀".repeat(MAX_TEXT_CHARS);
     let combining = "e\u{0301}".repeat(MAX_TEXT_CHARS / 2);
@@ -1091,7 +1106,7 @@ async fn accepts_text_of_exactly_10000_characters(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_text_of_10001_characters(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let too_long = "😀".repeat(MAX_TEXT_CHARS + 1);
     let ascii_too_long = "a".repeat(MAX_TEXT_CHARS + 1);
 
@@ -1107,7 +1122,7 @@ async fn rejects_text_of_10001_characters(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_malformed_ids_with_4xx(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "survivor"})).await;
 
     let id = id_of(&created);
@@ -1163,7 +1178,7 @@ async fn rejects_malformed_ids_with_4xx(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_well_formed_but_wrong_bodies_with_422(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let cases = [
         (json!(null), vec!["body"]),
         (json!([]), vec!["body"]),
@@ -1198,7 +1213,7 @@ async fn rejects_well_formed_but_wrong_bodies_with_422(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_malformed_json_with_400(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "target"})).await;
     let one = format!("/notes/{}", id_of(&created));
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
@@ -1240,7 +1255,7 @@ async fn rejects_malformed_json_with_400(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_bodies_that_are_not_json_with_415(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let created = create_note(&app, json!({"text": "target"})).await;
     let one = format!("/notes/{}", id_of(&created));
     let body = r#"{"text": "looks like JSON"}"#;
@@ -1279,7 +1294,7 @@ async fn rejects_bodies_that_are_not_json_with_415(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn accepts_json_content_type_with_charset(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = app
         .send(
@@ -1296,7 +1311,7 @@ async fn accepts_json_content_type_with_charset(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_body_over_the_limit_with_413(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
     let huge = json!({"text": "a".repeat(1 << 20)});
 
     let reply = post_note(&app, huge.clone()).await;

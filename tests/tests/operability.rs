@@ -8,10 +8,10 @@ use actix_web::{
     test::TestRequest,
 };
 use serde_json::{Value, json};
-use tests::{Backend, TestApp, assert_problem, backends, http::json_request};
+use tests::{Backend, TEST_PASSWORD, TestApp, assert_problem, backends, http::json_request};
 
 /// Every route of the contract, as `METHOD path`.
-const CONTRACT_ROUTES: [&str; 17] = [
+const CONTRACT_ROUTES: [&str; 20] = [
     "GET /notes",
     "POST /notes",
     "GET /notes/{id}",
@@ -19,6 +19,9 @@ const CONTRACT_ROUTES: [&str; 17] = [
     "DELETE /notes/{id}",
     "POST /notes/bulk",
     "GET /notes/export",
+    "POST /sessions",
+    "DELETE /sessions/current",
+    "GET /users/me",
     "GET /users",
     "POST /users",
     "GET /users/{id}",
@@ -45,12 +48,24 @@ fn documented_routes(doc: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-/// A valid request for a documented route, with `{id}` naming an existing row.
-fn valid_request(method: &str, path: &str, note: i64, user: i64) -> TestRequest {
+/// What the valid requests name: rows that exist, and a user's credentials.
+struct Existing {
+    /// A note of the caller's.
+    note: i64,
+    /// A user the caller (an admin) may read, change and delete.
+    user: i64,
+    user_email: String,
+    /// A token of that user's, for `DELETE /sessions/current` to end.
+    spare_token: String,
+}
+
+/// A valid request for a documented route, with `{id}` naming an existing row. Sent with
+/// the caller's token unless it carries its own.
+fn valid_request(method: &str, path: &str, existing: &Existing) -> TestRequest {
     let id = if path.starts_with("/users") {
-        user
+        existing.user
     } else {
-        note
+        existing.note
     };
     let uri = path.replace("{id}", &id.to_string());
     let method = Method::from_bytes(method.as_bytes()).unwrap();
@@ -58,7 +73,16 @@ fn valid_request(method: &str, path: &str, note: i64, user: i64) -> TestRequest 
         ("POST", "/notes") => json!({"text": "documented"}),
         ("POST", "/notes/bulk") => json!([{"text": "documented"}]),
         ("POST", "/users") => json!({"email": "documented@example.com", "password": "long enough"}),
+        ("POST", "/sessions") => {
+            json!({"email": existing.user_email, "password": TEST_PASSWORD})
+        }
         ("PATCH", _) => json!({}),
+        ("DELETE", "/sessions/current") => {
+            return TestRequest::default()
+                .method(method)
+                .uri(&uri)
+                .insert_header(("authorization", format!("Bearer {}", existing.spare_token)));
+        }
         _ => return TestRequest::default().method(method).uri(&uri),
     };
     json_request(method, &uri, &body)
@@ -82,20 +106,31 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
     let contract: BTreeSet<String> = CONTRACT_ROUTES.iter().map(|r| r.to_string()).collect();
     assert_eq!(documented, contract);
 
-    let note = app.post_json("/notes", &json!({"text": "n"})).await;
-    let user_body = json!({"email": "u@example.com", "password": "long enough"});
-    let user = app.post_json("/users", &user_body).await;
-    let (note, user) = (
-        note.json()["id"].as_i64().unwrap(),
-        user.json()["id"].as_i64().unwrap(),
-    );
+    // An admin may call every route, on their own notes and on any user.
+    let admin = app.admin().await;
+    let note = app
+        .send_as(
+            &admin.token,
+            json_request(Method::POST, "/notes", &json!({"text": "n"})),
+        )
+        .await;
+    let user = app.sign_up_and_in("documented-user").await;
+    let existing = Existing {
+        note: note.json()["id"].as_i64().unwrap(),
+        user: user.id,
+        spare_token: app.sign_in(&user.email, TEST_PASSWORD).await,
+        user_email: user.email,
+    };
 
-    // DELETE last, so the other routes still find the rows.
+    // DELETE last, so the other routes still find the rows (and `DELETE /sessions/current`
+    // ends the spare session only).
     let mut routes: Vec<&String> = documented.iter().collect();
     routes.sort_by_key(|r| r.starts_with("DELETE"));
     for route in routes {
         let (method, path) = route.split_once(' ').unwrap();
-        let reply = app.send(valid_request(method, path, note, user)).await;
+        let reply = app
+            .send_as(&admin.token, valid_request(method, path, &existing))
+            .await;
         assert!(
             reply.status.is_success(),
             "{route} answered {}: {:?}",
@@ -117,7 +152,7 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
             let req = TestRequest::default()
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
                 .uri(&uri);
-            let reply = app.send(req).await;
+            let reply = app.send_as(&admin.token, req).await;
             assert_eq!(
                 reply.status,
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -156,6 +191,9 @@ async fn openapi_document_describes_bodies_and_errors(backend: Backend) {
     }
     let user = &doc["components"]["schemas"]["User"]["properties"];
     assert!(user["email"].is_object());
+    assert!(user["is_admin"].is_object(), "User.is_admin");
+    let note = &doc["components"]["schemas"]["Note"]["properties"];
+    assert!(note["user_id"].is_object(), "Note.user_id");
     assert!(user.get("hashed_password").is_none() && user.get("password").is_none());
     app.finish().await;
 }
@@ -163,7 +201,7 @@ async fn openapi_document_describes_bodies_and_errors(backend: Backend) {
 /// `/metrics` counts requests by route template (never the raw path) and shows the pool.
 #[backends(sqlite, postgres, mysql)]
 async fn metrics_count_requests_by_route_template(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "3")]).await;
+    let (app, _) = TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "3")]).await;
     let missing = format!("/notes/{}", 9_000_000_000i64 + i64::from(rand_u16()));
     for _ in 0..3 {
         assert_eq!(app.get(&missing).await.status, StatusCode::NOT_FOUND);
@@ -212,7 +250,8 @@ fn rand_u16() -> u16 {
 /// With the database gone, `/readyz` and data routes answer 503 problems; `/healthz` is 200.
 #[backends(sqlite, postgres, mysql)]
 async fn readiness_follows_the_database(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("DB_ACQUIRE_TIMEOUT_MS", "300")]).await;
+    let (app, _) =
+        TestApp::with_settings_signed_in(backend, &[("DB_ACQUIRE_TIMEOUT_MS", "300")]).await;
     assert_eq!(app.get("/readyz").await.status, StatusCode::OK);
 
     app.db().pool().close_by_ref().await.unwrap();
@@ -230,7 +269,7 @@ async fn readiness_follows_the_database(backend: Backend) {
 /// Bodies over `BODY_LIMIT_BYTES` are 413 problems whatever their type and route.
 #[backends(sqlite, postgres, mysql)]
 async fn oversized_bodies_are_413_whatever_their_type(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("BODY_LIMIT_BYTES", "1000")]).await;
+    let (app, _) = TestApp::with_settings_signed_in(backend, &[("BODY_LIMIT_BYTES", "1000")]).await;
     let big_text = "x".repeat(2000);
     let cases = [
         (
@@ -269,7 +308,7 @@ async fn oversized_bodies_are_413_whatever_their_type(backend: Backend) {
 /// rolled back.
 #[backends(sqlite, postgres, mysql)]
 async fn slow_requests_time_out_and_roll_back(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("REQUEST_TIMEOUT_S", "1")]).await;
+    let (app, _) = TestApp::with_settings_signed_in(backend, &[("REQUEST_TIMEOUT_S", "1")]).await;
     let reply = app.post("/__test/hold/3000").await;
     assert_problem(&reply, StatusCode::SERVICE_UNAVAILABLE);
     assert!(reply.header("retry-after").is_some());

@@ -16,9 +16,9 @@ use actix_web::http::{Method, StatusCode};
 use api::{startup, state::AppState};
 use serde_json::json;
 use tests::{
-    Backend, TestDb, backends,
-    http::{get, json_request, send},
-    test_settings,
+    Backend, TEST_PASSWORD, TestDb, backends,
+    http::{get, json_request, send, send_with_token},
+    test_settings, unique_email,
 };
 use tokio::{
     net::{TcpListener, TcpStream},
@@ -96,15 +96,22 @@ async fn database_outage_answers_503_and_recovers(backend: Backend) {
         .collect();
     let settings = test_settings(url.as_str(), &overrides);
     let pool = api::db::connect(&settings).await.unwrap();
-    let app = actix_web::test::init_service(startup::app(AppState {
-        db: api::db::DbSource::pool(pool.clone(), settings.db_acquire_timeout),
-        settings: Arc::new(settings),
-    }))
+    let app = actix_web::test::init_service(startup::app(AppState::new(
+        api::db::DbSource::pool(pool.clone(), settings.db_acquire_timeout),
+        Arc::new(settings),
+    )))
     .await;
+    let credentials = json!({"email": unique_email("outage"), "password": TEST_PASSWORD});
+    let signed_up = send(&app, json_request(Method::POST, "/users", &credentials)).await;
+    assert_eq!(signed_up.status, StatusCode::CREATED, "{signed_up:?}");
+    let session = send(&app, json_request(Method::POST, "/sessions", &credentials)).await;
+    assert_eq!(session.status, StatusCode::CREATED, "{session:?}");
+    let token = session.json()["token"].as_str().unwrap().to_owned();
 
-    let created = send(
+    let created = send_with_token(
         &app,
         json_request(Method::POST, "/notes", &json!({"text": "kept"})),
+        &token,
     )
     .await;
     assert_eq!(created.status, StatusCode::CREATED);
@@ -118,7 +125,7 @@ async fn database_outage_answers_503_and_recovers(backend: Backend) {
         get("/readyz"),
     ] {
         let started = Instant::now();
-        let reply = send(&app, request).await;
+        let reply = send_with_token(&app, request, &token).await;
         assert_eq!(
             reply.status,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -140,7 +147,7 @@ async fn database_outage_answers_503_and_recovers(backend: Backend) {
     proxy.restore();
     let back = Instant::now();
     loop {
-        let reply = send(&app, get(&path)).await;
+        let reply = send_with_token(&app, get(&path), &token).await;
         if reply.status == StatusCode::OK {
             assert_eq!(
                 reply.json()["text"],
@@ -156,9 +163,10 @@ async fn database_outage_answers_503_and_recovers(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let write = send(
+    let write = send_with_token(
         &app,
         json_request(Method::POST, "/notes", &json!({"text": "after"})),
+        &token,
     )
     .await;
     assert_eq!(write.status, StatusCode::CREATED);

@@ -26,7 +26,7 @@ use sea_orm::{
 use serde_json::json;
 use tests::{
     Backend, TestApp, TestDb, assert_problem, backends,
-    http::{TestServer, json_request},
+    http::{TestServer, get, json_request},
 };
 
 /// Longest a test waits for something that should take milliseconds; reaching it means the
@@ -148,7 +148,7 @@ async fn assert_pool_whole_and_clean(app: &TestApp) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn request_below_400_commits_its_writes(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = app.send(new_note("committed")).await;
 
@@ -171,7 +171,7 @@ async fn request_below_400_commits_its_writes(backend: Backend) {
 /// reads back exactly as created, then is gone, and no transaction is left open.
 #[backends(sqlite, postgres, mysql)]
 async fn single_row_routes_on_the_pool_round_trip(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
+    let (app, _) = TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "1")]).await;
 
     let created = app.send(new_note("round trip ✓ 'quoted'")).await;
     assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
@@ -198,7 +198,7 @@ async fn single_row_routes_on_the_pool_round_trip(backend: Backend) {
 /// does not undo it — which is why handlers use it only for their last fallible step.
 #[backends(sqlite, postgres, mysql)]
 async fn single_statement_write_autocommits_on_the_pool(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = app.post("/__test/single-statement/alone").await;
 
@@ -215,7 +215,7 @@ async fn single_statement_write_autocommits_on_the_pool(backend: Backend) {
 /// it.
 #[backends(sqlite, postgres, mysql)]
 async fn single_statement_joins_a_transaction_already_begun(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = app.post("/__test/single-statement/joined").await;
 
@@ -227,7 +227,7 @@ async fn single_statement_joins_a_transaction_already_begun(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_the_request_transaction_rolls_it_back(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = app.post("/__test/fail-midway/whole").await;
 
@@ -238,7 +238,7 @@ async fn error_midway_through_the_request_transaction_rolls_it_back(backend: Bac
 
 #[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_a_scoped_transaction_rolls_the_scope_back(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = app.post("/__test/fail-midway/scoped").await;
 
@@ -255,7 +255,7 @@ async fn error_midway_through_a_scoped_transaction_rolls_the_scope_back(backend:
 
 #[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_an_explicit_transaction_rolls_it_back(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = app.post("/__test/fail-midway/explicit").await;
 
@@ -272,23 +272,27 @@ async fn error_midway_through_an_explicit_transaction_rolls_it_back(backend: Bac
 
 #[backends(sqlite, postgres, mysql)]
 async fn panicking_handler_answers_500_problem_without_the_panic_text(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
 
     let reply = app.get("/__test/panic").await;
+    // `/__test/panic` is the one test route that needs no token.
+    let anonymous = app.send_anonymous(get("/__test/panic")).await;
 
-    assert_problem(&reply, StatusCode::INTERNAL_SERVER_ERROR);
-    let body = String::from_utf8_lossy(&reply.body).to_lowercase();
-    assert!(
-        !body.contains("panic") && !body.contains("on purpose") && !body.contains(".rs"),
-        "{body}"
-    );
-    assert!(reply.header("x-request-id").is_some());
+    for reply in [&reply, &anonymous] {
+        assert_problem(reply, StatusCode::INTERNAL_SERVER_ERROR);
+        let body = String::from_utf8_lossy(&reply.body).to_lowercase();
+        assert!(
+            !body.contains("panic") && !body.contains("on purpose") && !body.contains(".rs"),
+            "{body}"
+        );
+        assert!(reply.header("x-request-id").is_some());
+    }
     app.finish().await;
 }
 
 #[backends(sqlite, postgres, mysql)]
 async fn panic_after_a_write_leaves_no_row_and_frees_the_connection(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
+    let (app, _) = TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "1")]).await;
 
     let reply = within_deadline("a panicking request", app.post("/__test/panic-after-write")).await;
 
@@ -300,7 +304,7 @@ async fn panic_after_a_write_leaves_no_row_and_frees_the_connection(backend: Bac
 
 #[backends(sqlite, postgres, mysql)]
 async fn healthz_answers_while_the_pool_is_exhausted(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
+    let (app, _) = TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "1")]).await;
 
     wait_for_idle_pool(app.db()).await;
     let hold = app.post("/__test/hold/1000");
@@ -317,7 +321,7 @@ async fn healthz_answers_while_the_pool_is_exhausted(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn requests_waiting_for_an_exhausted_pool_get_503_with_retry_after(backend: Backend) {
-    let app = TestApp::with_settings(
+    let (app, _) = TestApp::with_settings_signed_in(
         backend,
         &[("DB_POOL_MAX", "1"), ("DB_ACQUIRE_TIMEOUT_MS", "200")],
     )
@@ -357,7 +361,8 @@ async fn requests_waiting_for_an_exhausted_pool_get_503_with_retry_after(backend
 async fn sqlite_writer_waiting_for_the_write_lock_gets_503_after_the_acquire_timeout(
     backend: Backend,
 ) {
-    let app = TestApp::with_settings(backend, &[("DB_ACQUIRE_TIMEOUT_MS", "200")]).await;
+    let (app, _) =
+        TestApp::with_settings_signed_in(backend, &[("DB_ACQUIRE_TIMEOUT_MS", "200")]).await;
 
     wait_for_idle_pool(app.db()).await;
     let hold = app.post("/__test/hold/1000");
@@ -398,17 +403,24 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-fn raw_post(path: &str) -> String {
-    format!("POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+/// `POST path` with no body, signed in with `token`.
+fn raw_post(path: &str, token: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
 }
 
 #[backends(sqlite, postgres, mysql)]
 async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
+    let (app, me) = TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "1")]).await;
     let server = app.serve().await;
     let client = awc::Client::builder().timeout(HANG).finish();
     wait_for_idle_pool(app.db()).await;
-    let abandoned = start_raw_request(server.address, &raw_post("/__test/write-and-hold/20000"));
+    let abandoned = start_raw_request(
+        server.address,
+        &raw_post("/__test/write-and-hold/20000", &me.token),
+    );
     wait_for_connections_in_use(app.db(), 1).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -417,6 +429,7 @@ async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
         "a write after an abandoned request",
         client
             .post(server.url("/notes"))
+            .bearer_auth(&me.token)
             .send_json(&json!({"text": "after-abandoned"})),
     )
     .await
@@ -520,32 +533,47 @@ impl Load {
         }
     }
 
-    async fn send(self, client: &awc::Client, server: &TestServer) -> Option<u16> {
+    /// Send this request to `server`, signed in with `token` where the route needs it.
+    async fn send(self, client: &awc::Client, server: &TestServer, token: &str) -> Option<u16> {
         let url = |path: &str| server.url(path);
         let request = match self {
             Load::Create => client
                 .post(url("/notes"))
+                .bearer_auth(token)
                 .send_json(&json!({"text": "load"})),
-            Load::Read => client.get(url("/notes?limit=5")).send(),
+            Load::Read => client.get(url("/notes?limit=5")).bearer_auth(token).send(),
             Load::Missing => client
                 .patch(url("/notes/999999999"))
+                .bearer_auth(token)
                 .send_json(&json!({"completed": true})),
-            Load::Invalid => client.post(url("/notes")).send_json(&json!({"text": ""})),
-            Load::FailMidway => client.post(url("/__test/fail-midway/whole")).send(),
+            Load::Invalid => client
+                .post(url("/notes"))
+                .bearer_auth(token)
+                .send_json(&json!({"text": ""})),
+            Load::FailMidway => client
+                .post(url("/__test/fail-midway/whole"))
+                .bearer_auth(token)
+                .send(),
             Load::TakenEmail => client
                 .post(url("/users"))
                 .send_json(&json!({"email": TAKEN_EMAIL.to_uppercase(), "password": "password1"})),
             Load::Panic => client.get(url("/__test/panic")).send(),
-            Load::PanicAfterWrite => client.post(url("/__test/panic-after-write")).send(),
+            Load::PanicAfterWrite => client
+                .post(url("/__test/panic-after-write"))
+                .bearer_auth(token)
+                .send(),
             Load::Reset => {
-                let stream = start_raw_request(server.address, &raw_post("/__test/hold/300"));
+                let stream =
+                    start_raw_request(server.address, &raw_post("/__test/hold/300", token));
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 reset(stream);
                 return None;
             }
             Load::TruncatedBody => {
-                let head = "POST /notes HTTP/1.1\r\nHost: localhost\r\n\
-                            Content-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+                let head = format!(
+                    "POST /notes HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\
+                     Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                );
                 drop(start_raw_request(
                     server.address,
                     &format!("{head}{{\"text\":"),
@@ -562,7 +590,7 @@ impl Load {
 
 #[backends(sqlite, postgres, mysql)]
 async fn pool_stays_whole_under_mixed_outcomes_and_abandoned_clients(backend: Backend) {
-    let app = TestApp::with_settings(
+    let (app, me) = TestApp::with_settings_signed_in(
         backend,
         &[("DB_POOL_MAX", "1"), ("DB_ACQUIRE_TIMEOUT_MS", "10000")],
     )
@@ -574,12 +602,12 @@ async fn pool_stays_whole_under_mixed_outcomes_and_abandoned_clients(backend: Ba
     let client = awc::Client::builder().timeout(HANG).finish();
 
     let workers = (0..WORKERS).map(|worker| {
-        let (client, server) = (&client, &server);
+        let (client, server, token) = (&client, &server, me.token.as_str());
         async move {
             let mut outcomes = Vec::new();
             for i in 0..REQUESTS_PER_WORKER {
                 let load = MIX[(worker * 5 + i) % MIX.len()];
-                outcomes.push((load, load.send(client, server).await));
+                outcomes.push((load, load.send(client, server, token).await));
             }
             outcomes
         }

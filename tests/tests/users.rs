@@ -1,5 +1,10 @@
 //! `/users`: sign-up, reading, listing, profile changes and deletion, as the contract states
 //! them, on every backend — through the app on the pool, over a database of each test's own.
+//!
+//! Who may do what ("Accounts and ownership"): a user reads, changes and deletes their own
+//! account; an admin any account; anyone else's account is 404. Only admins list users and
+//! change `is_active` or `is_admin` (403 for anyone else); changing one's own password needs
+//! `current_password` (missing 422, wrong 403).
 
 use std::time::Duration;
 
@@ -8,12 +13,16 @@ use actix_web::{
     test::TestRequest,
 };
 use chrono::{DateTime, Utc};
-use entity::user;
+use entity::{note, session, user};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
-use tests::{Backend, TestApp, assert_problem, backends, http::json_request};
+use tests::{
+    Backend, TEST_PASSWORD, TestApp, assert_problem, backends,
+    http::{get, json_request},
+};
 
-const PASSWORD: &str = "correct horse battery";
+/// The password every user of these tests signs up with.
+const PASSWORD: &str = TEST_PASSWORD;
 
 /// A distinct e-mail address, so a test's users never collide by accident.
 fn unique_email(tag: &str) -> String {
@@ -28,13 +37,37 @@ fn patch_user(id: i64, body: &Value) -> TestRequest {
     json_request(Method::PATCH, &format!("/users/{id}"), body)
 }
 
+fn delete_user(id: i64) -> TestRequest {
+    TestRequest::delete().uri(&format!("/users/{id}"))
+}
+
 /// Sign up `email` and return the created user.
 async fn create_user(app: &TestApp, email: &str) -> Value {
     let reply = app
-        .send(post_user(&json!({"email": email, "password": PASSWORD})))
+        .send_anonymous(post_user(&json!({"email": email, "password": PASSWORD})))
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
     reply.json()
+}
+
+/// Sign up `email`, sign in: the created user and their token.
+async fn create_signed_in(app: &TestApp, email: &str) -> (Value, String) {
+    let user = create_user(app, email).await;
+    let token = app.sign_in(email, PASSWORD).await;
+    (user, token)
+}
+
+/// `GET path` with `token`.
+async fn get_as(app: &TestApp, token: &str, path: &str) -> tests::Reply {
+    app.send_as(token, get(path)).await
+}
+
+/// `POST /sessions` for `email` and `password`: its status.
+async fn sign_in_status(app: &TestApp, email: &str, password: &str) -> StatusCode {
+    let body = json!({"email": email, "password": password});
+    app.send_anonymous(json_request(Method::POST, "/sessions", &body))
+        .await
+        .status
 }
 
 fn id_of(user: &Value) -> i64 {
@@ -79,6 +112,7 @@ fn assert_shows_row(shown: &Value, row: &user::Model) {
             "email",
             "id",
             "is_active",
+            "is_admin",
             "name",
             "updated_at"
         ],
@@ -88,6 +122,7 @@ fn assert_shows_row(shown: &Value, row: &user::Model) {
     assert_eq!(shown["email"], row.email.as_str(), "{shown}");
     assert_eq!(shown["name"], json!(row.name), "{shown}");
     assert_eq!(shown["is_active"], row.is_active, "{shown}");
+    assert_eq!(shown["is_admin"], row.is_admin, "{shown}");
     assert_eq!(time_of(shown, "created_at"), row.created_at, "{shown}");
     assert_eq!(time_of(shown, "updated_at"), row.updated_at, "{shown}");
 }
@@ -112,8 +147,14 @@ async fn sign_up_answers_201_with_the_public_fields_only(backend: Backend) {
     assert_eq!(user["email"], email);
     assert_eq!(user["name"], "Alice");
     assert_eq!(user["is_active"], true);
+    assert_eq!(user["is_admin"], false, "a sign-up is never an admin");
     assert_eq!(time_of(&user, "created_at"), time_of(&user, "updated_at"));
     assert_eq!(reply.header("location"), Some(&*format!("/users/{id}")));
+    assert_eq!(
+        reply.header("cache-control"),
+        Some("no-store"),
+        "no cache keeps it"
+    );
     let body = String::from_utf8_lossy(&reply.body);
     assert!(
         !body.contains(PASSWORD) && !body.contains("$argon2"),
@@ -222,17 +263,24 @@ async fn sign_up_accepts_passwords_of_8_to_256_characters(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn get_returns_the_user_or_404(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let created = create_user(&app, &unique_email("erin")).await;
+    let admin = app.admin().await;
+    let (created, token) = create_signed_in(&app, &unique_email("erin")).await;
     let id = id_of(&created);
+    let missing = format!("/users/{}", id + 1_000_000);
 
-    let found = app.get(&format!("/users/{id}")).await;
-    let missing = app.get(&format!("/users/{}", id + 1_000_000)).await;
-    let not_an_id = app.get("/users/abc").await;
+    let found = get_as(&app, &token, &format!("/users/{id}")).await;
+    let found_by_admin = get_as(&app, &admin.token, &format!("/users/{id}")).await;
+    let missing_for_admin = get_as(&app, &admin.token, &missing).await;
+    let missing_for_user = get_as(&app, &token, &missing).await;
+    let not_an_id = get_as(&app, &admin.token, "/users/abc").await;
 
     assert_eq!(found.status, StatusCode::OK);
     assert_eq!(found.json(), created);
     assert_shows_row(&found.json(), &stored_user(&app, id).await.unwrap());
-    assert_problem(&missing, StatusCode::NOT_FOUND);
+    assert_eq!(found_by_admin.status, StatusCode::OK);
+    assert_eq!(found_by_admin.json(), created);
+    assert_problem(&missing_for_admin, StatusCode::NOT_FOUND);
+    assert_problem(&missing_for_user, StatusCode::NOT_FOUND);
     assert_problem(&not_an_id, StatusCode::NOT_FOUND);
     app.finish().await;
 }
@@ -240,15 +288,20 @@ async fn get_returns_the_user_or_404(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn list_pages_by_id_with_a_next_link(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    // Signed up first: the users the test pages through come after the admin.
+    let admin = app.admin().await;
     let mut ids = Vec::new();
     for tag in ["page-a", "page-b", "page-c"] {
         ids.push(id_of(&create_user(&app, &unique_email(tag)).await));
     }
     let before_first = ids[0] - 1;
 
-    let first = app
-        .get(&format!("/users?limit=2&after={before_first}"))
-        .await;
+    let first = get_as(
+        &app,
+        &admin.token,
+        &format!("/users?limit=2&after={before_first}"),
+    )
+    .await;
 
     assert_eq!(first.status, StatusCode::OK);
     let page: Vec<i64> = first.json().as_array().unwrap().iter().map(id_of).collect();
@@ -260,7 +313,7 @@ async fn list_pages_by_id_with_a_next_link(backend: Backend) {
         .unwrap_or_else(|| panic!("unexpected Link header: {link}"));
     assert!(next.starts_with("/users?"), "{next}");
 
-    let second = app.get(next).await;
+    let second = get_as(&app, &admin.token, next).await;
 
     assert_eq!(second.status, StatusCode::OK);
     let page: Vec<i64> = second
@@ -281,9 +334,10 @@ async fn list_pages_by_id_with_a_next_link(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn list_rejects_bad_paging_parameters(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let admin = app.admin().await;
 
     for query in ["limit=0", "limit=1001", "limit=x", "after=-1"] {
-        let reply = app.get(&format!("/users?{query}")).await;
+        let reply = get_as(&app, &admin.token, &format!("/users?{query}")).await;
 
         assert!(
             matches!(reply.status.as_u16(), 400 | 422),
@@ -297,15 +351,17 @@ async fn list_rejects_bad_paging_parameters(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_name_and_active_flag(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    // `is_active` is for admins.
+    let admin = app.admin().await;
     let created = create_user(&app, &unique_email("frank")).await;
     let id = id_of(&created);
     tokio::time::sleep(Duration::from_millis(5)).await;
 
     let reply = app
-        .send(patch_user(
-            id,
-            &json!({"name": "Frank", "is_active": false}),
-        ))
+        .send_as(
+            &admin.token,
+            patch_user(id, &json!({"name": "Frank", "is_active": false})),
+        )
         .await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
@@ -325,9 +381,16 @@ async fn patch_changes_name_and_active_flag(backend: Backend) {
         (Some("Frank"), false)
     );
     assert_shows_row(&user, &stored);
-    assert_eq!(app.get(&format!("/users/{id}")).await.json(), user);
+    assert_eq!(
+        get_as(&app, &admin.token, &format!("/users/{id}"))
+            .await
+            .json(),
+        user
+    );
 
-    let cleared = app.send(patch_user(id, &json!({"name": null}))).await;
+    let cleared = app
+        .send_as(&admin.token, patch_user(id, &json!({"name": null})))
+        .await;
 
     assert_eq!(cleared.status, StatusCode::OK);
     assert_eq!(cleared.json()["name"], Value::Null);
@@ -337,32 +400,37 @@ async fn patch_changes_name_and_active_flag(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn patch_rehashes_a_new_password(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let id = id_of(&create_user(&app, &unique_email("grace")).await);
+    let (user, token) = create_signed_in(&app, &unique_email("grace")).await;
+    let id = id_of(&user);
     let old_hash = stored_user(&app, id).await.unwrap().hashed_password;
 
-    let reply = app
-        .send(patch_user(id, &json!({"password": "another secret"})))
-        .await;
+    let change = json!({"password": "another secret", "current_password": PASSWORD});
+    let reply = app.send_as(&token, patch_user(id, &change)).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let new_hash = stored_user(&app, id).await.unwrap().hashed_password;
     assert_ne!(new_hash, old_hash);
     assert!(new_hash.starts_with("$argon2id$"), "{new_hash}");
-    assert!(!String::from_utf8_lossy(&reply.body).contains("argon2"));
+    let body = String::from_utf8_lossy(&reply.body);
+    assert!(!body.contains("argon2") && !body.contains("another secret"));
     app.finish().await;
 }
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_the_email_normalized(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let id = id_of(&create_user(&app, &unique_email("heidi")).await);
+    let (user, token) = create_signed_in(&app, &unique_email("heidi")).await;
+    let id = id_of(&user);
     let new_email = unique_email("heidi-new");
 
     let reply = app
-        .send(patch_user(
-            id,
-            &json!({"email": format!(" {} ", new_email.to_uppercase())}),
-        ))
+        .send_as(
+            &token,
+            patch_user(
+                id,
+                &json!({"email": format!(" {} ", new_email.to_uppercase())}),
+            ),
+        )
         .await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
@@ -376,10 +444,14 @@ async fn patch_rejects_an_email_taken_by_another_user_with_409(backend: Backend)
     let app = TestApp::spawn(backend).await;
     let taken = unique_email("ivan");
     create_user(&app, &taken).await;
-    let id = id_of(&create_user(&app, &unique_email("judy")).await);
+    let (user, token) = create_signed_in(&app, &unique_email("judy")).await;
+    let id = id_of(&user);
 
     let reply = app
-        .send(patch_user(id, &json!({"email": taken.to_uppercase()})))
+        .send_as(
+            &token,
+            patch_user(id, &json!({"email": taken.to_uppercase()})),
+        )
         .await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
@@ -391,20 +463,25 @@ async fn patch_rejects_an_email_taken_by_another_user_with_409(backend: Backend)
 #[backends(sqlite, postgres, mysql)]
 async fn patch_with_a_taken_email_leaves_the_name_unchanged(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    // `is_active` is for admins.
+    let admin = app.admin().await;
     let taken = unique_email("mallory");
     create_user(&app, &taken).await;
     let created = create_user(&app, &unique_email("niaj")).await;
     let id = id_of(&created);
 
     let reply = app
-        .send(patch_user(
-            id,
-            &json!({"name": "Changed", "is_active": false, "email": taken}),
-        ))
+        .send_as(
+            &admin.token,
+            patch_user(
+                id,
+                &json!({"name": "Changed", "is_active": false, "email": taken}),
+            ),
+        )
         .await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
-    let after = app.get(&format!("/users/{id}")).await;
+    let after = get_as(&app, &admin.token, &format!("/users/{id}")).await;
     assert_eq!(
         after.json(),
         created,
@@ -417,19 +494,29 @@ async fn patch_with_a_taken_email_leaves_the_name_unchanged(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_answers_404_for_an_unknown_user(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let (app, _) = TestApp::signed_in(backend).await;
+    let admin = app.admin().await;
 
-    let reply = app
+    let by_admin = app
+        .send_as(
+            &admin.token,
+            patch_user(999_999_999, &json!({"name": "Nobody"})),
+        )
+        .await;
+    let by_user = app
         .send(patch_user(999_999_999, &json!({"name": "Nobody"})))
         .await;
 
-    assert_problem(&reply, StatusCode::NOT_FOUND);
+    assert_problem(&by_admin, StatusCode::NOT_FOUND);
+    assert_problem(&by_user, StatusCode::NOT_FOUND);
     app.finish().await;
 }
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_rejects_invalid_fields_with_422(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    // An admin may send every field, so only the values are wrong.
+    let admin = app.admin().await;
     let created = create_user(&app, &unique_email("olivia")).await;
     let id = id_of(&created);
 
@@ -438,13 +525,14 @@ async fn patch_rejects_invalid_fields_with_422(backend: Backend) {
         (json!({"password": "short"}), "password"),
         (json!({"password": "p".repeat(257)}), "password"),
         (json!({"is_active": "yes"}), "is_active"),
+        (json!({"is_admin": 1}), "is_admin"),
         (json!({"name": "n".repeat(201)}), "name"),
     ] {
-        let reply = app.send(patch_user(id, &body)).await;
+        let reply = app.send_as(&admin.token, patch_user(id, &body)).await;
 
         assert_eq!(invalid_fields(&reply), [field], "{body}");
     }
-    let after = app.get(&format!("/users/{id}")).await;
+    let after = get_as(&app, &admin.token, &format!("/users/{id}")).await;
     assert_eq!(after.json(), created);
     app.finish().await;
 }
@@ -452,17 +540,17 @@ async fn patch_rejects_invalid_fields_with_422(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn delete_answers_204_then_404(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    let admin = app.admin().await;
     let id = id_of(&create_user(&app, &unique_email("peggy")).await);
-    let delete = || TestRequest::delete().uri(&format!("/users/{id}"));
 
-    let first = app.send(delete()).await;
-    let second = app.send(delete()).await;
+    let first = app.send_as(&admin.token, delete_user(id)).await;
+    let second = app.send_as(&admin.token, delete_user(id)).await;
 
     assert_eq!(first.status, StatusCode::NO_CONTENT);
     assert!(first.body.is_empty());
     assert_problem(&second, StatusCode::NOT_FOUND);
     assert!(stored_user(&app, id).await.is_none());
-    let reply = app.get(&format!("/users/{id}")).await;
+    let reply = get_as(&app, &admin.token, &format!("/users/{id}")).await;
     assert_problem(&reply, StatusCode::NOT_FOUND);
     app.finish().await;
 }
@@ -500,5 +588,421 @@ async fn racing_sign_ups_with_one_email_give_exactly_one_201(backend: Backend) {
         .unwrap();
     assert_eq!(stored, 1);
     server.stop().await;
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------- who may do what
+
+/// A 401 problem that asks for a bearer token.
+fn assert_unauthorized(reply: &tests::Reply) {
+    assert_problem(reply, StatusCode::UNAUTHORIZED);
+    let challenge = reply.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.starts_with("Bearer"), "{reply:?}");
+}
+
+/// The parts of a problem that say what went wrong (not where: `instance` names the path).
+fn problem_gist(reply: &tests::Reply) -> Value {
+    let problem = reply.json();
+    json!({
+        "type": problem["type"],
+        "title": problem["title"],
+        "status": problem["status"],
+        "detail": problem["detail"],
+    })
+}
+
+async fn sessions_of(app: &TestApp, user: i64) -> u64 {
+    session::Entity::find()
+        .filter(session::Column::UserId.eq(user))
+        .count(app.conn())
+        .await
+        .unwrap()
+}
+
+async fn notes_of(app: &TestApp, user: i64) -> u64 {
+    note::Entity::find()
+        .filter(note::Column::UserId.eq(user))
+        .count(app.conn())
+        .await
+        .unwrap()
+}
+
+async fn create_note_as(app: &TestApp, token: &str, text: &str) -> Value {
+    let reply = app
+        .send_as(
+            token,
+            json_request(Method::POST, "/notes", &json!({"text": text})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    reply.json()
+}
+
+/// A user reads and changes their own account, and deleting it signs them out everywhere and
+/// deletes their notes.
+#[backends(sqlite, postgres, mysql)]
+async fn a_user_reads_changes_and_deletes_their_own_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (created, token) = create_signed_in(&app, &unique_email("self")).await;
+    let id = id_of(&created);
+    let other_session = app
+        .sign_in(created["email"].as_str().unwrap(), PASSWORD)
+        .await;
+    create_note_as(&app, &token, "mine").await;
+
+    let read = get_as(&app, &token, &format!("/users/{id}")).await;
+    let me = get_as(&app, &token, "/users/me").await;
+    let renamed = app
+        .send_as(&token, patch_user(id, &json!({"name": "Myself"})))
+        .await;
+    let deleted = app.send_as(&token, delete_user(id)).await;
+
+    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    assert_eq!(read.json(), created);
+    assert_eq!(me.json(), created);
+    assert_eq!(renamed.status, StatusCode::OK, "{renamed:?}");
+    assert_eq!(renamed.json()["name"], "Myself");
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    assert!(stored_user(&app, id).await.is_none());
+    assert_eq!(notes_of(&app, id).await, 0, "their notes went with them");
+    assert_eq!(sessions_of(&app, id).await, 0, "their sessions went too");
+    for session in [&token, &other_session] {
+        assert_unauthorized(&get_as(&app, session, "/users/me").await);
+        assert_unauthorized(&get_as(&app, session, "/notes").await);
+    }
+    app.finish().await;
+}
+
+/// Someone else's account is 404 for a user who is not an admin — the very answer an unknown
+/// id gets — on GET, PATCH and DELETE, and nothing changes.
+#[backends(sqlite, postgres, mysql)]
+async fn another_users_account_is_404_for_a_non_admin(backend: Backend) {
+    let (app, me) = TestApp::signed_in(backend).await;
+    let other = create_user(&app, &unique_email("other")).await;
+    let id = id_of(&other);
+    let stored_before = stored_user(&app, id).await.unwrap();
+    let unknown = app.get(&format!("/users/{}", id + 1_000_000)).await;
+    assert_problem(&unknown, StatusCode::NOT_FOUND);
+
+    let attempts = [
+        get(&format!("/users/{id}")),
+        patch_user(id, &json!({"name": "Hijacked"})),
+        patch_user(id, &json!({"email": unique_email("hijacked")})),
+        patch_user(id, &json!({"password": "taken over now"})),
+        delete_user(id),
+    ];
+    for attempt in attempts {
+        let reply = app.send(attempt).await;
+
+        assert_problem(&reply, StatusCode::NOT_FOUND);
+        assert_eq!(
+            problem_gist(&reply),
+            problem_gist(&unknown),
+            "as if unknown"
+        );
+    }
+    assert_eq!(
+        stored_user(&app, id).await,
+        Some(stored_before),
+        "unchanged"
+    );
+    assert_eq!(
+        sign_in_status(&app, other["email"].as_str().unwrap(), PASSWORD).await,
+        StatusCode::CREATED,
+        "the other user still signs in with their password"
+    );
+    let mine = app.get(&format!("/users/{}", me.id)).await;
+    assert_eq!(mine.status, StatusCode::OK, "one's own account is there");
+    let anonymous = app.send_anonymous(get(&format!("/users/{id}"))).await;
+    assert_unauthorized(&anonymous);
+    app.finish().await;
+}
+
+/// An admin reads, changes and deletes any account.
+#[backends(sqlite, postgres, mysql)]
+async fn an_admin_reads_changes_and_deletes_any_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin().await;
+    let (user, token) = create_signed_in(&app, &unique_email("managed")).await;
+    let id = id_of(&user);
+    create_note_as(&app, &token, "theirs").await;
+
+    let read = get_as(&app, &admin.token, &format!("/users/{id}")).await;
+    let renamed = app
+        .send_as(&admin.token, patch_user(id, &json!({"name": "Renamed"})))
+        .await;
+    let new_email = unique_email("managed-new");
+    let moved = app
+        .send_as(&admin.token, patch_user(id, &json!({"email": new_email})))
+        .await;
+    let deleted = app.send_as(&admin.token, delete_user(id)).await;
+
+    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    assert_eq!(read.json(), user);
+    assert_eq!(renamed.status, StatusCode::OK, "{renamed:?}");
+    assert_eq!(renamed.json()["name"], "Renamed");
+    assert_eq!(moved.status, StatusCode::OK, "{moved:?}");
+    assert_eq!(moved.json()["email"], new_email);
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    assert!(stored_user(&app, id).await.is_none());
+    assert_eq!(notes_of(&app, id).await, 0);
+    assert_eq!(
+        get_as(&app, &admin.token, "/users/me").await.status,
+        StatusCode::OK,
+        "the admin is still signed in"
+    );
+    app.finish().await;
+}
+
+/// `GET /users` is for admins: 403 for other users, 401 without a token.
+#[backends(sqlite, postgres, mysql)]
+async fn listing_users_is_for_admins_only(backend: Backend) {
+    let (app, me) = TestApp::signed_in(backend).await;
+    let admin = app.admin().await;
+
+    let as_user = app.get("/users").await;
+    let anonymous = app.send_anonymous(get("/users")).await;
+    let as_admin = get_as(&app, &admin.token, "/users").await;
+
+    assert_problem(&as_user, StatusCode::FORBIDDEN);
+    assert!(
+        !String::from_utf8_lossy(&as_user.body).contains(&admin.email),
+        "a 403 shows no one's address: {as_user:?}"
+    );
+    assert_unauthorized(&anonymous);
+    assert_eq!(as_admin.status, StatusCode::OK, "{as_admin:?}");
+    let listed: Vec<i64> = as_admin
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id_of)
+        .collect();
+    assert_eq!(listed, [me.id, admin.id]);
+    app.finish().await;
+}
+
+/// A user who is not an admin gets 403 for sending `is_active` or `is_admin` about their own
+/// account — whatever the value, whatever else the body holds — and nothing changes.
+#[backends(sqlite, postgres, mysql)]
+async fn only_admins_change_is_active_and_is_admin(backend: Backend) {
+    let (app, me) = TestApp::signed_in(backend).await;
+    let before = stored_user(&app, me.id).await.unwrap();
+
+    for body in [
+        json!({"is_admin": true}),
+        json!({"is_admin": false}),
+        json!({"is_active": false}),
+        json!({"is_active": true}),
+        json!({"name": "Sneaky", "is_admin": true}),
+        json!({"name": "Sneaky", "is_active": true}),
+    ] {
+        let reply = app.send(patch_user(me.id, &body)).await;
+
+        assert_problem(&reply, StatusCode::FORBIDDEN);
+    }
+    assert_eq!(stored_user(&app, me.id).await, Some(before), "unchanged");
+    assert_eq!(app.get("/users/me").await.status, StatusCode::OK);
+    app.finish().await;
+}
+
+/// An admin makes a user an admin (who may then list users), deactivates them (their tokens
+/// are refused and they cannot sign in) and reactivates them.
+#[backends(sqlite, postgres, mysql)]
+async fn admins_change_is_active_and_is_admin(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin().await;
+    let email = unique_email("promoted");
+    let (user, token) = create_signed_in(&app, &email).await;
+    let id = id_of(&user);
+    let as_admin = |body: Value| app.send_as(&admin.token, patch_user(id, &body));
+
+    let promoted = as_admin(json!({"is_admin": true})).await;
+    assert_eq!(promoted.status, StatusCode::OK, "{promoted:?}");
+    assert_eq!(promoted.json()["is_admin"], true);
+    assert_shows_row(&promoted.json(), &stored_user(&app, id).await.unwrap());
+    let listed = get_as(&app, &token, "/users").await;
+    assert_eq!(listed.status, StatusCode::OK, "a new admin lists users");
+
+    let deactivated = as_admin(json!({"is_admin": false, "is_active": false})).await;
+    assert_eq!(deactivated.status, StatusCode::OK, "{deactivated:?}");
+    assert_eq!(deactivated.json()["is_active"], false);
+    assert_eq!(deactivated.json()["is_admin"], false);
+    assert_unauthorized(&get_as(&app, &token, "/users/me").await);
+    assert_eq!(
+        sign_in_status(&app, &email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let reactivated = as_admin(json!({"is_active": true})).await;
+    assert_eq!(reactivated.status, StatusCode::OK, "{reactivated:?}");
+    assert_eq!(reactivated.json()["is_active"], true);
+    assert_eq!(
+        sign_in_status(&app, &email, PASSWORD).await,
+        StatusCode::CREATED
+    );
+    app.finish().await;
+}
+
+/// Changing one's own password: without `current_password` 422 naming it, with a wrong one
+/// 403 (nothing changes either way), with the right one 200 — then the new password signs
+/// in and the old one does not; the token that made the change stays, the others end.
+#[backends(sqlite, postgres, mysql)]
+async fn changing_ones_own_password_needs_the_current_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = unique_email("changer");
+    let (user, token) = create_signed_in(&app, &email).await;
+    let id = id_of(&user);
+    let other_session = app.sign_in(&email, PASSWORD).await;
+    let old_hash = stored_user(&app, id).await.unwrap().hashed_password;
+    let new_password = "a brand new secret";
+
+    let missing = app
+        .send_as(&token, patch_user(id, &json!({"password": new_password})))
+        .await;
+    let wrong = app
+        .send_as(
+            &token,
+            patch_user(
+                id,
+                &json!({"password": new_password, "current_password": "not my password"}),
+            ),
+        )
+        .await;
+
+    assert_eq!(invalid_fields(&missing), ["current_password"]);
+    assert_problem(&wrong, StatusCode::FORBIDDEN);
+    assert_eq!(
+        stored_user(&app, id).await.unwrap().hashed_password,
+        old_hash
+    );
+    assert_eq!(
+        get_as(&app, &other_session, "/users/me").await.status,
+        StatusCode::OK,
+        "a refused change signs no one out"
+    );
+
+    let right = app
+        .send_as(
+            &token,
+            patch_user(
+                id,
+                &json!({"password": new_password, "current_password": PASSWORD}),
+            ),
+        )
+        .await;
+
+    assert_eq!(right.status, StatusCode::OK, "{right:?}");
+    assert_shows_row(&right.json(), &stored_user(&app, id).await.unwrap());
+    assert_eq!(
+        sign_in_status(&app, &email, new_password).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        sign_in_status(&app, &email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get_as(&app, &token, "/users/me").await.status,
+        StatusCode::OK,
+        "the token that made the change stays"
+    );
+    assert_unauthorized(&get_as(&app, &other_session, "/users/me").await);
+    app.finish().await;
+}
+
+/// An admin sets another user's password without knowing the current one; the user signs in
+/// with the new one only, and their earlier sessions end.
+#[backends(sqlite, postgres, mysql)]
+async fn an_admin_sets_another_users_password_without_the_current_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin().await;
+    let email = unique_email("forgetful");
+    let (user, token) = create_signed_in(&app, &email).await;
+    let new_password = "set by the admin";
+
+    let reply = app
+        .send_as(
+            &admin.token,
+            patch_user(id_of(&user), &json!({"password": new_password})),
+        )
+        .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(
+        sign_in_status(&app, &email, new_password).await,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        sign_in_status(&app, &email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_unauthorized(&get_as(&app, &token, "/users/me").await);
+    assert_eq!(
+        get_as(&app, &admin.token, "/users/me").await.status,
+        StatusCode::OK,
+        "the admin's own session stays"
+    );
+    app.finish().await;
+}
+
+/// `is_admin` is part of every user JSON: sign-up, sign-in, `/users/me`, `/users/{id}`, the
+/// list.
+#[backends(sqlite, postgres, mysql)]
+async fn user_json_shows_is_admin(backend: Backend) {
+    let (app, me) = TestApp::signed_in(backend).await;
+    let admin = app.admin().await;
+    let body = json!({"email": admin.email, "password": PASSWORD});
+    let session = app
+        .send_anonymous(json_request(Method::POST, "/sessions", &body))
+        .await;
+
+    let my_view = app.get("/users/me").await.json();
+    let admin_view = get_as(&app, &admin.token, "/users/me").await.json();
+    let admin_by_id = get_as(&app, &admin.token, &format!("/users/{}", admin.id)).await;
+    let listed = get_as(&app, &admin.token, "/users").await.json();
+
+    assert_eq!(my_view["is_admin"], false, "{my_view}");
+    assert_shows_row(&my_view, &stored_user(&app, me.id).await.unwrap());
+    assert_eq!(admin_view["is_admin"], true, "{admin_view}");
+    assert_shows_row(&admin_view, &stored_user(&app, admin.id).await.unwrap());
+    assert_eq!(admin_by_id.json(), admin_view);
+    assert_eq!(session.status, StatusCode::CREATED, "{session:?}");
+    assert_eq!(session.json()["user"], admin_view);
+    assert_eq!(listed, json!([my_view, admin_view]));
+    app.finish().await;
+}
+
+/// Deleting a user deletes their notes and every one of their sessions (their tokens are
+/// refused at once); other users' notes and sessions stay.
+#[backends(sqlite, postgres, mysql)]
+async fn deleting_a_user_deletes_their_notes_and_sessions(backend: Backend) {
+    let (app, bystander) = TestApp::signed_in(backend).await;
+    let admin = app.admin().await;
+    let email = unique_email("leaving");
+    let (user, token) = create_signed_in(&app, &email).await;
+    let id = id_of(&user);
+    let second_token = app.sign_in(&email, PASSWORD).await;
+    for text in ["first", "second"] {
+        create_note_as(&app, &token, text).await;
+    }
+    let kept = create_note_as(&app, &bystander.token, "the bystander's").await;
+    assert_eq!(
+        (notes_of(&app, id).await, sessions_of(&app, id).await),
+        (2, 2)
+    );
+
+    let deleted = app.send_as(&admin.token, delete_user(id)).await;
+
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
+    assert_eq!(notes_of(&app, id).await, 0, "their notes are deleted");
+    assert_eq!(sessions_of(&app, id).await, 0, "their sessions are deleted");
+    for session in [&token, &second_token] {
+        assert_unauthorized(&get_as(&app, session, "/users/me").await);
+        assert_unauthorized(&get_as(&app, session, "/notes").await);
+    }
+    assert_eq!(app.get("/notes").await.json(), json!([kept]));
+    assert_eq!(notes_of(&app, bystander.id).await, 1);
+    assert!(sessions_of(&app, bystander.id).await >= 1);
     app.finish().await;
 }

@@ -48,6 +48,16 @@ pub enum ApiError {
     /// 400: malformed JSON, a bad query parameter.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no valid bearer token.
+    #[error("sign in first: send `Authorization: Bearer <token>` with a valid token")]
+    Unauthorized,
+    /// 401 from a sign-in: the same for an unknown e-mail, a wrong password and an
+    /// inactive account, so the answer does not tell which.
+    #[error("the e-mail address or the password is wrong, or the account is inactive")]
+    BadCredentials,
+    /// 403: signed in, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404.
     #[error("the requested resource was not found")]
     NotFound,
@@ -66,6 +76,12 @@ pub enum ApiError {
     /// 422 with the bad fields.
     #[error("the request is not valid")]
     Validation(Vec<FieldError>),
+    /// 429: too many attempts; retry after the given seconds.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after_s: u64 },
+    /// 503: a bounded resource (password hashing, export slots) stayed busy.
+    #[error("{0}; retry shortly")]
+    Busy(&'static str),
     /// 503: the database is down or every pooled connection is busy.
     #[error("the database is unavailable; retry shortly")]
     Unavailable,
@@ -104,13 +120,16 @@ impl ApiError {
     fn title(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "Bad Request",
+            Self::Unauthorized | Self::BadCredentials => "Unauthorized",
+            Self::Forbidden(_) => "Forbidden",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed(_) => "Method Not Allowed",
             Self::Conflict(_) => "Conflict",
             Self::PayloadTooLarge(_) => "Payload Too Large",
             Self::UnsupportedMediaType => "Unsupported Media Type",
             Self::Validation(_) => "Unprocessable Content",
-            Self::Unavailable => "Service Unavailable",
+            Self::TooManyRequests { .. } => "Too Many Requests",
+            Self::Unavailable | Self::Busy(_) => "Service Unavailable",
             Self::Internal(_) => "Internal Server Error",
             Self::Status(status) => status.canonical_reason().unwrap_or("Error"),
             Self::Timeout => "Service Unavailable",
@@ -193,7 +212,10 @@ pub struct Problem<'a> {
 
 impl From<HashError> for ApiError {
     fn from(error: HashError) -> Self {
-        Self::Internal(error.to_string())
+        match error {
+            HashError::Busy => Self::Busy("every password hashing slot is busy"),
+            HashError::Failed(_) => Self::Internal(error.to_string()),
+        }
     }
 }
 
@@ -201,13 +223,16 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized | Self::BadCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Status(status) => *status,
             Self::Timeout => StatusCode::SERVICE_UNAVAILABLE,
@@ -234,8 +259,17 @@ impl ResponseError for ApiError {
         if let Self::MethodNotAllowed(allowed) = self {
             response.insert_header((header::ALLOW, *allowed));
         }
-        if matches!(self, Self::Unavailable | Self::Timeout) {
-            response.insert_header((header::RETRY_AFTER, RETRY_AFTER_S));
+        match self {
+            Self::Unavailable | Self::Timeout | Self::Busy(_) => {
+                response.insert_header((header::RETRY_AFTER, RETRY_AFTER_S));
+            }
+            Self::TooManyRequests { retry_after_s, .. } => {
+                response.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
+            }
+            Self::Unauthorized | Self::BadCredentials => {
+                response.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+            }
+            _ => {}
         }
         let body = serde_json::to_vec(&problem).unwrap_or_default();
         response.body(body)
@@ -246,8 +280,14 @@ impl ResponseError for ApiError {
 fn problem_description(status: u16) -> &'static str {
     match status {
         400 => "The body is not JSON, or the query string is malformed or longer than 2 KiB.",
+        401 => {
+            "No valid bearer token: `Authorization: Bearer <token>` is missing, malformed, \
+                unknown, expired or revoked. Sign in with `POST /sessions`."
+        }
+        403 => "Signed in, but not allowed to do this.",
         404 => "No such resource: the id is unknown, or is not a positive 64-bit integer.",
         409 => "The e-mail address belongs to another user.",
+        429 => "Too many attempts; retry after the `Retry-After` seconds.",
         413 => "The body is larger than the server's limit (BODY_LIMIT_BYTES, 1 MiB by default).",
         415 => "The body is not `application/json`.",
         422 => {
@@ -255,8 +295,9 @@ fn problem_description(status: u16) -> &'static str {
                 Nothing was written."
         }
         503 => {
-            "The database is unavailable or busy, or the request took too long; nothing was \
-                written. Retry after the `Retry-After` seconds."
+            "The database, password hashing or export slots are busy or unavailable, or the \
+                request took too long; nothing was written. Retry after the `Retry-After` \
+                seconds."
         }
         _ => "Error.",
     }
@@ -278,7 +319,16 @@ fn problem_responses(
             let mut response = ResponseBuilder::new()
                 .description(problem_description(status))
                 .content("application/problem+json", body);
-            if status == 503 {
+            if status == 401 {
+                response = response.header(
+                    "www-authenticate",
+                    HeaderBuilder::new()
+                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                        .description(Some("`Bearer`"))
+                        .build(),
+                );
+            }
+            if status == 503 || status == 429 {
                 response = response.header(
                     "retry-after",
                     HeaderBuilder::new()
@@ -323,4 +373,10 @@ error_set! {
     BadBodyOrNotFound = [400, 404, 413, 415, 422, 503];
     /// A user's e-mail address must be unique.
     EmailTaken = [409];
+    /// A route for signed-in users only (the token is looked up in the database).
+    SignedIn = [401, 503];
+    /// A route that refuses some signed-in users.
+    Refused = [403];
+    /// A route that refuses callers who try too often.
+    Throttled = [429];
 }

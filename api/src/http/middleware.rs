@@ -154,13 +154,17 @@ fn problem_if_bare<B: MessageBody + 'static>(
     ServiceResponse::from_err(error, req).map_into_right_body()
 }
 
-/// The headers every response carries.
+/// The headers every response carries. `Cache-Control: no-store` unless the response set
+/// its own: answers carry users' notes and accounts, which no shared cache may keep.
 fn add_headers(headers: &mut HeaderMap, request_id: HeaderValue) {
     headers.insert(REQUEST_ID, request_id);
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
 }
 
 /// An error on its way out, which still gets the headers every response carries. actix

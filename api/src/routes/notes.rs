@@ -1,5 +1,8 @@
 //! `/notes`: the query shapes of the original pattern, one per route — fetch-all (list),
 //! fetch-one (get), execute (create, update, delete), execute-many (bulk) and iterate (export).
+//!
+//! Every route takes the [`CurrentUser`] and every statement is scoped to the caller's notes:
+//! another user's note is not found (404), whoever asks — admins included.
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
@@ -16,12 +19,16 @@ use utoipa::ToSchema;
 use crate::{
     db::RequestDb,
     http::{
+        auth::CurrentUser,
         error::{
-            ApiError, BadBody, BadBodyOrNotFound, BadListQuery, FieldError, NotFound, Unavailable,
+            ApiError, BadBody, BadBodyOrNotFound, BadListQuery, FieldError, NotFound, SignedIn,
+            Throttled, Unavailable,
         },
         input::{Fields, FromJson, Json, PathId, join},
         pagination::ListQuery,
     },
+    limits::ExportRefused,
+    state::AppState,
 };
 
 pub const MAX_TEXT_CHARS: usize = 10_000;
@@ -64,6 +71,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub struct NoteView {
     /// Positive, assigned by the server.
     pub id: i64,
+    /// The owner: the user who created the note.
+    pub user_id: i64,
     pub text: String,
     pub completed: bool,
     /// When the note was created (RFC 3339, UTC).
@@ -76,6 +85,7 @@ impl From<note::Model> for NoteView {
     fn from(note: note::Model) -> Self {
         Self {
             id: note.id,
+            user_id: note.user_id,
             text: note.text,
             completed: note.completed,
             created_at: note.created_at,
@@ -112,8 +122,9 @@ impl FromJson for NewNote {
 }
 
 impl NewNote {
-    fn into_active_model(self) -> note::ActiveModel {
+    fn into_active_model(self, owner: i64) -> note::ActiveModel {
         note::ActiveModel {
+            user_id: Set(owner),
             text: Set(self.text),
             completed: Set(self.completed),
             ..note::ActiveModel::new()
@@ -193,12 +204,18 @@ impl FromJson for NotePatch {
         (status = 200, description = "the page, in id order", body = [NoteView],
             headers(("link" = String, description = "`<…>; rel=\"next\"` when the page is full"))),
         BadListQuery,
-    )
+        SignedIn,
+    ),
+    security(("bearer" = []))
 )]
-pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    me: CurrentUser,
+    req: HttpRequest,
+    db: RequestDb,
+) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
     let completed = query.bool_param("completed")?;
-    let mut select = note::Entity::find()
+    let mut select = owned_by(&me)
         .order_by_asc(note::Column::Id)
         .limit(query.limit);
     if let Some(after) = query.after {
@@ -227,10 +244,18 @@ pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiEr
         (status = 201, description = "created", body = NoteView,
             headers(("location" = String, description = "/notes/{id}"))),
         BadBody,
-    )
+        SignedIn,
+    ),
+    security(("bearer" = []))
 )]
-pub async fn create(db: RequestDb, Json(new): Json<NewNote>) -> Result<HttpResponse, ApiError> {
-    let note = NoteView::from(db.insert(new.into_active_model()).await?);
+pub async fn create(
+    me: CurrentUser,
+    db: RequestDb,
+    new: Result<Json<NewNote>, ApiError>,
+) -> Result<HttpResponse, ApiError> {
+    // The body's error comes after the caller's: an anonymous bad body is 401, not 422.
+    let Json(new) = new?;
+    let note = NoteView::from(db.insert(new.into_active_model(me.id())).await?);
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/notes/{}", note.id)))
         .json(note))
@@ -243,12 +268,19 @@ pub async fn create(db: RequestDb, Json(new): Json<NewNote>) -> Result<HttpRespo
     responses(
         (status = 200, description = "the note", body = NoteView),
         NotFound,
-    )
+        SignedIn,
+    ),
+    security(("bearer" = []))
 )]
-pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    me: CurrentUser,
+    db: RequestDb,
+    PathId(id): PathId,
+) -> Result<HttpResponse, ApiError> {
     let note = db
         .find_by_id::<note::Entity>(id)
         .await?
+        .filter(|note| note.user_id == me.id())
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(NoteView::from(note)))
 }
@@ -264,16 +296,22 @@ pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiE
     responses(
         (status = 200, description = "the changed note", body = NoteView),
         BadBodyOrNotFound,
-    )
+        SignedIn,
+    ),
+    security(("bearer" = []))
 )]
 pub async fn update(
+    me: CurrentUser,
     db: RequestDb,
-    Json(patch): Json<NotePatch>,
-    // After the body, so a bad body is reported (422) whatever the id.
-    PathId(id): PathId,
+    patch: Result<Json<NotePatch>, ApiError>,
+    id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    let Json(patch) = patch?;
+    // After the body, so a bad body is reported (422) whatever the id.
+    let PathId(id) = id?;
     let txn = db.transaction().await?;
-    let mut note = note::Entity::find_by_id(id)
+    let mut note = owned_by(&me)
+        .filter(note::Column::Id.eq(id))
         .one(&*txn)
         .await?
         .ok_or(ApiError::NotFound)?
@@ -295,10 +333,19 @@ pub async fn update(
     responses(
         (status = 204, description = "deleted"),
         NotFound,
-    )
+        SignedIn,
+    ),
+    security(("bearer" = []))
 )]
-pub async fn delete(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
-    if db.execute(note::Entity::delete_by_id(id)).await? == 0 {
+pub async fn delete(
+    me: CurrentUser,
+    db: RequestDb,
+    PathId(id): PathId,
+) -> Result<HttpResponse, ApiError> {
+    let delete = note::Entity::delete_many()
+        .filter(note::Column::Id.eq(id))
+        .filter(note::Column::UserId.eq(me.id()));
+    if db.execute(delete).await? == 0 {
         return Err(ApiError::NotFound);
     }
     Ok(HttpResponse::NoContent().finish())
@@ -315,32 +362,37 @@ pub async fn delete(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, A
     responses(
         (status = 201, description = "every note created, in the order sent", body = [NoteView]),
         BadBody,
-    )
+        SignedIn,
+    ),
+    security(("bearer" = []))
 )]
 pub async fn bulk_create(
+    me: CurrentUser,
     db: RequestDb,
-    Json(NewNotes(notes)): Json<NewNotes>,
+    notes: Result<Json<NewNotes>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    let Json(NewNotes(notes)) = notes?;
     // Scoped: committed (or rolled back) here, before thousands of notes are serialised.
     let created = db
-        .scoped(async |txn| insert_notes(txn, notes).await)
+        .scoped(async |txn| insert_notes(txn, me.id(), notes).await)
         .await
         .map_err(|error| ApiError::from_db(&error, "bulk insert"))?;
     let views: Vec<NoteView> = created.into_iter().map(NoteView::from).collect();
     Ok(HttpResponse::Created().json(views))
 }
 
-/// Insert `notes` in batches, returning them in input order with their ids.
+/// Insert `notes` owned by `owner` in batches, returning them in input order with their ids.
 ///
 /// Backends with `INSERT … RETURNING` (PostgreSQL, SQLite) take a batch per statement; MySQL
 /// has no RETURNING, so each row is inserted on its own, still inside the one transaction.
 pub async fn insert_notes(
     txn: &DatabaseTransaction,
+    owner: i64,
     notes: Vec<NewNote>,
 ) -> Result<Vec<note::Model>, DbErr> {
     let mut models = Vec::with_capacity(notes.len());
     for new in notes {
-        models.push(entity::prepare_insert(new.into_active_model(), txn).await?);
+        models.push(entity::prepare_insert(new.into_active_model(owner), txn).await?);
     }
     if !txn.support_returning() {
         let mut created = Vec::with_capacity(models.len());
@@ -364,19 +416,38 @@ pub async fn insert_notes(
 
 /// Export every note
 ///
-/// Every note as NDJSON (one JSON object per line), in id order, streamed: memory stays
-/// flat whatever the number of notes. A failure before the first byte is a 503 problem; one
-/// after it cuts the stream short, so a client should check it read every line it expects.
+/// Every note of the caller as NDJSON (one JSON object per line), in id order, streamed:
+/// memory stays flat whatever the number of notes. A failure before the first byte is a 503
+/// problem; one after it cuts the stream short, so a client should check it read every line
+/// it expects. One export per user at a time (429), at most `EXPORT_MAX_CONCURRENT` in all
+/// (503); a client that reads nothing for `EXPORT_IDLE_TIMEOUT_S` is cut off.
 #[utoipa::path(
     get, path = "/notes/export", tag = "notes",
     responses(
         (status = 200, description = "every note, one JSON object per line, in id order",
             body = String, content_type = "application/x-ndjson"),
         Unavailable,
-    )
+        SignedIn,
+        Throttled,
+    ),
+    security(("bearer" = []))
 )]
-pub async fn export(db: RequestDb) -> Result<HttpResponse, ApiError> {
-    let notes = db.stream(note::Entity::find().order_by_asc(note::Column::Id));
+pub async fn export(
+    me: CurrentUser,
+    db: RequestDb,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let slot = state
+        .exports
+        .try_start(me.id())
+        .map_err(|refused| match refused {
+            ExportRefused::UserBusy => ApiError::TooManyRequests {
+                detail: "an export of yours is still running; retry when it has finished".into(),
+                retry_after_s: 1,
+            },
+            ExportRefused::AllBusy => ApiError::Busy("every export slot is busy"),
+        })?;
+    let notes = db.stream(owned_by(&me).order_by_asc(note::Column::Id));
     let mut lines = Box::pin(ndjson_chunks(notes));
     // The first row is fetched before answering, so an exhausted pool or a database that is
     // down answers 503 rather than a 200 that breaks off.
@@ -384,15 +455,61 @@ pub async fn export(db: RequestDb) -> Result<HttpResponse, ApiError> {
         Some(Err(error)) => return Err(ApiError::from_db(&error, "export")),
         first => first,
     };
-    let body = futures_util::stream::iter(first).chain(lines).map(|line| {
-        line.map_err(|error| {
-            tracing::error!(%error, "export stream failed");
-            actix_web::error::ErrorInternalServerError("export failed")
-        })
-    });
+    let lines = futures_util::stream::iter(first).chain(lines);
+    let body = cut_when_idle(lines, slot, state.settings.export_idle_timeout);
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .streaming(body))
+}
+
+/// The caller's notes.
+fn owned_by(me: &CurrentUser) -> sea_orm::Select<note::Entity> {
+    note::Entity::find().filter(note::Column::UserId.eq(me.id()))
+}
+
+/// `chunks` as a response body that a client cannot hold open by not reading: a task reads
+/// the database and hands each chunk over; when the client has taken nothing for `idle`,
+/// the task stops — which drops the database stream (its connection is closed, and the pool
+/// opens a replacement) and frees the export `slot` — and the body ends in an error, so the
+/// response is cut off rather than ended as if complete.
+fn cut_when_idle(
+    mut chunks: impl futures_util::Stream<Item = Result<web::Bytes, DbErr>> + Unpin + 'static,
+    slot: crate::limits::ExportSlot,
+    idle: std::time::Duration,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> + 'static {
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, DbErr>>(1);
+    let cut = std::rc::Rc::new(std::cell::Cell::new(false));
+    let cut_by_task = std::rc::Rc::clone(&cut);
+    actix_web::rt::spawn(async move {
+        let _slot = slot;
+        while let Some(chunk) = chunks.next().await {
+            let failed = chunk.is_err();
+            match tokio::time::timeout(idle, sender.send(chunk)).await {
+                Ok(Ok(())) if !failed => {}
+                // Failed (sent on), or the client went away (the body was dropped).
+                Ok(_) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        idle_s = idle.as_secs(),
+                        "export cut: the client stopped reading"
+                    );
+                    cut_by_task.set(true);
+                    return;
+                }
+            }
+        }
+    });
+    async_stream::stream! {
+        while let Some(chunk) = receiver.recv().await {
+            yield chunk.map_err(|error| {
+                tracing::error!(%error, "export stream failed");
+                actix_web::error::ErrorInternalServerError("export failed")
+            });
+        }
+        if cut.get() {
+            yield Err(actix_web::error::ErrorRequestTimeout("the client stopped reading"));
+        }
+    }
 }
 
 /// `notes` as NDJSON, in chunks of about [`EXPORT_CHUNK_BYTES`].

@@ -1,7 +1,8 @@
 //! Routes mounted only when `TESTING=true`, so tests can drive the failure paths of the
 //! unit of work through the real stack: a panicking handler, an error midway through each
 //! of the three transaction styles, and requests that hold the connection (with or without
-//! a write) while their client goes away.
+//! a write) while their client goes away. The notes they write belong to the caller, so
+//! every route but `panic` needs a bearer token like the real ones.
 
 use actix_web::{HttpResponse, web};
 use entity::note;
@@ -10,7 +11,7 @@ use serde_json::json;
 
 use crate::{
     db::RequestDb,
-    http::{error::ApiError, input::parse_id},
+    http::{auth::CurrentUser, error::ApiError, input::parse_id},
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -36,9 +37,9 @@ async fn panic() -> HttpResponse {
     panic!("test route panicked on purpose");
 }
 
-async fn panic_after_write(db: RequestDb) -> Result<HttpResponse, ApiError> {
+async fn panic_after_write(me: CurrentUser, db: RequestDb) -> Result<HttpResponse, ApiError> {
     let txn = db.transaction().await?;
-    insert_marker(&*txn, "panic-after-write").await?;
+    insert_marker(&*txn, &me, "panic-after-write").await?;
     panic!("test route panicked after writing");
 }
 
@@ -50,18 +51,22 @@ async fn panic_after_write(db: RequestDb) -> Result<HttpResponse, ApiError> {
 ///   second writes `midway-scoped` and fails (rolled back at its end); the handler answers
 ///   200 all the same. Only the failed scope's write is gone.
 /// - `explicit`: the same with the handler committing, then rolling back, by hand.
-async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn fail_midway(
+    me: CurrentUser,
+    db: RequestDb,
+    style: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     match style.as_str() {
         "whole" => {
-            insert_marker(&*db.transaction().await?, "midway-whole").await?;
+            insert_marker(&*db.transaction().await?, &me, "midway-whole").await?;
             Err(ApiError::Conflict("failed midway on purpose".into()))
         }
         "scoped" => {
-            db.scoped(async |txn| insert_marker(txn, "midway-kept").await)
+            db.scoped(async |txn| insert_marker(txn, &me, "midway-kept").await)
                 .await?;
             let outcome = db
                 .scoped(async |txn| {
-                    insert_marker(txn, "midway-scoped").await?;
+                    insert_marker(txn, &me, "midway-scoped").await?;
                     Err::<(), _>(DbErr::Custom("failed midway on purpose".into()))
                 })
                 .await;
@@ -69,10 +74,10 @@ async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResp
         }
         "explicit" => {
             let kept = db.begin().await?;
-            insert_marker(&*kept.get().await?, "midway-kept").await?;
+            insert_marker(&*kept.get().await?, &me, "midway-kept").await?;
             kept.commit().await?;
             let undone = db.begin().await?;
-            insert_marker(&*undone.get().await?, "midway-explicit").await?;
+            insert_marker(&*undone.get().await?, &me, "midway-explicit").await?;
             undone.rollback().await?;
             Ok(HttpResponse::Ok().json(json!({ "rolled_back": true })))
         }
@@ -81,7 +86,11 @@ async fn fail_midway(db: RequestDb, style: web::Path<String>) -> Result<HttpResp
 }
 
 /// Take the request's connection and keep it for `ms` milliseconds (pool exhaustion tests).
-async fn hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn hold(
+    _me: CurrentUser,
+    db: RequestDb,
+    ms: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let ms = parse_id(&ms)?.min(60_000) as u64;
     let _txn = db.transaction().await?;
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
@@ -90,19 +99,23 @@ async fn hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiE
 
 /// Write a note (`write-and-hold`), then keep the connection for `ms` milliseconds. A client
 /// that goes away meanwhile must leave no note and no open transaction behind.
-async fn write_and_hold(db: RequestDb, ms: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn write_and_hold(
+    me: CurrentUser,
+    db: RequestDb,
+    ms: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let ms = parse_id(&ms)?.min(60_000) as u64;
     let txn = db.transaction().await?;
-    insert_marker(&*txn, "write-and-hold").await?;
+    insert_marker(&*txn, &me, "write-and-hold").await?;
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
 }
 
 /// Write a note, then lose the connection before the middleware commits (the server ends
 /// this session), and answer 200: the commit fails, so the client must get a 503, not the 200.
-async fn commit_fails(db: RequestDb) -> Result<HttpResponse, ApiError> {
+async fn commit_fails(me: CurrentUser, db: RequestDb) -> Result<HttpResponse, ApiError> {
     let txn = db.transaction().await?;
-    insert_marker(&*txn, "commit-fails").await?;
+    insert_marker(&*txn, &me, "commit-fails").await?;
     let kill = match txn.get_database_backend() {
         sea_orm::DatabaseBackend::Postgres => "SELECT pg_terminate_backend(pg_backend_pid())",
         sea_orm::DatabaseBackend::MySql => "KILL CONNECTION_ID()",
@@ -117,28 +130,34 @@ async fn commit_fails(db: RequestDb) -> Result<HttpResponse, ApiError> {
 /// request's only write, so it autocommitted on the pool and the note stays. `joined`: the
 /// request began a transaction first, so the statement joins it and both notes are rolled back.
 async fn single_statement(
+    me: CurrentUser,
     db: RequestDb,
     mode: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     match mode.as_str() {
         "alone" => {}
         "joined" => {
-            insert_marker(&*db.transaction().await?, "single-joined-first").await?;
+            insert_marker(&*db.transaction().await?, &me, "single-joined-first").await?;
         }
         _ => return Err(ApiError::NotFound),
     }
-    db.insert(marker(&format!("single-{mode}"))).await?;
+    db.insert(marker(&me, &format!("single-{mode}"))).await?;
     Err(ApiError::Conflict(
         "failed after the write on purpose".into(),
     ))
 }
 
-async fn insert_marker(db: &impl ConnectionTrait, text: &str) -> Result<note::Model, DbErr> {
-    marker(text).insert(db).await
+async fn insert_marker(
+    db: &impl ConnectionTrait,
+    me: &CurrentUser,
+    text: &str,
+) -> Result<note::Model, DbErr> {
+    marker(me, text).insert(db).await
 }
 
-fn marker(text: &str) -> note::ActiveModel {
+fn marker(me: &CurrentUser, text: &str) -> note::ActiveModel {
     note::ActiveModel {
+        user_id: Set(me.id()),
         text: Set(text.to_owned()),
         ..note::ActiveModel::new()
     }

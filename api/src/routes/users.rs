@@ -1,9 +1,14 @@
-//! `/users`: sign-up, profile changes and deletion. Passwords are hashed with argon2id on a
-//! blocking thread; responses never carry the password or its hash.
+//! `/users`: sign-up, the caller's own account, profile changes and deletion. Passwords are
+//! hashed with argon2id on a blocking thread, a few at a time; responses never carry the
+//! password or its hash.
+//!
+//! Who may do what: anyone signs up; a signed-in user reads, changes and deletes their own
+//! account; an admin any account, and only an admin lists accounts or changes `is_active` and
+//! `is_admin`. Anyone else asking for an account gets 404, as if it did not exist.
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
 use chrono::{DateTime, Utc};
-use entity::user;
+use entity::{session, user};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction,
     EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
@@ -16,19 +21,27 @@ use validator::ValidateEmail;
 use crate::{
     db::RequestDb,
     http::{
+        auth::CurrentUser,
         error::{
             ApiError, BadBody, BadBodyOrNotFound, BadListQuery, EmailTaken, FieldError, NotFound,
+            Refused, SignedIn,
         },
         input::{Fields, FromJson, Json, PathId},
         pagination::ListQuery,
     },
     password::{self, Password},
+    state::AppState,
 };
 const MAX_EMAIL_CHARS: usize = 254;
 const MAX_NAME_CHARS: usize = 200;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        super::resource("/users/me")
+            .route(web::get().to(me))
+            .default_service(crate::routes::allow("GET")),
+    )
+    .service(
         super::resource("/users")
             .route(web::get().to(list))
             .route(web::post().to(create))
@@ -53,6 +66,8 @@ pub struct UserView {
     pub email: String,
     pub name: Option<String>,
     pub is_active: bool,
+    /// Administrators manage every account (never other users' notes).
+    pub is_admin: bool,
     /// When the user signed up (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
     /// When the user last changed (RFC 3339, UTC).
@@ -66,32 +81,39 @@ impl From<user::Model> for UserView {
             email: user.email,
             name: user.name,
             is_active: user.is_active,
+            is_admin: user.is_admin,
             created_at: user.created_at,
             updated_at: user.updated_at,
         }
     }
 }
 
-fn read_email(fields: &mut Fields, raw: Option<String>) -> Option<String> {
-    let email = user::normalize_email(&raw?);
+/// `raw` as a stored e-mail address (trimmed, lower-cased), or why it is not one.
+pub fn parse_email(raw: &str) -> Result<String, String> {
+    let email = user::normalize_email(raw);
     if email.chars().count() > MAX_EMAIL_CHARS {
-        fields.reject(
-            "email",
-            &format!("must be at most {MAX_EMAIL_CHARS} characters long"),
-        );
-        return None;
+        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters long"));
     }
     if !email.validate_email() {
-        fields.reject("email", "must be a valid e-mail address");
-        return None;
+        return Err("must be a valid e-mail address".into());
     }
-    Some(email)
+    Ok(email)
 }
 
-fn read_password(fields: &mut Fields, raw: Option<String>) -> Option<Password> {
+fn read_email(fields: &mut Fields, raw: Option<String>) -> Option<String> {
+    match parse_email(&raw?) {
+        Ok(email) => Some(email),
+        Err(why) => {
+            fields.reject("email", &why);
+            None
+        }
+    }
+}
+
+fn read_password(fields: &mut Fields, field: &str, raw: Option<String>) -> Option<Password> {
     let raw = raw?;
     fields
-        .check_text("password", &raw, password::MIN_CHARS, password::MAX_CHARS)
+        .check_text(field, &raw, password::MIN_CHARS, password::MAX_CHARS)
         .then(|| Password::new(raw))
 }
 
@@ -121,7 +143,7 @@ impl FromJson for NewUser {
         let password = fields.required_string("password");
         let name = fields.nullable_string("name").flatten();
         let email = read_email(&mut fields, email);
-        let password = read_password(&mut fields, password);
+        let password = read_password(&mut fields, "password", password);
         let name = read_name(&mut fields, name);
         fields.finish(|| {
             Some(Self {
@@ -133,17 +155,26 @@ impl FromJson for NewUser {
     }
 }
 
-/// `PATCH /users/{id}` body: each field optional; `"name": null` clears the name.
+/// `PATCH /users/{id}` body: each field optional; `"name": null` clears the name. Changing
+/// one's own password needs `current_password`; `is_active` and `is_admin` are for admins.
 #[derive(Debug, ToSchema)]
 pub struct UserPatch {
     #[schema(format = Email, max_length = 254, required = false, nullable = false)]
     email: Option<String>,
     #[schema(value_type = Option<String>, max_length = 200, required = false, nullable)]
     name: Option<Option<String>>,
+    /// Admins only; `false` also signs the user out everywhere.
     #[schema(required = false, nullable = false)]
     is_active: Option<bool>,
+    /// Admins only.
+    #[schema(required = false, nullable = false)]
+    is_admin: Option<bool>,
+    /// The new password; every other session of the user is signed out.
     #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 256, required = false, nullable = false)]
     password: Option<Password>,
+    /// The present password: needed to change one's own password.
+    #[schema(value_type = Option<String>, format = Password, max_length = 256, required = false, nullable = false)]
+    current_password: Option<Password>,
 }
 
 impl FromJson for UserPatch {
@@ -152,16 +183,25 @@ impl FromJson for UserPatch {
         let email = fields.optional_string("email");
         let name = fields.nullable_string("name");
         let is_active = fields.optional_bool("is_active");
+        let is_admin = fields.optional_bool("is_admin");
         let password = fields.optional_string("password");
+        let current_password = fields.optional_string("current_password");
         let email = read_email(&mut fields, email);
-        let password = read_password(&mut fields, password);
+        let password = read_password(&mut fields, "password", password);
+        let current_password = current_password.and_then(|raw| {
+            fields
+                .check_text("current_password", &raw, 0, password::MAX_CHARS)
+                .then(|| Password::new(raw))
+        });
         let name = name.map(|name| read_name(&mut fields, name));
         fields.finish(|| {
             Some(Self {
                 email,
                 name,
                 is_active,
+                is_admin,
                 password,
+                current_password,
             })
         })
     }
@@ -181,7 +221,7 @@ fn conflict_on_email(error: sea_orm::DbErr) -> ApiError {
 
 /// List users
 ///
-/// A page of users in id order, paged like `GET /notes`.
+/// A page of users in id order, paged like `GET /notes`. Admins only.
 #[utoipa::path(
     get, path = "/users", tag = "users",
     params(
@@ -192,9 +232,19 @@ fn conflict_on_email(error: sea_orm::DbErr) -> ApiError {
         (status = 200, description = "the page, in id order", body = [UserView],
             headers(("link" = String, description = "`<…>; rel=\"next\"` when the page is full"))),
         BadListQuery,
-    )
+        SignedIn,
+        Refused,
+    ),
+    security(("bearer" = []))
 )]
-pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiError> {
+pub async fn list(
+    me: CurrentUser,
+    req: HttpRequest,
+    db: RequestDb,
+) -> Result<HttpResponse, ApiError> {
+    if !me.is_admin() {
+        return Err(ApiError::Forbidden("only admins list users".into()));
+    }
     let query = ListQuery::parse(req.query_string())?;
     let mut select = user::Entity::find()
         .order_by_asc(user::Column::Id)
@@ -214,7 +264,7 @@ pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiEr
 
 /// Sign up
 ///
-/// Creates a user. E-mail addresses are compared trimmed and lower-cased: of two sign-ups
+/// Creates a user (not an admin); then sign in with `POST /sessions`. E-mail addresses are compared trimmed and lower-cased: of two sign-ups
 /// with one address, even at the same moment, exactly one succeeds and the other gets 409.
 #[utoipa::path(
     post, path = "/users", tag = "users",
@@ -226,8 +276,12 @@ pub async fn list(req: HttpRequest, db: RequestDb) -> Result<HttpResponse, ApiEr
         EmailTaken,
     )
 )]
-pub async fn create(db: RequestDb, Json(new): Json<NewUser>) -> Result<HttpResponse, ApiError> {
-    let hashed_password = new.password.hash().await?;
+pub async fn create(
+    state: web::Data<AppState>,
+    db: RequestDb,
+    Json(new): Json<NewUser>,
+) -> Result<HttpResponse, ApiError> {
+    let hashed_password = state.hasher.hash(new.password).await?;
     let user = db
         .insert(user::ActiveModel {
             email: Set(new.email),
@@ -242,16 +296,49 @@ pub async fn create(db: RequestDb, Json(new): Json<NewUser>) -> Result<HttpRespo
         .json(UserView::from(user)))
 }
 
+/// The caller
+///
+/// The signed-in user's own account.
+#[utoipa::path(
+    get, path = "/users/me", tag = "users",
+    responses(
+        (status = 200, description = "the signed-in user", body = UserView),
+        SignedIn,
+    ),
+    security(("bearer" = []))
+)]
+pub async fn me(me: CurrentUser) -> HttpResponse {
+    HttpResponse::Ok().json(UserView::from(me.user))
+}
+
+/// 404 unless the caller may see account `id`: their own, or any for an admin.
+fn visible(me: &CurrentUser, id: i64) -> Result<(), ApiError> {
+    if me.id() == id || me.is_admin() {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
 /// Get a user
+///
+/// One's own account, or any for an admin; anyone else's is 404.
 #[utoipa::path(
     get, path = "/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "user id")),
     responses(
         (status = 200, description = "the user", body = UserView),
         NotFound,
-    )
+        SignedIn,
+    ),
+    security(("bearer" = []))
 )]
-pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    me: CurrentUser,
+    db: RequestDb,
+    PathId(id): PathId,
+) -> Result<HttpResponse, ApiError> {
+    visible(&me, id)?;
     let user = db
         .find_by_id::<user::Entity>(id)
         .await?
@@ -261,8 +348,12 @@ pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiE
 
 /// Change a user
 ///
-/// Changes any of the e-mail address, name (`null` clears it), active flag and password.
-/// All or nothing: when the new address is taken (409), nothing else changes either.
+/// Changes any of the e-mail address, name (`null` clears it) and password of one's own
+/// account (any account, for an admin); only admins change `is_active` and `is_admin` (403
+/// for anyone else). Changing one's own password needs `current_password` (missing: 422,
+/// wrong: 403) and signs out every other session; a new password set by an admin, or
+/// `is_active: false`, signs out every session of the user. All or nothing: when the new
+/// address is taken (409), nothing else changes either.
 #[utoipa::path(
     patch, path = "/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "user id")),
@@ -271,27 +362,60 @@ pub async fn get(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiE
         (status = 200, description = "the changed user", body = UserView),
         BadBodyOrNotFound,
         EmailTaken,
-    )
+        SignedIn,
+        Refused,
+    ),
+    security(("bearer" = []))
 )]
 pub async fn update(
+    me: CurrentUser,
+    state: web::Data<AppState>,
     db: RequestDb,
-    Json(patch): Json<UserPatch>,
-    // After the body, so a bad body is reported (422) whatever the id.
-    PathId(id): PathId,
+    patch: Result<Json<UserPatch>, ApiError>,
+    id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // The body's error comes after the caller's: an anonymous bad body is 401, not 422.
+    let Json(patch) = patch?;
+    // After the body, so a bad body is reported (422) whatever the id.
+    let PathId(id) = id?;
+    visible(&me, id)?;
+    if !me.is_admin() && (patch.is_active.is_some() || patch.is_admin.is_some()) {
+        return Err(ApiError::Forbidden(
+            "only admins change is_active or is_admin".into(),
+        ));
+    }
+    let own = me.id() == id;
     let hashed_password = match patch.password {
-        Some(password) => Some(password.hash().await?),
+        Some(password) => {
+            if own {
+                check_current_password(&state, &me, patch.current_password).await?;
+            }
+            Some(state.hasher.hash(password).await?)
+        }
         None => None,
     };
+    // Sessions to end: a new password ends every other one (every one, when an admin set
+    // another user's); deactivation ends them all.
+    let keep = (own && hashed_password.is_some()).then(|| me.token_digest.clone());
+    let revoke = hashed_password.is_some() || patch.is_active == Some(false);
     let changes = ProfileChanges {
         name: patch.name,
         is_active: patch.is_active,
+        is_admin: patch.is_admin,
         hashed_password,
         email: patch.email,
     };
     // Explicit: the change is read, then written; a failed step rolls back every step.
     let txn = db.begin().await?;
-    let changed = apply_profile_changes(&*txn.get().await?, id, changes).await;
+    let changed = async {
+        let txn = txn.get().await?;
+        let user = apply_profile_changes(&txn, id, changes).await?;
+        if revoke {
+            revoke_sessions(&txn, id, keep.as_deref()).await?;
+        }
+        Ok::<_, ApiError>(user)
+    }
+    .await;
     match changed {
         Ok(user) => {
             txn.commit().await?;
@@ -304,9 +428,43 @@ pub async fn update(
     }
 }
 
+/// A self-service password change needs the present password: missing is 422, wrong 403.
+async fn check_current_password(
+    state: &AppState,
+    me: &CurrentUser,
+    current: Option<Password>,
+) -> Result<(), ApiError> {
+    let current = current.ok_or_else(|| {
+        ApiError::invalid(
+            "current_password",
+            "is required to change your own password",
+        )
+    })?;
+    let stored = Some(me.user.hashed_password.clone());
+    if state.hasher.verify(current, stored).await? {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden("the current password is wrong".into()))
+    }
+}
+
+/// End every session of `user`, but the one with digest `keep`.
+pub async fn revoke_sessions(
+    txn: &DatabaseTransaction,
+    user: i64,
+    keep: Option<&str>,
+) -> Result<u64, sea_orm::DbErr> {
+    let mut delete = session::Entity::delete_many().filter(session::Column::UserId.eq(user));
+    if let Some(keep) = keep {
+        delete = delete.filter(session::Column::TokenDigest.ne(keep));
+    }
+    Ok(delete.exec(txn).await?.rows_affected)
+}
+
 struct ProfileChanges {
     name: Option<Option<String>>,
     is_active: Option<bool>,
+    is_admin: Option<bool>,
     hashed_password: Option<String>,
     email: Option<String>,
 }
@@ -328,6 +486,9 @@ async fn apply_profile_changes(
     if let Some(is_active) = changes.is_active {
         user.is_active = Set(is_active);
     }
+    if let Some(is_admin) = changes.is_admin {
+        user.is_admin = Set(is_admin);
+    }
     if let Some(hashed_password) = changes.hashed_password {
         user.hashed_password = Set(hashed_password);
     }
@@ -338,15 +499,24 @@ async fn apply_profile_changes(
 }
 
 /// Delete a user
+///
+/// One's own account, or any for an admin; deletes the user's notes and sessions too.
 #[utoipa::path(
     delete, path = "/users/{id}", tag = "users",
     params(("id" = i64, Path, minimum = 1, description = "user id")),
     responses(
-        (status = 204, description = "deleted"),
+        (status = 204, description = "deleted, with the user's notes and sessions"),
         NotFound,
-    )
+        SignedIn,
+    ),
+    security(("bearer" = []))
 )]
-pub async fn delete(db: RequestDb, PathId(id): PathId) -> Result<HttpResponse, ApiError> {
+pub async fn delete(
+    me: CurrentUser,
+    db: RequestDb,
+    PathId(id): PathId,
+) -> Result<HttpResponse, ApiError> {
+    visible(&me, id)?;
     if db.execute(user::Entity::delete_by_id(id)).await? == 0 {
         return Err(ApiError::NotFound);
     }

@@ -1,0 +1,119 @@
+//! Who is calling: the signed-in user ([`CurrentUser`], an extractor every protected handler
+//! takes, so a route cannot forget the check) and the client's address (for the sign-in
+//! throttle).
+
+use std::{future::Future, net::IpAddr, pin::Pin};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use entity::{session, user};
+
+use super::error::ApiError;
+use crate::{db::RequestDb, state::AppState};
+
+/// The longest bearer token looked up; ours are 64 characters. A longer one is refused
+/// without touching the database.
+const MAX_TOKEN_CHARS: usize = 256;
+
+/// The signed-in user, from `Authorization: Bearer <token>`: a session that exists, has not
+/// expired, and belongs to an active user. Anything else is 401 with
+/// `WWW-Authenticate: Bearer`. The lookup runs on the request's database handle.
+#[derive(Debug)]
+pub struct CurrentUser {
+    pub user: user::Model,
+    /// The digest of the token this request came with (its session's key).
+    pub token_digest: String,
+}
+
+impl CurrentUser {
+    pub fn id(&self) -> i64 {
+        self.user.id
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.user.is_admin
+    }
+}
+
+/// The token of `Authorization: Bearer <token>` (the scheme in any case), if well-formed.
+fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    let well_formed = scheme.eq_ignore_ascii_case("bearer")
+        && !token.is_empty()
+        && token.len() <= MAX_TOKEN_CHARS
+        && token.bytes().all(|b| b.is_ascii_graphic());
+    well_formed.then_some(token)
+}
+
+impl FromRequest for CurrentUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let digest = bearer_token(req).map(session::digest);
+        let db = RequestDb::from_request(req, payload).into_inner();
+        Box::pin(async move {
+            let digest = digest.ok_or(ApiError::Unauthorized)?;
+            let db = db?;
+            let found = db
+                .all(session::find_user(&digest, entity::now()))
+                .await?
+                .into_iter()
+                .next()
+                .ok_or(ApiError::Unauthorized)?;
+            Ok(Self {
+                user: found,
+                token_digest: digest,
+            })
+        })
+    }
+}
+
+/// The client's address: the socket peer, or — when the peer is a proxy listed in
+/// `FORWARDED_ALLOW_IPS` — the last address of `X-Forwarded-For` (the one that proxy saw).
+/// A request with no peer address (not over TCP) counts as the unspecified address.
+pub fn client_address(req: &HttpRequest) -> IpAddr {
+    let peer = req
+        .peer_addr()
+        .map_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |peer| {
+            peer.ip()
+        });
+    let trusted = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|state| state.settings.forwarded_allow.trusts(peer));
+    if !trusted {
+        return peer;
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .last()
+        .and_then(|last| last.trim().parse::<IpAddr>().ok());
+    forwarded.unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn token_of(value: &str) -> Option<String> {
+        let req = TestRequest::default()
+            .insert_header((header::AUTHORIZATION, value))
+            .to_http_request();
+        bearer_token(&req).map(str::to_owned)
+    }
+
+    #[test]
+    fn reads_bearer_tokens_only() {
+        assert_eq!(token_of("Bearer abc").as_deref(), Some("abc"));
+        assert_eq!(token_of("bearer abc").as_deref(), Some("abc"));
+        for bad in ["Basic abc", "Bearer", "Bearer ", "abc", "Bearer a b"] {
+            assert_eq!(token_of(bad), None, "{bad:?}");
+        }
+        assert_eq!(token_of(&format!("Bearer {}", "a".repeat(257))), None);
+    }
+}

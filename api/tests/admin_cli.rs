@@ -1,0 +1,719 @@
+//! The `api` binary as an operator runs it, for what accounts added: `api create-admin EMAIL`
+//! (password on standard input, idempotent, bad input exit 2 with one line), `TESTING` only
+//! from the real environment (with a warning at start), and a database password given as
+//! `?password=` in `DATABASE_URL` never printed.
+//!
+//! `create-admin` runs on SQLite in a temporary directory, and on PostgreSQL and MariaDB
+//! when `TEST_POSTGRES_URL` / `TEST_MYSQL_URL` are set (with `TEST_ALL_BACKENDS=1` they must
+//! be): each of those tests creates a database of its own and drops it at its end.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use entity::user;
+use sea_orm::{ConnectionTrait, EntityTrait};
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_api");
+/// The secret of the `?password=` tests: it must appear nowhere.
+const SECRET: &str = "s3cretpw";
+
+/// A fresh empty directory to run the binary in.
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("api-admin-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A SQLite file in `dir`, by absolute path (the test opens it too, from elsewhere).
+fn sqlite_url(dir: &Path) -> String {
+    format!("sqlite://{}/data/notes.db?mode=rwc", dir.display())
+}
+
+/// The binary with a clean environment: no configuration but what the test gives.
+fn api(dir: &Path) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("LOG_FORMAT", "json");
+    command
+}
+
+/// Wait for `child` to exit by itself (at most 60 s, else kill it and fail).
+fn wait_within(mut child: Child) -> Output {
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!(
+                "the process did not exit within 60 s: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Run `command` with `stdin` as its standard input (then closed), to its end.
+fn run_with_stdin(command: &mut Command, stdin: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The command may exit before reading (a bad e-mail): a broken pipe is fine then.
+    let _ = input.write_all(stdin.as_bytes());
+    drop(input);
+    wait_within(child)
+}
+
+/// `api create-admin EMAIL` on `url` with `stdin`.
+fn create_admin(dir: &Path, url: &str, email: &str, stdin: &str) -> Output {
+    run_with_stdin(
+        api(dir)
+            .env("DATABASE_URL", url)
+            .args(["create-admin", email]),
+        stdin,
+    )
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn assert_succeeded_without_showing(output: &Output, password: &str) {
+    assert_eq!(output.status.code(), Some(0), "{}", text(output));
+    assert!(
+        !text(output).contains(password),
+        "the password was printed: {}",
+        text(output)
+    );
+}
+
+/// Run `future` to its end on a runtime of its own (the tests are synchronous: they drive
+/// processes).
+fn block_on<T>(future: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// Every user of the database at `url`.
+fn users(url: &str) -> Vec<user::Model> {
+    block_on(async {
+        let db = migration::database::connect_for_tool(url).await.unwrap();
+        let users = user::Entity::find().all(&db).await.unwrap();
+        db.close().await.unwrap();
+        users
+    })
+}
+
+/// The only user with `email`.
+fn the_user(url: &str, email: &str) -> user::Model {
+    let mut matching: Vec<user::Model> = users(url)
+        .into_iter()
+        .filter(|user| user.email == email)
+        .collect();
+    assert_eq!(matching.len(), 1, "exactly one user {email}: {matching:?}");
+    matching.remove(0)
+}
+
+/// Whether `stored` is an argon2id PHC string that `password` matches.
+fn argon2id_matches(stored: &str, password: &str) -> bool {
+    assert!(stored.starts_with("$argon2id$"), "not an argon2id hash");
+    let hash = PasswordHash::new(stored).expect("a PHC string");
+    Argon2::default()
+        .verify_password(password.as_bytes(), &hash)
+        .is_ok()
+}
+
+/// The server binary, serving; its log lines are collected until it stops.
+struct Server {
+    child: Option<Child>,
+    address: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    drain: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Start `command` (its `PORT` should be 0) and wait until it logs `serving`; `Err` with
+    /// its log lines when it exits first.
+    fn start(command: &mut Command) -> Result<Self, Vec<String>> {
+        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (serving, address) = mpsc::channel();
+        let collected = Arc::clone(&logs);
+        let drain = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let log: Value = serde_json::from_str(&line).unwrap_or_default();
+                if log["message"] == "serving" {
+                    let _ = serving.send(log["address"].as_str().unwrap_or_default().to_owned());
+                }
+                collected.lock().unwrap().push(line);
+            }
+        });
+        match address.recv_timeout(Duration::from_secs(60)) {
+            Ok(address) => Ok(Self {
+                child: Some(child),
+                address,
+                logs,
+                drain: Some(drain),
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = drain.join();
+                let lines = logs.lock().unwrap().clone();
+                Err(lines)
+            }
+        }
+    }
+
+    /// Stop with SIGTERM; every log line it wrote.
+    fn stop(mut self) -> Vec<String> {
+        let child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = wait_within(child);
+        assert!(
+            output.status.success(),
+            "exit after SIGTERM: {:?}",
+            output.status
+        );
+        if let Some(drain) = self.drain.take() {
+            drain.join().unwrap();
+        }
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// One request on a connection of its own: the status and the body.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String) {
+        let mut stream = TcpStream::connect(&self.address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let body = body.map(Value::to_string).unwrap_or_default();
+        let auth = token
+            .map(|token| format!("Authorization: Bearer {token}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// `POST /sessions`: the status, and the token on success.
+    fn sign_in(&self, email: &str, password: &str) -> (u16, Option<String>) {
+        let credentials = json!({"email": email, "password": password});
+        let (status, body) = self.request("POST", "/sessions", None, Some(&credentials));
+        let token = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|session| session["token"].as_str().map(str::to_owned));
+        (status, token)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Wait (at most 3 s: revocation is seen within 1 s) until `token` is refused.
+fn refused_soon(server: &Server, token: &str) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        if server.request("GET", "/users/me", Some(token), None).0 == 401 {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// The server on `url` in `dir`, on a free port.
+fn serve(dir: &Path, url: &str) -> Server {
+    Server::start(api(dir).env("DATABASE_URL", url).env("PORT", "0"))
+        .unwrap_or_else(|logs| panic!("the server did not start: {logs:#?}"))
+}
+
+/// The whole life of an admin account made from the command line, on `url`:
+/// created with the password from standard input (a one-line prompt answer), stored as an
+/// argon2id hash, able to sign in and to use the admin-only routes; running the command again
+/// changes nothing but the password (the old one and its sessions stop working); and an
+/// ordinary account made through the API is promoted in place.
+fn create_admin_life(dir: &Path, url: &str) {
+    let email = "root.admin@example.com";
+    let first = "first admin passphrase";
+    let output = create_admin(dir, url, "  Root.Admin@Example.COM ", &format!("{first}\n"));
+    assert_succeeded_without_showing(&output, first);
+
+    let admin = the_user(url, email);
+    assert!(admin.is_admin && admin.is_active, "{admin:?}");
+    assert!(argon2id_matches(&admin.hashed_password, first));
+
+    let server = serve(dir, url);
+    let (status, token) = server.sign_in(email, first);
+    assert_eq!(status, 201, "the admin signs in with the password given");
+    let token = token.unwrap();
+    let (status, me) = server.request("GET", "/users/me", Some(&token), None);
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&me).unwrap()["is_admin"],
+        true
+    );
+    let (status, body) = server.request("GET", "/users", Some(&token), None);
+    assert_eq!(status, 200, "admins list the users: {body}");
+
+    // Again, with a new password (and the line ending of a Windows terminal).
+    let second = "second admin passphrase";
+    let output = create_admin(dir, url, email, &format!("{second}\r\n"));
+    assert_succeeded_without_showing(&output, second);
+    let again = the_user(url, email);
+    assert_eq!(again.id, admin.id, "the same account, not a new one");
+    assert!(again.is_admin, "still an admin");
+    assert!(argon2id_matches(&again.hashed_password, second));
+    assert!(!argon2id_matches(&again.hashed_password, first));
+    assert_eq!(
+        server.sign_in(email, first).0,
+        401,
+        "the old password is gone"
+    );
+    assert_eq!(server.sign_in(email, second).0, 201, "the new one works");
+    assert!(
+        refused_soon(&server, &token),
+        "the password change ended the sessions signed in with the old one"
+    );
+
+    // An ordinary user, signed up through the API, becomes an admin in place.
+    let ordinary = "plain.user@example.com";
+    let signed_up = json!({"email": ordinary, "password": "ordinary passphrase"});
+    let (status, body) = server.request("POST", "/users", None, Some(&signed_up));
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let (_, token) = server.sign_in(ordinary, "ordinary passphrase");
+    let (status, _) = server.request("GET", "/users", Some(&token.unwrap()), None);
+    assert_eq!(status, 403, "not an admin yet");
+    let promoted = "promoted passphrase";
+    let output = create_admin(dir, url, "Plain.User@example.com", &format!("{promoted}\n"));
+    assert_succeeded_without_showing(&output, promoted);
+    let user = the_user(url, ordinary);
+    assert_eq!(user.id, id, "promoted in place");
+    assert!(user.is_admin);
+    let (status, token) = server.sign_in(ordinary, promoted);
+    assert_eq!(status, 201);
+    let (status, body) = server.request("GET", "/users", Some(&token.unwrap()), None);
+    assert_eq!(status, 200, "now an admin: {body}");
+    let listed: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        listed.as_array().map(Vec::len),
+        Some(2),
+        "no account was duplicated: {listed}"
+    );
+
+    let logs = server.stop().join("\n");
+    for password in [first, second, promoted] {
+        assert!(!logs.contains(password), "a password was logged");
+    }
+}
+
+#[test]
+fn create_admin_on_sqlite() {
+    let dir = workdir();
+    create_admin_life(&dir, &sqlite_url(&dir));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A database of the test's own on the server of `var`'s URL, dropped when the test ends
+/// (passed or failed). Named like the harness's (`test_notes_<pid>_<nonce>_a`), so a
+/// leftover of a killed run is found and removed by `clean-test-dbs`.
+struct ScratchDb {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl ScratchDb {
+    fn create(var: &str) -> Option<Self> {
+        let configured = match std::env::var(var) {
+            Ok(url) if !url.trim().is_empty() => url,
+            _ if matches!(
+                std::env::var("TEST_ALL_BACKENDS").as_deref(),
+                Ok("1" | "true")
+            ) =>
+            {
+                panic!("TEST_ALL_BACKENDS=1 but {var} is not set")
+            }
+            _ => {
+                eprintln!("note: skipped; set {var} to run");
+                return None;
+            }
+        };
+        let mut admin = url::Url::parse(&configured).unwrap();
+        let postgres = configured.starts_with("postgres");
+        admin.set_path(if postgres { "/postgres" } else { "/" });
+        let name = format!(
+            "test_notes_{}_{:06x}_a",
+            std::process::id(),
+            uuid::Uuid::new_v4().as_u128() & 0xff_ffff
+        );
+        block_on(async {
+            let conn = migration::database::connect_for_tool(admin.as_str())
+                .await
+                .unwrap();
+            conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        });
+        let mut url = admin.clone();
+        url.set_path(&format!("/{name}"));
+        Some(Self {
+            admin: admin.to_string(),
+            name,
+            url: url.to_string(),
+        })
+    }
+}
+
+impl Drop for ScratchDb {
+    fn drop(&mut self) {
+        let force = if self.admin.starts_with("postgres") {
+            " WITH (FORCE)"
+        } else {
+            ""
+        };
+        let statement = format!("DROP DATABASE IF EXISTS {}{force}", self.name);
+        block_on(async {
+            match migration::database::connect_for_tool(&self.admin).await {
+                Ok(conn) => {
+                    if let Err(error) = conn.execute_unprepared(&statement).await {
+                        eprintln!("could not drop {}: {error}", self.name);
+                    }
+                    let _ = conn.close().await;
+                }
+                Err(error) => eprintln!("could not drop {}: {error}", self.name),
+            }
+        });
+    }
+}
+
+#[test]
+fn create_admin_on_postgres() {
+    let Some(db) = ScratchDb::create("TEST_POSTGRES_URL") else {
+        return;
+    };
+    let dir = workdir();
+    create_admin_life(&dir, &db.url);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn create_admin_on_mysql() {
+    let Some(db) = ScratchDb::create("TEST_MYSQL_URL") else {
+        return;
+    };
+    let dir = workdir();
+    create_admin_life(&dir, &db.url);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A bad e-mail address, a missing one, a password too short or too long, an empty line or no
+/// input at all: exit status 2, one line on stderr, the password not echoed, no account.
+/// (SQLite only: the input is refused before any database is involved.)
+#[test]
+fn create_admin_refuses_bad_input_with_exit_2_and_one_line() {
+    let dir = workdir();
+    let url = &sqlite_url(&dir);
+    let too_long = "p".repeat(257);
+    let cases: [(&[&str], &str, &str); 6] = [
+        (
+            &["create-admin", "not-an-email"],
+            "long enough passphrase\n",
+            "long enough passphrase",
+        ),
+        (&["create-admin", "admin@example.com"], "Zq7#xk\n", "Zq7#xk"),
+        (&["create-admin", "admin@example.com"], &too_long, &too_long),
+        (&["create-admin", "admin@example.com"], "\n", ""),
+        (&["create-admin", "admin@example.com"], "", ""),
+        (
+            &["create-admin"],
+            "long enough passphrase\n",
+            "long enough passphrase",
+        ),
+    ];
+    for (args, stdin, password) in cases {
+        let output = run_with_stdin(api(&dir).env("DATABASE_URL", url).args(args), stdin);
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?} {stdin:?}: {shown}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{args:?} {stdin:?}: one line: {shown}"
+        );
+        assert!(output.stdout.is_empty(), "{args:?} {stdin:?}: {shown}");
+        if !password.is_empty() {
+            assert!(
+                !shown.contains(password),
+                "{args:?}: the password was echoed: {shown}"
+            );
+        }
+    }
+    let database = dir.join("data/notes.db");
+    if database.exists() {
+        assert!(users(url).is_empty(), "bad input created no account");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `TESTING=true` in a `.env` file does not mount the test-only routes (the `.env` is read:
+/// its `PORT=0` is obeyed), and logs no warning about them.
+#[test]
+fn testing_in_a_dotenv_file_is_ignored() {
+    let dir = workdir();
+    std::fs::write(dir.join(".env"), "TESTING=true\nPORT=0\n").unwrap();
+    let server = Server::start(&mut api(&dir))
+        .unwrap_or_else(|logs| panic!("the server did not start: {logs:#?}"));
+    assert!(
+        !server.address.ends_with(":8000"),
+        "the .env file was read: {}",
+        server.address
+    );
+    let (status, body) = server.request("POST", "/__test/hold/1", None, None);
+    assert_eq!(status, 404, "test routes are not mounted: {body}");
+    let (status, _) = server.request("GET", "/__test/panic", None, None);
+    assert_eq!(status, 404);
+    let logs = server.stop();
+    assert!(
+        !logs.iter().any(|line| line.contains("TESTING")),
+        "no TESTING warning when it is off: {logs:#?}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `TESTING=true` in the real environment mounts them, and the server says so at start with
+/// a warning.
+#[test]
+fn testing_in_the_environment_mounts_the_test_routes_with_a_warning() {
+    let dir = workdir();
+    let server = Server::start(api(&dir).env("TESTING", "true").env("PORT", "0"))
+        .unwrap_or_else(|logs| panic!("the server did not start: {logs:#?}"));
+    let (status, body) = server.request("POST", "/__test/hold/1", None, None);
+    assert_eq!(
+        status, 401,
+        "mounted (and, like every data route, signed in only): {body}"
+    );
+    let logs = server.stop();
+    let warnings: Vec<Value> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|log| log["level"] == "WARN")
+        .filter(|log| {
+            log["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("TESTING"))
+        })
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning at start: {logs:#?}");
+    let serving = logs.iter().position(|line| line.contains("\"serving\""));
+    let warned = logs.iter().position(|line| line.contains("TESTING"));
+    assert!(warned < serving, "the warning comes at start: {logs:#?}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A password given as `?password=` in `DATABASE_URL` shows nowhere when the database cannot
+/// be reached — not in the server's retries and error, nor in the one-shot commands' — and
+/// not in the one-line error of a malformed URL.
+#[test]
+fn query_string_password_never_shows_in_errors() {
+    let dir = workdir();
+    let unreachable = [
+        format!("postgres://app@127.0.0.1:1/notes?password={SECRET}"),
+        format!("mysql://app@127.0.0.1:1/notes?ssl-mode=disabled&password={SECRET}"),
+    ];
+    let mut runs = Vec::new();
+    for url in &unreachable {
+        for args in [
+            &[][..],
+            &["seed-demo"][..],
+            &["create-admin", "a@example.com"][..],
+        ] {
+            let child = api(&dir)
+                .env("DATABASE_URL", url)
+                .env("DB_ACQUIRE_TIMEOUT_MS", "100")
+                .env("RUST_LOG", "debug")
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            runs.push((url, args, child));
+        }
+    }
+    for (url, args, mut child) in runs {
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(b"an admin passphrase\n");
+        }
+        let output = wait_within(child);
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{url} {args:?}: {shown}");
+        assert!(
+            !shown.contains(SECRET),
+            "{url} {args:?}: the password shows: {shown}"
+        );
+        assert!(shown.contains("cannot connect to the database"), "{shown}");
+    }
+    for url in [
+        format!("ftp://app@db.internal/notes?password={SECRET}"),
+        format!("postgres://app@/notes?password={SECRET}"),
+        format!("postgres://app@db internal/notes?password={SECRET}"),
+    ] {
+        let output = wait_within(
+            api(&dir)
+                .env("DATABASE_URL", &url)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let shown = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{url}: {shown}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{shown}");
+        assert!(stderr.contains("DATABASE_URL"), "{shown}");
+        assert!(
+            !shown.contains(SECRET),
+            "{url}: the password shows: {shown}"
+        );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A server that starts on `url` (which carries `?password=SECRET`) logs nothing of it, at
+/// any level, from start to stop; its `serving` line names the database with the password
+/// hidden.
+fn serves_without_logging_the_password(dir: &Path, url: &str) {
+    let started = Server::start(
+        api(dir)
+            .env("DATABASE_URL", url)
+            .env("PORT", "0")
+            .env("RUST_LOG", "debug"),
+    );
+    let logs = match started {
+        Ok(server) => {
+            let signed_up = json!({"email": "someone@example.com", "password": "a passphrase"});
+            assert_eq!(
+                server.request("POST", "/users", None, Some(&signed_up)).0,
+                201
+            );
+            assert_eq!(server.request("GET", "/readyz", None, None).0, 200);
+            server.stop()
+        }
+        Err(logs) => panic!("the server did not start on {url}: {logs:#?}"),
+    };
+    let serving: Vec<Value> = logs
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|log| log["message"] == "serving")
+        .collect();
+    assert_eq!(serving.len(), 1, "{logs:#?}");
+    let database = serving[0]["database"].as_str().unwrap_or_default();
+    assert!(
+        database.contains("password=***"),
+        "the database is named, redacted: {database}"
+    );
+    assert!(
+        !logs.iter().any(|line| line.contains(SECRET)),
+        "the password was logged: {logs:#?}"
+    );
+}
+
+/// PostgreSQL takes `?password=` (the test server trusts local connections, so any password
+/// connects): the server serves with it and never logs it.
+#[test]
+fn query_string_password_is_not_logged_while_serving_on_postgres() {
+    let Some(db) = ScratchDb::create("TEST_POSTGRES_URL") else {
+        return;
+    };
+    let dir = workdir();
+    let separator = if db.url.contains('?') { '&' } else { '?' };
+    serves_without_logging_the_password(&dir, &format!("{}{separator}password={SECRET}", db.url));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The SQLite driver refuses a `password` parameter: the error says which parameter, never its
+/// value.
+#[test]
+fn query_string_password_is_not_shown_by_sqlite_either() {
+    let dir = workdir();
+    let url = format!("sqlite://data/notes.db?mode=rwc&password={SECRET}");
+    match Server::start(
+        api(&dir)
+            .env("DATABASE_URL", &url)
+            .env("PORT", "0")
+            .env("RUST_LOG", "debug"),
+    ) {
+        Ok(server) => {
+            let logs = server.stop();
+            assert!(!logs.iter().any(|line| line.contains(SECRET)), "{logs:#?}");
+        }
+        Err(logs) => {
+            assert!(!logs.iter().any(|line| line.contains(SECRET)), "{logs:#?}");
+        }
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,0 +1,1517 @@
+//! Accounts and ownership, as the contract states them, on every backend: signing in for a
+//! bearer token, the 401s of every protected route (walked from the OpenAPI document, not a
+//! hand list), private notes, revocation (on this instance and on another one within 1 s),
+//! the purge of expired sessions, sign-in throttling, and `no-store` on user data.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use actix_web::{
+    http::{Method, StatusCode},
+    test::TestRequest,
+};
+use chrono::{DateTime, Utc};
+use entity::{note, session, user};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder,
+};
+use serde_json::{Value, json};
+use tests::{
+    Backend, Reply, SignedIn, TEST_PASSWORD, TestApp, assert_problem, backends,
+    http::{TestServer, json_request},
+    unique_email,
+};
+
+/// The socket peer of the in-process sign-ins these tests make (a documentation address).
+const PEER: &str = "192.0.2.10:51000";
+/// [`PEER`]'s address alone, as `FORWARDED_ALLOW_IPS` lists it.
+const PEER_IP: &str = "192.0.2.10";
+/// Another client, on another address.
+const OTHER_PEER: &str = "192.0.2.20:51000";
+
+/// The operations anyone may call: sign-up, sign-in and the operational routes.
+const PUBLIC_OPERATIONS: [&str; 7] = [
+    "POST /users",
+    "POST /sessions",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /openapi.json",
+    "GET /docs",
+];
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn peer(address: &str) -> SocketAddr {
+    address.parse().expect("a socket address")
+}
+
+/// `POST /sessions` for `email` and `password`, from the client at `from`.
+fn sign_in_request(email: &str, password: &str, from: &str) -> TestRequest {
+    json_request(
+        Method::POST,
+        "/sessions",
+        &json!({"email": email, "password": password}),
+    )
+    .peer_addr(peer(from))
+}
+
+/// Sign in anonymously from [`PEER`] and return the whole reply.
+async fn try_sign_in(app: &TestApp, email: &str, password: &str) -> Reply {
+    app.send_anonymous(sign_in_request(email, password, PEER))
+        .await
+}
+
+/// Sign in from [`PEER`]; the token (panics unless 201).
+async fn token_for(app: &TestApp, email: &str, password: &str) -> String {
+    let reply = try_sign_in(app, email, password).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "sign-in: {reply:?}");
+    reply.json()["token"].as_str().expect("a token").to_owned()
+}
+
+/// Sign up a new user anonymously: their id and e-mail address (password [`TEST_PASSWORD`]).
+async fn sign_up(app: &TestApp, tag: &str) -> (i64, String) {
+    let email = unique_email(tag);
+    let reply = app
+        .send_anonymous(json_request(
+            Method::POST,
+            "/users",
+            &json!({"email": email, "password": TEST_PASSWORD}),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "sign-up: {reply:?}");
+    (id_of(&reply.json()), email)
+}
+
+fn id_of(value: &Value) -> i64 {
+    value["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no integer id: {value}"))
+}
+
+fn ids(values: &Value) -> Vec<i64> {
+    values
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {values}"))
+        .iter()
+        .map(id_of)
+        .collect()
+}
+
+fn time_of(value: &Value, field: &str) -> DateTime<Utc> {
+    value[field]
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .unwrap_or_else(|| panic!("{field} is not an RFC 3339 time: {value}"))
+        .with_timezone(&Utc)
+}
+
+/// `GET /users/me` with `token`.
+async fn me_with(app: &TestApp, token: &str) -> Reply {
+    app.send_as(token, TestRequest::get().uri("/users/me"))
+        .await
+}
+
+/// `reply` is the 401 of a request without a valid token: problem+json and
+/// `WWW-Authenticate: Bearer`.
+fn assert_unauthenticated(reply: &Reply) -> Value {
+    let problem = assert_problem(reply, StatusCode::UNAUTHORIZED);
+    let challenge = reply.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.split_whitespace().next() == Some("Bearer"),
+        "401 without `WWW-Authenticate: Bearer`: {reply:?}"
+    );
+    problem
+}
+
+/// `token` is refused (401 with `WWW-Authenticate: Bearer`).
+async fn assert_token_refused(app: &TestApp, token: &str, why: &str) {
+    let reply = me_with(app, token).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{why}: {reply:?}");
+    assert_unauthenticated(&reply);
+}
+
+/// `token` is accepted and signs in user `id`.
+async fn assert_token_accepted(app: &TestApp, token: &str, id: i64, why: &str) {
+    let reply = me_with(app, token).await;
+    assert_eq!(reply.status, StatusCode::OK, "{why}: {reply:?}");
+    assert_eq!(id_of(&reply.json()), id, "{why}");
+}
+
+/// The parts of a problem that tell one failure from another.
+fn problem_identity(problem: &Value) -> Value {
+    json!({
+        "type": problem["type"],
+        "title": problem["title"],
+        "status": problem["status"],
+        "detail": problem["detail"],
+    })
+}
+
+/// Create a note as `token`'s user; the note.
+async fn create_note(app: &TestApp, token: &str, text: &str, completed: bool) -> Value {
+    let reply = app
+        .send_as(
+            token,
+            json_request(
+                Method::POST,
+                "/notes",
+                &json!({"text": text, "completed": completed}),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "create note: {reply:?}");
+    reply.json()
+}
+
+/// The ids `GET path` lists for `token`'s user.
+async fn listed_ids(app: &TestApp, token: &str, path: &str) -> Vec<i64> {
+    let reply = app.send_as(token, TestRequest::get().uri(path)).await;
+    assert_eq!(reply.status, StatusCode::OK, "GET {path}: {reply:?}");
+    ids(&reply.json())
+}
+
+/// The notes `GET /notes/export` streams for `token`'s user.
+async fn exported(app: &TestApp, token: &str) -> Vec<Value> {
+    let reply = app
+        .send_as(token, TestRequest::get().uri("/notes/export"))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "export: {reply:?}");
+    std::str::from_utf8(&reply.body)
+        .expect("UTF-8 NDJSON")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect()
+}
+
+async fn stored_note(app: &TestApp, id: i64) -> Option<note::Model> {
+    note::Entity::find_by_id(id).one(app.conn()).await.unwrap()
+}
+
+async fn sessions_of(app: &TestApp, user_id: i64) -> Vec<session::Model> {
+    session::Entity::find()
+        .filter(session::Column::UserId.eq(user_id))
+        .order_by_asc(session::Column::Id)
+        .all(app.conn())
+        .await
+        .unwrap()
+}
+
+async fn session_of_token(app: &TestApp, token: &str) -> Option<session::Model> {
+    session::Entity::find()
+        .filter(session::Column::TokenDigest.eq(session::digest(token)))
+        .one(app.conn())
+        .await
+        .unwrap()
+}
+
+/// Move the session of `token` to expire at `expires_at`, directly in the database.
+async fn set_expiry(app: &TestApp, token: &str, expires_at: DateTime<Utc>) {
+    let mut row = session_of_token(app, token)
+        .await
+        .expect("the token's session is stored")
+        .into_active_model();
+    row.expires_at = Set(expires_at);
+    row.update(app.conn()).await.unwrap();
+}
+
+/// `PATCH /users/{id}` with `body`, as `token`'s user.
+async fn patch_user(app: &TestApp, token: &str, id: i64, body: &Value) -> Reply {
+    app.send_as(
+        token,
+        json_request(Method::PATCH, &format!("/users/{id}"), body),
+    )
+    .await
+}
+
+/// The `Retry-After` of a 429, in seconds: present, a number, more than 0 and at most the
+/// 15-minute window.
+fn assert_throttled(reply: &Reply) {
+    assert_problem(reply, StatusCode::TOO_MANY_REQUESTS);
+    let retry_after = reply
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("429 without Retry-After: {reply:?}"));
+    let seconds: u64 = retry_after
+        .parse()
+        .unwrap_or_else(|_| panic!("Retry-After is not a number of seconds: {retry_after:?}"));
+    assert!(
+        seconds > 0 && seconds <= 900,
+        "Retry-After {seconds} s is not within the 15-minute window"
+    );
+}
+
+/// `times` failed sign-ins (a wrong password) for `email` from `request`'s client.
+async fn fail_sign_ins(app: &TestApp, times: usize, request: impl Fn() -> TestRequest) {
+    for attempt in 1..=times {
+        let reply = app.send_anonymous(request()).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "failed sign-in {attempt} of {times}: {reply:?}"
+        );
+    }
+}
+
+/// A sign-in from [`PEER`] with `X-Forwarded-For: forwarded`.
+fn forwarded_sign_in(email: &str, password: &str, forwarded: &str) -> TestRequest {
+    sign_in_request(email, password, PEER).insert_header(("x-forwarded-for", forwarded))
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. POST /sessions
+
+#[backends(sqlite, postgres, mysql)]
+async fn sign_in_answers_201_with_a_bearer_token_its_expiry_and_the_user(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("SESSION_TTL_S", "3600")]).await;
+    let (id, email) = sign_up(&app, "sign-in").await;
+
+    let before = Utc::now();
+    let reply = try_sign_in(&app, &email, TEST_PASSWORD).await;
+    let after = Utc::now();
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert_eq!(reply.header("content-type"), Some("application/json"));
+    let body = reply.json();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["expires_at", "token", "token_type", "user"],
+        "{body}"
+    );
+    assert_eq!(body["token_type"], "Bearer");
+    assert!(body["token"].as_str().is_some_and(|t| !t.is_empty()));
+    // SESSION_TTL_S=3600: an hour from now (a second of slack for stored precision).
+    let ttl = chrono::Duration::seconds(3600);
+    let slack = chrono::Duration::seconds(1);
+    let expires_at = time_of(&body, "expires_at");
+    assert!(
+        expires_at >= before + ttl - slack && expires_at <= after + ttl + slack,
+        "expires_at {expires_at} is not sign-in time + SESSION_TTL_S ({before} .. {after})"
+    );
+    assert_eq!(id_of(&body["user"]), id);
+    assert_eq!(body["user"]["email"], email.as_str());
+    assert_eq!(body["user"]["is_admin"], false);
+    assert!(body["user"].get("hashed_password").is_none(), "{body}");
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_token_has_at_least_128_random_bits_and_every_sign_in_gets_a_new_one(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, email) = sign_up(&app, "tokens").await;
+
+    let mut tokens = BTreeSet::new();
+    for _ in 0..5 {
+        tokens.insert(token_for(&app, &email, TEST_PASSWORD).await);
+    }
+
+    assert_eq!(tokens.len(), 5, "a token was handed out twice: {tokens:?}");
+    for token in &tokens {
+        assert!(
+            token.bytes().all(|b| b.is_ascii_hexdigit()),
+            "not hex: {token}"
+        );
+        assert!(token.len() * 4 >= 128, "fewer than 128 bits: {token}");
+        assert_eq!(token.len(), 64, "256 bits, as documented: {token}");
+    }
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn only_the_tokens_digest_is_stored(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (id, email) = sign_up(&app, "digest").await;
+
+    let token = token_for(&app, &email, TEST_PASSWORD).await;
+
+    let rows = sessions_of(&app, id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].token_digest, session::digest(&token));
+    assert_eq!(rows[0].token_digest.len(), 64, "SHA-256 in hex");
+    let every_session = session::Entity::find().all(app.conn()).await.unwrap();
+    for row in &every_session {
+        assert!(
+            !format!("{row:?}").contains(&token),
+            "a session row holds the token itself: {row:?}"
+        );
+    }
+    let every_user = user::Entity::find().all(app.conn()).await.unwrap();
+    for row in &every_user {
+        assert!(
+            !row.hashed_password.contains(&token) && !row.email.contains(&token),
+            "a user row holds the token"
+        );
+    }
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn unknown_email_wrong_password_and_inactive_account_get_the_same_401(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, email) = sign_up(&app, "known").await;
+    let (inactive_id, inactive) = sign_up(&app, "inactive").await;
+    let mut row = user::Entity::find_by_id(inactive_id)
+        .one(app.conn())
+        .await
+        .unwrap()
+        .unwrap()
+        .into_active_model();
+    row.is_active = Set(false);
+    row.update(app.conn()).await.unwrap();
+
+    let unknown = try_sign_in(&app, &unique_email("nobody"), TEST_PASSWORD).await;
+    let wrong = try_sign_in(&app, &email, "not the password").await;
+    let deactivated = try_sign_in(&app, &inactive, TEST_PASSWORD).await;
+
+    let unknown = problem_identity(&assert_unauthenticated(&unknown));
+    assert_eq!(
+        problem_identity(&assert_unauthenticated(&wrong)),
+        unknown,
+        "a wrong password answers like an unknown e-mail address"
+    );
+    assert_eq!(
+        problem_identity(&assert_unauthenticated(&deactivated)),
+        unknown,
+        "an inactive account answers like an unknown e-mail address"
+    );
+    assert!(sessions_of(&app, inactive_id).await.is_empty());
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn sign_in_without_an_email_or_a_password_is_422_naming_it(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, email) = sign_up(&app, "fields").await;
+    let cases = [
+        (json!({"password": TEST_PASSWORD}), "email"),
+        (json!({"email": email}), "password"),
+        (json!({"email": email, "password": 42}), "password"),
+        (json!({}), "email"),
+    ];
+
+    for (body, field) in cases {
+        let reply = app
+            .send_anonymous(json_request(Method::POST, "/sessions", &body).peer_addr(peer(PEER)))
+            .await;
+
+        let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(
+            fields.iter().any(|f| f.ends_with(field)),
+            "{body}: {field} is not named in {problem}"
+        );
+    }
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn sign_in_matches_the_email_trimmed_and_case_insensitively(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (id, email) = sign_up(&app, "Case").await;
+    let typed = format!("  {}\t", email.to_uppercase());
+
+    let reply = try_sign_in(&app, &typed, TEST_PASSWORD).await;
+
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert_eq!(id_of(&reply.json()["user"]), id);
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Requests without a valid token
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_missing_or_malformed_authorization_is_401_with_www_authenticate_bearer(
+    backend: Backend,
+) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let cases: [(&str, Option<String>); 6] = [
+        ("no Authorization", None),
+        ("another scheme", Some("Basic x".to_owned())),
+        ("the scheme alone", Some("Bearer".to_owned())),
+        ("no space", Some(format!("Bearer{}", user.token))),
+        ("the token alone", Some(user.token.clone())),
+        (
+            "two tokens",
+            Some(format!("Bearer {} {}", user.token, user.token)),
+        ),
+    ];
+
+    for (case, authorization) in cases {
+        let mut request = TestRequest::get().uri("/users/me");
+        if let Some(value) = authorization {
+            request = request.insert_header(("authorization", value));
+        }
+        let reply = app.send_anonymous(request).await;
+
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{case}: {reply:?}");
+        assert_unauthenticated(&reply);
+    }
+    assert_token_accepted(&app, &user.token, user.id, "the well-formed token").await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn an_unknown_token_is_401(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    // Well-formed, but never handed out: the user's token with its last digit changed.
+    let mut unknown = user.token.clone();
+    let last = unknown.pop().unwrap();
+    unknown.push(if last == '0' { '1' } else { '0' });
+
+    assert_token_refused(&app, &unknown, "an unknown token").await;
+    assert_token_refused(&app, &session::digest(&user.token), "the stored digest").await;
+    assert_token_refused(&app, &"a".repeat(300), "an overlong token").await;
+    assert_token_accepted(&app, &user.token, user.id, "the real token").await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn an_expired_token_is_401(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    assert_token_accepted(&app, &user.token, user.id, "before it expires").await;
+
+    set_expiry(&app, &user.token, Utc::now() - chrono::Duration::seconds(1)).await;
+
+    assert_token_refused(&app, &user.token, "after it expired").await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_revoked_token_is_401(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    assert_token_accepted(&app, &user.token, user.id, "before it is revoked").await;
+
+    // Revoked behind the API's back: its session row is gone.
+    session::Entity::delete_many()
+        .filter(session::Column::TokenDigest.eq(session::digest(&user.token)))
+        .exec(app.conn())
+        .await
+        .unwrap();
+
+    assert_token_refused(&app, &user.token, "after it was revoked").await;
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. The OpenAPI walk
+
+/// Every operation of the document: `"METHOD /path"` and the operation object.
+fn operations(doc: &Value) -> Vec<(String, Value)> {
+    let methods = [
+        "get", "put", "post", "delete", "options", "head", "patch", "trace",
+    ];
+    let mut operations = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().expect("a path item") {
+            if methods.contains(&method.as_str()) {
+                operations.push((
+                    format!("{} {path}", method.to_uppercase()),
+                    operation.clone(),
+                ));
+            }
+        }
+    }
+    assert!(!operations.is_empty(), "the document lists no operation");
+    operations
+}
+
+/// Whether `operation` requires the `bearer` scheme.
+fn requires_bearer(operation: &Value) -> bool {
+    operation["security"]
+        .as_array()
+        .is_some_and(|requirements| requirements.iter().any(|r| r.get("bearer").is_some()))
+}
+
+/// Whether `operation` declares no security requirement at all (open to anyone).
+fn is_open(operation: &Value) -> bool {
+    operation["security"]
+        .as_array()
+        .is_none_or(|requirements| requirements.is_empty())
+}
+
+/// A value valid for `schema` (resolving `$ref`s in `doc`): the required properties of
+/// objects, one item of arrays, strings as long as their minimum and in their format.
+fn example(doc: &Value, schema: &Value) -> Value {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected $ref {reference}"));
+        return example(doc, &doc["components"]["schemas"][name]);
+    }
+    for combinator in ["allOf", "oneOf", "anyOf"] {
+        if let Some(first) = schema[combinator]
+            .as_array()
+            .and_then(|options| options.iter().find(|o| o["type"] != "null"))
+        {
+            return example(doc, first);
+        }
+    }
+    let kind = match &schema["type"] {
+        Value::String(kind) => kind.clone(),
+        Value::Array(kinds) => kinds
+            .iter()
+            .filter_map(Value::as_str)
+            .find(|k| *k != "null")
+            .unwrap_or("string")
+            .to_owned(),
+        _ if schema["properties"].is_object() => "object".to_owned(),
+        _ => "string".to_owned(),
+    };
+    match kind.as_str() {
+        "object" => {
+            let mut object = serde_json::Map::new();
+            for name in schema["required"].as_array().into_iter().flatten() {
+                let name = name.as_str().expect("a property name");
+                object.insert(name.to_owned(), example(doc, &schema["properties"][name]));
+            }
+            Value::Object(object)
+        }
+        "array" => {
+            let count = schema["minItems"].as_u64().unwrap_or(1).max(1);
+            Value::Array((0..count).map(|_| example(doc, &schema["items"])).collect())
+        }
+        "boolean" => json!(false),
+        "integer" | "number" => json!(schema["minimum"].as_i64().unwrap_or(1)),
+        _ => match schema["format"].as_str() {
+            Some("email") => json!(unique_email("walk")),
+            Some("password") => json!("a long enough password"),
+            Some("date-time") => json!(Utc::now().to_rfc3339()),
+            _ => {
+                let length = schema["minLength"].as_u64().unwrap_or(1).max(1);
+                json!("w".repeat(length as usize))
+            }
+        },
+    }
+}
+
+/// The method and URI of `route` ("METHOD /path"), its path parameters naming rows that
+/// exist: `{id}` of `/users/…` a user, of anything else a note.
+fn method_and_uri(route: &str, user_id: i64, note_id: i64) -> (Method, String) {
+    let (method, path) = route.split_once(' ').unwrap();
+    let id = if path.starts_with("/users/") {
+        user_id
+    } else {
+        note_id
+    };
+    let uri = path.replace("{id}", &id.to_string());
+    assert!(
+        !uri.contains('{'),
+        "{route}: fill its path parameters in this test"
+    );
+    (Method::from_bytes(method.as_bytes()).unwrap(), uri)
+}
+
+/// A request for `operation` at `route`, without `Authorization`, on existing rows
+/// ([`method_and_uri`]) and with a body valid for the documented schema where one is
+/// documented: only the missing sign-in is wrong with it.
+fn valid_request(
+    doc: &Value,
+    route: &str,
+    operation: &Value,
+    user_id: i64,
+    note_id: i64,
+) -> TestRequest {
+    let (method, uri) = method_and_uri(route, user_id, note_id);
+    let body_schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+    if body_schema.is_null() {
+        TestRequest::default().method(method).uri(&uri)
+    } else {
+        json_request(method, &uri, &example(doc, body_schema))
+    }
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn the_openapi_document_opens_exactly_the_public_operations(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+
+    let reply = app
+        .send_anonymous(TestRequest::get().uri("/openapi.json"))
+        .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let doc = reply.json();
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert_eq!(
+        scheme["scheme"].as_str().map(str::to_lowercase),
+        Some("bearer".into())
+    );
+    let operations = operations(&doc);
+    let open: BTreeSet<&str> = operations
+        .iter()
+        .filter(|(_, operation)| is_open(operation))
+        .map(|(route, _)| route.as_str())
+        .collect();
+    let public: BTreeSet<&str> = PUBLIC_OPERATIONS.into_iter().collect();
+    assert_eq!(
+        open, public,
+        "the operations without a security requirement are exactly the public ones"
+    );
+    for (route, operation) in &operations {
+        if !public.contains(route.as_str()) {
+            assert!(
+                requires_bearer(operation),
+                "{route} does not declare `security: [bearer]`"
+            );
+            assert!(
+                operation["responses"]["401"].is_object(),
+                "{route} does not document its 401"
+            );
+        }
+    }
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn every_documented_operation_but_the_public_ones_refuses_an_anonymous_call(
+    backend: Backend,
+) {
+    let (app, owner) = TestApp::signed_in(backend).await;
+    let note = create_note(&app, &owner.token, "still here", false).await;
+    let before = stored_note(&app, id_of(&note)).await.unwrap();
+    let doc = app
+        .send_anonymous(TestRequest::get().uri("/openapi.json"))
+        .await
+        .json();
+    let mut protected: Vec<(String, Value)> = operations(&doc)
+        .into_iter()
+        .filter(|(route, _)| !PUBLIC_OPERATIONS.contains(&route.as_str()))
+        .collect();
+    // DELETE last: were one to go through, the others still find the rows.
+    protected.sort_by_key(|(route, _)| route.starts_with("DELETE"));
+    assert!(
+        protected.len() >= 12,
+        "too few protected operations: {protected:?}"
+    );
+
+    for (route, operation) in &protected {
+        let request = valid_request(&doc, route, operation, owner.id, id_of(&note));
+        let reply = app.send_anonymous(request).await;
+
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{route} answered an anonymous call: {reply:?}"
+        );
+        assert_unauthenticated(&reply);
+    }
+    assert_eq!(stored_note(&app, id_of(&note)).await, Some(before));
+    assert_token_accepted(&app, &owner.token, owner.id, "the owner is untouched").await;
+    assert_eq!(sessions_of(&app, owner.id).await.len(), 1);
+    // The bodies were valid: signed in, the same requests succeed.
+    for (route, operation) in &protected {
+        if operation["requestBody"].is_object() {
+            let request = valid_request(&doc, route, operation, owner.id, id_of(&note));
+            let reply = app.send_as(&owner.token, request).await;
+            assert!(reply.status.is_success(), "{route} signed in: {reply:?}");
+        }
+    }
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn every_documented_operation_but_the_public_ones_refuses_an_unknown_token(backend: Backend) {
+    let (app, owner) = TestApp::signed_in(backend).await;
+    let note = create_note(&app, &owner.token, "still here", false).await;
+    let doc = app.get("/openapi.json").await.json();
+    let unknown = "0".repeat(64);
+
+    for (route, operation) in operations(&doc) {
+        if PUBLIC_OPERATIONS.contains(&route.as_str()) {
+            continue;
+        }
+        let request = valid_request(&doc, &route, &operation, owner.id, id_of(&note));
+        let reply = app.send_as(&unknown, request).await;
+
+        assert_eq!(
+            reply.status,
+            StatusCode::UNAUTHORIZED,
+            "{route} answered an unknown token: {reply:?}"
+        );
+        assert_unauthenticated(&reply);
+    }
+    assert!(stored_note(&app, id_of(&note)).await.is_some());
+    app.finish().await;
+}
+
+/// A bad token is 401 whatever else is wrong with the request: nothing about the body or the
+/// path is reported to a caller who is not signed in (and the answer does not depend on
+/// which extractor happens to finish first).
+#[backends(sqlite, postgres, mysql)]
+async fn an_unknown_token_is_401_even_with_a_bad_body_or_path(backend: Backend) {
+    let (app, owner) = TestApp::signed_in(backend).await;
+    let note = create_note(&app, &owner.token, "still here", false).await;
+    let doc = app.get("/openapi.json").await.json();
+    let unknown = "0".repeat(64);
+    let with_bodies: Vec<(String, Value)> = operations(&doc)
+        .into_iter()
+        .filter(|(route, operation)| {
+            !PUBLIC_OPERATIONS.contains(&route.as_str()) && operation["requestBody"].is_object()
+        })
+        .collect();
+    assert!(!with_bodies.is_empty());
+
+    for (route, operation) in &with_bodies {
+        let (method, uri) = method_and_uri(route, owner.id, id_of(&note));
+        let raw = |content_type: &str, body: &str| {
+            TestRequest::default()
+                .method(method.clone())
+                .uri(&uri)
+                .insert_header(("content-type", content_type))
+                .set_payload(body.to_owned())
+        };
+        let mut cases = vec![
+            // Valid JSON, invalid for every documented body (else 422).
+            ("a JSON number", raw("application/json", "42")),
+            ("malformed JSON", raw("application/json", "{")),
+            ("not JSON", raw("text/plain", "x")),
+        ];
+        if route.contains("{id}") {
+            let (_, path) = route.split_once(' ').unwrap();
+            let body = example(
+                &doc,
+                &operation["requestBody"]["content"]["application/json"]["schema"],
+            );
+            let bad_id = path.replace("{id}", "not-an-id");
+            cases.push((
+                "a malformed id",
+                json_request(method.clone(), &bad_id, &body),
+            ));
+        }
+
+        for (case, request) in cases {
+            let reply = app.send_as(&unknown, request).await;
+
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{route} with an unknown token and {case}: {reply:?}"
+            );
+            assert_unauthenticated(&reply);
+        }
+    }
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Ownership
+
+#[backends(sqlite, postgres, mysql)]
+async fn another_users_note_is_404_on_get_patch_and_delete_and_stays_as_it_was(backend: Backend) {
+    let (app, alice) = TestApp::signed_in(backend).await;
+    let bob = app.sign_up_and_in("bob").await;
+    let note = create_note(&app, &alice.token, "alice's secret", false).await;
+    let id = id_of(&note);
+    let before = stored_note(&app, id).await.unwrap();
+    let path = format!("/notes/{id}");
+    let missing = app
+        .send_as(&bob.token, TestRequest::get().uri("/notes/999999999"))
+        .await;
+    let missing = problem_identity(&assert_problem(&missing, StatusCode::NOT_FOUND));
+
+    let get = app.send_as(&bob.token, TestRequest::get().uri(&path)).await;
+    let patch = app
+        .send_as(
+            &bob.token,
+            json_request(
+                Method::PATCH,
+                &path,
+                &json!({"text": "bob was here", "completed": true}),
+            ),
+        )
+        .await;
+    let delete = app
+        .send_as(&bob.token, TestRequest::delete().uri(&path))
+        .await;
+
+    for (name, reply) in [("GET", get), ("PATCH", patch), ("DELETE", delete)] {
+        let problem = assert_problem(&reply, StatusCode::NOT_FOUND);
+        assert_eq!(
+            problem_identity(&problem),
+            missing,
+            "{name}: as if the note did not exist"
+        );
+    }
+    assert_eq!(
+        stored_note(&app, id).await,
+        Some(before),
+        "unchanged and not deleted"
+    );
+    let reply = app.get(&path).await;
+    assert_eq!(reply.status, StatusCode::OK, "the owner still has it");
+    assert_eq!(reply.json()["text"], "alice's secret");
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn note_lists_show_only_the_callers_notes_whatever_the_parameters(backend: Backend) {
+    let (app, alice) = TestApp::signed_in(backend).await;
+    let bob = app.sign_up_and_in("bob").await;
+    // Interleaved ids: alice, bob, alice (done), bob (done), alice.
+    let a1 = id_of(&create_note(&app, &alice.token, "a1", false).await);
+    let b1 = id_of(&create_note(&app, &bob.token, "b1", false).await);
+    let a2 = id_of(&create_note(&app, &alice.token, "a2", true).await);
+    let b2 = id_of(&create_note(&app, &bob.token, "b2", true).await);
+    let a3 = id_of(&create_note(&app, &alice.token, "a3", false).await);
+
+    let cases = [
+        ("/notes".to_owned(), vec![b1, b2]),
+        (format!("/notes?after={a1}"), vec![b1, b2]),
+        (format!("/notes?after={b1}"), vec![b2]),
+        (format!("/notes?after={a3}"), vec![]),
+        ("/notes?completed=true".to_owned(), vec![b2]),
+        ("/notes?completed=false".to_owned(), vec![b1]),
+        (format!("/notes?after={a1}&completed=true"), vec![b2]),
+        ("/notes?limit=1".to_owned(), vec![b1]),
+        (format!("/notes?limit=1&after={b1}"), vec![b2]),
+    ];
+    for (path, expected) in cases {
+        assert_eq!(
+            listed_ids(&app, &bob.token, &path).await,
+            expected,
+            "bob's GET {path}"
+        );
+    }
+    assert_eq!(listed_ids(&app, &alice.token, "/notes").await, [a1, a2, a3]);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn an_export_streams_only_the_callers_notes(backend: Backend) {
+    let (app, alice) = TestApp::signed_in(backend).await;
+    let bob = app.sign_up_and_in("bob").await;
+    let a1 = id_of(&create_note(&app, &alice.token, "a1", false).await);
+    let b1 = id_of(&create_note(&app, &bob.token, "b1", false).await);
+    let a2 = id_of(&create_note(&app, &alice.token, "a2", true).await);
+
+    let bobs = exported(&app, &bob.token).await;
+    let alices = exported(&app, &alice.token).await;
+
+    assert_eq!(bobs.iter().map(id_of).collect::<Vec<_>>(), [b1]);
+    assert!(bobs.iter().all(|n| n["user_id"] == bob.id), "{bobs:?}");
+    assert_eq!(alices.iter().map(id_of).collect::<Vec<_>>(), [a1, a2]);
+    assert!(
+        alices.iter().all(|n| n["user_id"] == alice.id),
+        "{alices:?}"
+    );
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn new_notes_single_and_bulk_belong_to_their_creator(backend: Backend) {
+    let (app, alice) = TestApp::signed_in(backend).await;
+
+    let single = app.post_json("/notes", &json!({"text": "mine"})).await;
+    let bulk = app
+        .post_json("/notes/bulk", &json!([{"text": "one"}, {"text": "two"}]))
+        .await;
+
+    assert_eq!(single.status, StatusCode::CREATED, "{single:?}");
+    assert_eq!(bulk.status, StatusCode::CREATED, "{bulk:?}");
+    let mut created = vec![single.json()];
+    created.extend(bulk.json().as_array().unwrap().iter().cloned());
+    for note in &created {
+        assert_eq!(note["user_id"], alice.id, "{note}");
+        let stored = stored_note(&app, id_of(note)).await.unwrap();
+        assert_eq!(stored.user_id, alice.id, "{stored:?}");
+    }
+    app.finish().await;
+}
+
+/// `reply` to a body naming another owner: 422, or 201 with the notes owned by the caller
+/// (in the JSON and in the database) — never by the user the body named.
+async fn assert_user_id_not_obeyed(app: &TestApp, reply: &Reply, caller: i64, named: i64) {
+    if reply.status == StatusCode::UNPROCESSABLE_ENTITY {
+        assert_problem(reply, StatusCode::UNPROCESSABLE_ENTITY);
+        return;
+    }
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let body = reply.json();
+    let notes = match body.as_array() {
+        Some(notes) => notes.clone(),
+        None => vec![body],
+    };
+    for note in notes {
+        assert_eq!(note["user_id"], caller, "the JSON names the caller: {note}");
+        let stored = stored_note(app, id_of(&note)).await.unwrap();
+        assert_eq!(stored.user_id, caller, "stored for the caller, not {named}");
+    }
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_user_id_in_a_new_notes_body_is_never_obeyed(backend: Backend) {
+    let (app, alice) = TestApp::signed_in(backend).await;
+    let bob = app.sign_up_and_in("bob").await;
+
+    let single = app
+        .send_as(
+            &bob.token,
+            json_request(
+                Method::POST,
+                "/notes",
+                &json!({"text": "x", "user_id": alice.id}),
+            ),
+        )
+        .await;
+    let bulk = app
+        .send_as(
+            &bob.token,
+            json_request(
+                Method::POST,
+                "/notes/bulk",
+                &json!([{"text": "y", "user_id": alice.id}, {"text": "z"}]),
+            ),
+        )
+        .await;
+
+    assert_user_id_not_obeyed(&app, &single, bob.id, alice.id).await;
+    assert_user_id_not_obeyed(&app, &bulk, bob.id, alice.id).await;
+    let alices = note::Entity::find()
+        .filter(note::Column::UserId.eq(alice.id))
+        .all(app.conn())
+        .await
+        .unwrap();
+    assert!(alices.is_empty(), "bob wrote notes as alice: {alices:?}");
+    assert!(listed_ids(&app, &alice.token, "/notes").await.is_empty());
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn admins_get_404_on_other_users_notes_too(backend: Backend) {
+    let (app, alice) = TestApp::signed_in(backend).await;
+    let admin = app.admin().await;
+    let note = create_note(&app, &alice.token, "not for admins", false).await;
+    let id = id_of(&note);
+    let before = stored_note(&app, id).await.unwrap();
+    let path = format!("/notes/{id}");
+
+    let get = app
+        .send_as(&admin.token, TestRequest::get().uri(&path))
+        .await;
+    let patch = app
+        .send_as(
+            &admin.token,
+            json_request(Method::PATCH, &path, &json!({"completed": true})),
+        )
+        .await;
+    let delete = app
+        .send_as(&admin.token, TestRequest::delete().uri(&path))
+        .await;
+    let listed = listed_ids(&app, &admin.token, "/notes").await;
+    let exports = exported(&app, &admin.token).await;
+
+    assert_problem(&get, StatusCode::NOT_FOUND);
+    assert_problem(&patch, StatusCode::NOT_FOUND);
+    assert_problem(&delete, StatusCode::NOT_FOUND);
+    assert!(listed.is_empty(), "{listed:?}");
+    assert!(exports.is_empty(), "{exports:?}");
+    assert_eq!(stored_note(&app, id).await, Some(before));
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Revocation
+
+#[backends(sqlite, postgres, mysql)]
+async fn signing_out_revokes_that_token_and_no_other(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let other_session = token_for(&app, &user.email, TEST_PASSWORD).await;
+
+    let reply = app
+        .send_as(&user.token, TestRequest::delete().uri("/sessions/current"))
+        .await;
+
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    assert!(reply.body.is_empty());
+    assert_token_refused(&app, &user.token, "the signed-out token").await;
+    assert!(session_of_token(&app, &user.token).await.is_none());
+    assert_token_accepted(&app, &other_session, user.id, "another session").await;
+    let again = app
+        .send_as(&user.token, TestRequest::delete().uri("/sessions/current"))
+        .await;
+    assert_unauthenticated(&again);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn changing_ones_own_password_revokes_the_other_sessions_but_not_the_current_one(
+    backend: Backend,
+) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let third = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let new_password = "a brand new password";
+
+    let reply = patch_user(
+        &app,
+        &user.token,
+        user.id,
+        &json!({"password": new_password, "current_password": TEST_PASSWORD}),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_token_accepted(&app, &user.token, user.id, "the token that changed it").await;
+    assert_token_refused(&app, &other, "another session").await;
+    assert_token_refused(&app, &third, "a third session").await;
+    assert_eq!(sessions_of(&app, user.id).await.len(), 1);
+    assert_unauthenticated(&try_sign_in(&app, &user.email, TEST_PASSWORD).await);
+    token_for(&app, &user.email, new_password).await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn an_admin_setting_a_users_password_revokes_every_session_of_that_user(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let admin = app.admin().await;
+
+    let reply = patch_user(
+        &app,
+        &admin.token,
+        user.id,
+        &json!({"password": "set by the admin"}),
+    )
+    .await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_token_refused(&app, &user.token, "the user's first session").await;
+    assert_token_refused(&app, &other, "the user's second session").await;
+    assert!(sessions_of(&app, user.id).await.is_empty());
+    assert_token_accepted(&app, &admin.token, admin.id, "the admin's own session").await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn deactivation_revokes_every_session_for_good_and_sign_in_is_401(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let admin = app.admin().await;
+
+    let reply = patch_user(&app, &admin.token, user.id, &json!({"is_active": false})).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_token_refused(&app, &user.token, "deactivated: first session").await;
+    assert_token_refused(&app, &other, "deactivated: second session").await;
+    assert!(sessions_of(&app, user.id).await.is_empty());
+    assert_unauthenticated(&try_sign_in(&app, &user.email, TEST_PASSWORD).await);
+    // Revoked, not merely hidden while inactive: reactivation does not bring them back.
+    let reply = patch_user(&app, &admin.token, user.id, &json!({"is_active": true})).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_token_refused(&app, &user.token, "reactivated: first session").await;
+    assert_token_refused(&app, &other, "reactivated: second session").await;
+    token_for(&app, &user.email, TEST_PASSWORD).await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn deleting_a_user_revokes_their_sessions(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+
+    let reply = app
+        .send_as(
+            &user.token,
+            TestRequest::delete().uri(&format!("/users/{}", user.id)),
+        )
+        .await;
+
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    assert_token_refused(&app, &user.token, "the token that deleted the user").await;
+    assert_token_refused(&app, &other, "another session").await;
+    assert!(
+        sessions_of(&app, user.id).await.is_empty(),
+        "sessions deleted"
+    );
+    app.finish().await;
+}
+
+// Across instances: two servers on one database, real HTTP.
+
+/// An HTTP client for the two-server tests.
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish()
+}
+
+/// Sign up and sign in through `server`; the user's id, e-mail and token.
+async fn sign_up_and_in_over_http(client: &awc::Client, server: &TestServer) -> SignedIn {
+    let email = unique_email("instances");
+    let credentials = json!({"email": email, "password": TEST_PASSWORD});
+    let mut reply = client
+        .post(server.url("/users"))
+        .send_json(&credentials)
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::CREATED);
+    let id = id_of(&reply.json::<Value>().await.unwrap());
+    let token = sign_in_over_http(client, server, &email).await;
+    SignedIn {
+        id,
+        email,
+        password: TEST_PASSWORD.to_owned(),
+        token,
+    }
+}
+
+async fn sign_in_over_http(client: &awc::Client, server: &TestServer, email: &str) -> String {
+    let mut reply = client
+        .post(server.url("/sessions"))
+        .send_json(&json!({"email": email, "password": TEST_PASSWORD}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::CREATED);
+    let body: Value = reply.json().await.unwrap();
+    body["token"].as_str().unwrap().to_owned()
+}
+
+/// The status of `GET /users/me` with `token` on `server`.
+async fn me_status_over_http(client: &awc::Client, server: &TestServer, token: &str) -> u16 {
+    client
+        .get(server.url("/users/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// How long after now `server` takes to refuse `token` (401), polling every 50 ms; panics
+/// after 5 s, or if it answers anything but 200 or 401.
+async fn refused_after(client: &awc::Client, server: &TestServer, token: &str) -> Duration {
+    let started = Instant::now();
+    loop {
+        match me_status_over_http(client, server, token).await {
+            401 => return started.elapsed(),
+            200 => {}
+            other => panic!("GET /users/me answered {other} while waiting for a 401"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the other instance still accepts the revoked token after 5 s"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_signed_out_token_is_refused_by_another_instance_within_a_second(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (one, two) = (app.serve().await, app.serve().await);
+    let client = client();
+    let user = sign_up_and_in_over_http(&client, &one).await;
+    // The second instance has seen the token (and may have cached it).
+    assert_eq!(me_status_over_http(&client, &two, &user.token).await, 200);
+    assert_eq!(me_status_over_http(&client, &two, &user.token).await, 200);
+
+    let reply = client
+        .delete(one.url("/sessions/current"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::NO_CONTENT);
+    let delay = refused_after(&client, &two, &user.token).await;
+
+    eprintln!("{backend:?}: sign-out on one instance, refused by the other after {delay:?}");
+    assert!(
+        delay < Duration::from_secs(1),
+        "the other instance took {delay:?}"
+    );
+    one.stop().await;
+    two.stop().await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_password_change_revokes_the_other_sessions_on_another_instance_within_a_second(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    let (one, two) = (app.serve().await, app.serve().await);
+    let client = client();
+    let user = sign_up_and_in_over_http(&client, &one).await;
+    let other = sign_in_over_http(&client, &two, &user.email).await;
+    assert_eq!(me_status_over_http(&client, &two, &other).await, 200);
+    assert_eq!(me_status_over_http(&client, &two, &user.token).await, 200);
+
+    let reply = client
+        .patch(one.url(&format!("/users/{}", user.id)))
+        .bearer_auth(&user.token)
+        .send_json(&json!({"password": "changed on one", "current_password": TEST_PASSWORD}))
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), StatusCode::OK);
+    let delay = refused_after(&client, &two, &other).await;
+
+    eprintln!(
+        "{backend:?}: password change on one instance, other session refused by the other after {delay:?}"
+    );
+    assert!(
+        delay < Duration::from_secs(1),
+        "the other instance took {delay:?}"
+    );
+    assert_eq!(
+        me_status_over_http(&client, &two, &user.token).await,
+        200,
+        "the token that made the change still works on the other instance"
+    );
+    one.stop().await;
+    two.stop().await;
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Purging expired sessions
+
+#[backends(sqlite, postgres, mysql)]
+async fn purging_deletes_expired_sessions_and_keeps_live_ones(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let expired = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let now = entity::now();
+    set_expiry(&app, &expired, now - chrono::Duration::seconds(1)).await;
+    assert_eq!(sessions_of(&app, user.id).await.len(), 2);
+
+    let purged = session::delete_expired(now).exec(app.conn()).await.unwrap();
+
+    assert_eq!(purged.rows_affected, 1);
+    assert!(
+        session_of_token(&app, &expired).await.is_none(),
+        "expired: gone"
+    );
+    assert!(
+        session_of_token(&app, &user.token).await.is_some(),
+        "live: kept"
+    );
+    assert_token_accepted(&app, &user.token, user.id, "the live session").await;
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. Sign-in throttling (SIGNIN_MAX_FAILURES=3; the 15-minute window is unit-tested in
+// api/src/limits.rs)
+
+#[backends(sqlite, postgres, mysql)]
+async fn after_max_failures_even_the_right_password_is_429_with_retry_after(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
+    let (id, email) = sign_up(&app, "throttled").await;
+    fail_sign_ins(&app, 3, || sign_in_request(&email, "wrong password", PEER)).await;
+
+    let right = try_sign_in(&app, &email, TEST_PASSWORD).await;
+    let wrong = try_sign_in(&app, &email, "wrong password").await;
+
+    assert_throttled(&right);
+    assert_throttled(&wrong);
+    assert!(
+        sessions_of(&app, id).await.is_empty(),
+        "no session was made"
+    );
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn the_throttle_holds_one_email_from_one_client_only(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
+    let (_, email) = sign_up(&app, "throttled").await;
+    let (_, other_email) = sign_up(&app, "bystander").await;
+    fail_sign_ins(&app, 3, || sign_in_request(&email, "wrong password", PEER)).await;
+    assert_throttled(&try_sign_in(&app, &email, TEST_PASSWORD).await);
+
+    let other_email_same_client = try_sign_in(&app, &other_email, TEST_PASSWORD).await;
+    let same_email_other_client = app
+        .send_anonymous(sign_in_request(&email, TEST_PASSWORD, OTHER_PEER))
+        .await;
+
+    assert_eq!(
+        other_email_same_client.status,
+        StatusCode::CREATED,
+        "another e-mail from the same client: {other_email_same_client:?}"
+    );
+    assert_eq!(
+        same_email_other_client.status,
+        StatusCode::CREATED,
+        "the same e-mail from another client: {same_email_other_client:?}"
+    );
+    app.finish().await;
+}
+
+/// A success under the limit is let through (201), from this client and from another, and
+/// does not clear the failures of another e-mail from the same client.
+#[backends(sqlite, postgres, mysql)]
+async fn a_successful_sign_in_under_the_limit_clears_no_other_failures(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
+    let (_, alice) = sign_up(&app, "alice").await;
+    let (_, bob) = sign_up(&app, "bob").await;
+    // bob is throttled from PEER; alice has two failures there.
+    fail_sign_ins(&app, 3, || sign_in_request(&bob, "wrong password", PEER)).await;
+    fail_sign_ins(&app, 2, || sign_in_request(&alice, "wrong password", PEER)).await;
+
+    let alice_here = try_sign_in(&app, &alice, TEST_PASSWORD).await;
+    let alice_elsewhere = app
+        .send_anonymous(sign_in_request(&alice, TEST_PASSWORD, OTHER_PEER))
+        .await;
+
+    assert_eq!(alice_here.status, StatusCode::CREATED, "{alice_here:?}");
+    assert_eq!(
+        alice_elsewhere.status,
+        StatusCode::CREATED,
+        "{alice_elsewhere:?}"
+    );
+    assert_throttled(&try_sign_in(&app, &bob, TEST_PASSWORD).await);
+    app.finish().await;
+}
+
+/// The other half of the success rule: a success from another client does not clear this
+/// client's failures for the e-mail.
+#[backends(sqlite, postgres, mysql)]
+async fn a_successful_sign_in_from_another_client_leaves_this_clients_failures(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
+    let (_, email) = sign_up(&app, "alice").await;
+    fail_sign_ins(&app, 2, || sign_in_request(&email, "wrong password", PEER)).await;
+    let elsewhere = app
+        .send_anonymous(sign_in_request(&email, TEST_PASSWORD, OTHER_PEER))
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::CREATED, "{elsewhere:?}");
+
+    fail_sign_ins(&app, 1, || sign_in_request(&email, "wrong password", PEER)).await;
+    let reply = try_sign_in(&app, &email, TEST_PASSWORD).await;
+
+    assert_throttled(&reply);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn behind_a_trusted_proxy_failures_count_per_last_forwarded_address(backend: Backend) {
+    let app = TestApp::with_settings(
+        backend,
+        &[
+            ("SIGNIN_MAX_FAILURES", "3"),
+            ("FORWARDED_ALLOW_IPS", PEER_IP),
+        ],
+    )
+    .await;
+    let (_, email) = sign_up(&app, "proxied").await;
+    fail_sign_ins(&app, 3, || {
+        forwarded_sign_in(&email, "wrong password", "203.0.113.5")
+    })
+    .await;
+
+    let same_client = forwarded_sign_in(&email, TEST_PASSWORD, "203.0.113.5");
+    // A client may prepend anything; the proxy appends the address it saw.
+    let same_client_spoofing =
+        forwarded_sign_in(&email, TEST_PASSWORD, "198.51.100.1, 203.0.113.5");
+    let other_client = forwarded_sign_in(&email, TEST_PASSWORD, "203.0.113.6");
+    let other_client_spoofing =
+        forwarded_sign_in(&email, TEST_PASSWORD, "203.0.113.5, 203.0.113.7");
+
+    assert_throttled(&app.send_anonymous(same_client).await);
+    assert_throttled(&app.send_anonymous(same_client_spoofing).await);
+    let reply = app.send_anonymous(other_client).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let reply = app.send_anonymous(other_client_spoofing).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn from_an_untrusted_peer_x_forwarded_for_does_not_escape_the_throttle(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
+    let (_, email) = sign_up(&app, "direct").await;
+    fail_sign_ins(&app, 3, || {
+        forwarded_sign_in(&email, "wrong password", "203.0.113.5")
+    })
+    .await;
+
+    let other_forwarded = forwarded_sign_in(&email, TEST_PASSWORD, "203.0.113.6");
+    let none_forwarded = sign_in_request(&email, TEST_PASSWORD, PEER);
+
+    assert_throttled(&app.send_anonymous(other_forwarded).await);
+    assert_throttled(&app.send_anonymous(none_forwarded).await);
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. The caller, and no caching of user data
+
+#[backends(sqlite, postgres, mysql)]
+async fn users_me_is_the_caller(backend: Backend) {
+    let (app, alice) = TestApp::signed_in(backend).await;
+    let bob = app.sign_up_and_in("bob").await;
+
+    let alices = me_with(&app, &alice.token).await;
+    let bobs = me_with(&app, &bob.token).await;
+
+    assert_eq!(alices.status, StatusCode::OK, "{alices:?}");
+    assert_eq!(bobs.status, StatusCode::OK, "{bobs:?}");
+    let (alices, bobs) = (alices.json(), bobs.json());
+    assert_eq!(id_of(&alices), alice.id);
+    assert_eq!(alices["email"], alice.email.as_str());
+    assert_eq!(alices["is_admin"], false);
+    assert!(alices.get("hashed_password").is_none() && alices.get("password").is_none());
+    assert_eq!(id_of(&bobs), bob.id);
+    assert_eq!(bobs["email"], bob.email.as_str());
+    let shown = user::Entity::find_by_id(alice.id)
+        .one(app.conn())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(time_of(&alices, "created_at"), shown.created_at);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn responses_carrying_user_data_say_cache_control_no_store(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let note = create_note(&app, &user.token, "private", false).await;
+    let id = id_of(&note);
+
+    let replies = [
+        (
+            "POST /sessions",
+            try_sign_in(&app, &user.email, TEST_PASSWORD).await,
+        ),
+        ("GET /users/me", app.get("/users/me").await),
+        (
+            "GET /users/{id}",
+            app.get(&format!("/users/{}", user.id)).await,
+        ),
+        ("GET /notes", app.get("/notes").await),
+        ("GET /notes/{id}", app.get(&format!("/notes/{id}")).await),
+        (
+            "POST /notes",
+            app.post_json("/notes", &json!({"text": "more"})).await,
+        ),
+        ("GET /notes/export", app.get("/notes/export").await),
+    ];
+
+    for (route, reply) in replies {
+        assert!(reply.status.is_success(), "{route}: {reply:?}");
+        let cache_control = reply.header("cache-control").unwrap_or_default();
+        assert!(
+            cache_control
+                .split(',')
+                .any(|directive| directive.trim().eq_ignore_ascii_case("no-store")),
+            "{route}: Cache-Control is {cache_control:?}"
+        );
+    }
+    app.finish().await;
+}
