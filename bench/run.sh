@@ -26,6 +26,8 @@
 #        list  GET /notes?limit=100
 #        post  POST /notes
 #        mix   90 % GET /notes/{id}, 10 % POST /notes
+#        postkey  POST /notes with a new Idempotency-Key each (the baseline ignores the header:
+#              the report compares the api with a key to the api without one)
 #      For each: requests/s, p50 and p99 latency, errors (non-2xx + socket errors) and the
 #      server's peak RSS during the run (VmHWM, reset through /proc/PID/clear_refs);
 #   4. brings the table to exactly BENCH_EXPORT_ROWS rows (the write scenarios add some) and
@@ -37,7 +39,7 @@
 # Environment (defaults in brackets):
 #   BENCH_DURATION [10]        seconds per measured run      BENCH_WARMUP [2]  seconds of warm-up
 #   BENCH_ROUNDS [3]           measured rounds per scenario and backend
-#   BENCH_SCENARIOS ["get list post mix"]
+#   BENCH_SCENARIOS ["get list post mix postkey"]
 #   BENCH_CONNECTIONS [64]     BENCH_THREADS [2]             BENCH_ROWS [100000]
 #   BENCH_EXPORT_ROWS [1000000]                              BENCH_BACKENDS ["sqlite postgres"]
 #   BENCH_PG_URL [postgres://postgres@127.0.0.1:5432]        server, no database name
@@ -83,7 +85,7 @@ PORT_API=${BENCH_PORT:-18700}
 PORT_BASE=$((PORT_API + 1))
 QUIET_PCT=${BENCH_QUIET_PCT:-15}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-120}
-SCENARIOS=${BENCH_SCENARIOS:-get list post mix}
+SCENARIOS=${BENCH_SCENARIOS:-get list post mix postkey}
 if $SMOKE; then
   DURATION=${BENCH_DURATION:-2}
   WARMUP=0
@@ -173,7 +175,7 @@ start_server() {
     if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/notes?limit=1")" != 000 ]; then
       return 0
     fi
-    kill -0 "${PID[$name]}" 2>/dev/null || { echo "bench: $name exited at start" >&2; exit 1; }
+    kill -0 "${PID[$name]}" 2>/dev/null || { echo "bench: $name exited at start ($(exit_of "${PID[$name]}"))" >&2; exit 1; }
     sleep 0.1
   done
   echo "bench: $name did not answer within 20 s" >&2
@@ -224,6 +226,13 @@ wait_quiet() {
   [ "$BUSY" -le "$QUIET_PCT" ] || log "still $BUSY % busy: measuring anyway (recorded as background_busy_pct)"
 }
 
+# exit_of PID: how a server that is gone ended (its exit status, or the signal that ended it).
+exit_of() {
+  local status=0
+  wait "$1" 2>/dev/null || status=$?
+  if [ "$status" -gt 128 ]; then echo "killed by SIG$(kill -l $((status - 128)))"; else echo "exit status $status"; fi
+}
+
 port_of() { if [ "$1" = api ]; then echo "$PORT_API"; else echo "$PORT_BASE"; fi; }
 
 # load_rows BACKEND TARGET: insert notes of the bench user (OWNER) until the table holds
@@ -250,7 +259,7 @@ drive() {
   reset_peak "$pid"
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 5s -s "$BENCH_DIR/wrk.lua" \
     "http://127.0.0.1:$port")
-  kill -0 "$pid" 2>/dev/null || { echo "bench: $server died during $scenario on $backend" >&2; exit 1; }
+  kill -0 "$pid" 2>/dev/null || { echo "bench: $server died during $scenario on $backend ($(exit_of "$pid"))" >&2; exit 1; }
   line=$(grep '^BENCH_JSON ' <<<"$out" | sed 's/^BENCH_JSON //')
   [ -n "$line" ] || { echo "bench: no report from wrk:" >&2; echo "$out" >&2; exit 1; }
   printf '{"kind":"load","backend":"%s","scenario":"%s","server":"%s","round":%s,"peak_rss_kib":%s,"background_busy_pct":%s,"wrk":%s}\n' \

@@ -2,7 +2,8 @@
 --
 -- Environment:
 --   WRK_SCENARIO   get (GET /notes/{random id}), list (GET /notes?limit=100),
---                  post (POST /notes), mix (WRK_WRITE_PCT % POST, the rest GET by id)
+--                  post (POST /notes), mix (WRK_WRITE_PCT % POST, the rest GET by id),
+--                  postkey (POST /notes with a new Idempotency-Key on every request)
 --   WRK_MAX_ID     ids are drawn uniformly from 1..WRK_MAX_ID (default 100000)
 --   WRK_WRITE_PCT  share of writes in the mix, in percent (default 10)
 --   WRK_TOKEN      bearer token sent as `Authorization: Bearer <token>` on every request
@@ -47,6 +48,16 @@ elseif scenario == "list" then
   request = function() return list_request end
 elseif scenario == "post" then
   request = function() return post_request end
+elseif scenario == "postkey" then
+  local sent = 0
+  local run = tostring(os.time())
+  request = function()
+    sent = sent + 1
+    return wrk.format("POST", "/notes",
+      { ["Authorization"] = authorization, ["Content-Type"] = "application/json",
+        ["Idempotency-Key"] = "bench-" .. run .. "-" .. (tid or 0) .. "-" .. sent },
+      '{"text":"a note written by the benchmark","completed":false}')
+  end
 elseif scenario == "mix" then
   request = function()
     if math.random(1, 100) <= write_pct then

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections import Counter
 
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/notes-api/target"))
 API_BIN = os.path.join(TARGET, "release", "api")
@@ -358,8 +359,17 @@ def check_ledger(db: Database, ledger: dict[int, set[str]], owners: dict[int, in
 
 
 def check_load(db: Database, load) -> tuple[int, list[str]]:
-    """check_ledger for a load.Load: texts, owners, and nothing written by refused probes."""
-    return check_ledger(db, load.ledger, load.owners, load.forbidden)
+    """check_ledger for a load.Load: texts, owners, and nothing written by refused probes;
+    and every keyed POST (Idempotency-Key, sent several times) stored exactly once."""
+    checked, problems = check_ledger(db, load.ledger, load.owners, load.forbidden)
+    if load.keyed or load.keyed_split:
+        texts = Counter(text for _, text in db.notes().values())
+        for text in load.keyed:
+            if texts[text] != 1:
+                problems.append(f"keyed note {text!r} is stored {texts[text]} times, not once")
+        for key, ids in load.keyed_split:
+            problems.append(f"Idempotency-Key {key} was answered with several notes: {ids}")
+    return checked, problems
 
 
 def summary(name: str, ok: bool, **figures) -> None:

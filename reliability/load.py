@@ -21,6 +21,12 @@ worker loops over a weighted mix of operations:
                                         the database (`forbidden`), the note must stay intact
     anon    a notes request with no token, a malformed or an unknown one: must be 401
                                         problem+json with `WWW-Authenticate: Bearer`
+    keyed   POST /notes with an Idempotency-Key, sent twice at once and then up to twice
+            more (not in the default mix; the soak adds it): every answer is the note
+                                        (201; the repeats `Idempotent-Replayed: true`) or
+                                        409 + Retry-After while the first is in flight
+                                        (retried until answered); all name one note, and
+                                        the database must hold that text exactly once
 
 Every request is recorded as a `Rec` (start, end, op, status, error kind, content type,
 Retry-After present, x-request-id, `expected`: the status is the right refusal for a probe or
@@ -106,6 +112,8 @@ class Load:
     forbidden: set = field(default_factory=set)    # texts only sent in requests that must fail
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     export_lines: list = field(default_factory=list)
+    keyed: dict = field(default_factory=dict)      # text of a keyed POST -> the note's id
+    keyed_split: list = field(default_factory=list)  # keys whose answers named several notes
 
     def __post_init__(self):
         self._ops, self._weights = zip(*self.mix.items())
@@ -187,6 +195,30 @@ class Load:
                 await session.close()
         return self
 
+    async def _keyed(self, session, worker: int, rnd) -> None:
+        """The `keyed` operation (see the module's docstring)."""
+        uidx = self.user_of(worker)
+        user = self.users[uidx]
+        key = uuid.uuid4().hex
+        text = self._text(worker, "k")
+        answers = list(await asyncio.gather(_keyed_send(self, session, user, key, text),
+                                            _keyed_send(self, session, user, key, text)))
+        for _ in range(rnd.randint(0, 2)):
+            answers.append(await _keyed_send(self, session, user, key, text))
+        deadline = time.monotonic() + 10
+        while not any(status == 201 for status, _ in answers) and time.monotonic() < deadline:
+            await asyncio.sleep(1.0)      # the 409's Retry-After
+            answers.append(await _keyed_send(self, session, user, key, text))
+        ids = {note["id"] for status, note in answers if status == 201 and note}
+        if len(ids) > 1:
+            self.keyed_split.append((key, sorted(ids)))
+        for note_id in ids:
+            self.ledger[note_id] = {text}
+            self.owners[note_id] = user["id"]
+            self._ids[uidx].append(note_id)
+            self._all.append((note_id, uidx))
+            self.keyed[text] = note_id
+
     def user_of(self, worker: int) -> int:
         """The user index a worker acts as (seeding uses -1 - user index)."""
         return -1 - worker if worker < 0 else worker % self.n_users
@@ -198,6 +230,9 @@ class Load:
             op = rnd.choices(self._ops, self._weights)[0]
             if op == "patch" and not mine:
                 op = "post"
+            if op == "keyed":
+                await self._keyed(session, worker, rnd)
+                continue
             rec = await self._request(session, op, worker, mine, rnd=rnd)
             if self.stop_on_refused and rec.error == "ClientConnectorError":
                 return
@@ -353,6 +388,36 @@ class Load:
         rec = Rec(t0, time.monotonic(), op, status, error, ctype, retry_after, rid, expected)
         self.records.append(rec)
         return rec
+
+
+async def _keyed_send(load: "Load", session, user: dict, key: str, text: str):
+    """One POST /notes with KEY; records it and returns (status, note or None)."""
+    t0 = time.monotonic()
+    status, error, ctype, retry_after, expected, note = None, None, "", False, False, None
+    load._counter += 1
+    rid = f"rel-{load.run_id}-{load._counter}"
+    hdr = {"x-request-id": rid, "authorization": f"Bearer {user['token']}", "idempotency-key": key}
+    try:
+        async with session.post(f"{load.base}/notes", headers=hdr, json={"text": text},
+                                timeout=aiohttp.ClientTimeout(total=load.timeout)) as resp:
+            status = resp.status
+            ctype = resp.headers.get("content-type", "")
+            retry_after = "retry-after" in resp.headers
+            body = await resp.read()
+            if status == 201:
+                note = json.loads(body)
+                if note.get("user_id") != user["id"] or note.get("text") != text:
+                    error = "foreign-note"
+            elif status == 409:
+                expected = retry_after and ctype.startswith(PROBLEM)
+    except asyncio.TimeoutError:
+        error = "timeout"
+    except (aiohttp.ClientError, OSError) as e:
+        error = type(e).__name__
+    except (ValueError, KeyError, AttributeError):
+        error = "bad-body"
+    load.records.append(Rec(t0, time.monotonic(), "keyed", status, error, ctype, retry_after, rid, expected))
+    return status, note
 
 
 def tally(records) -> dict:

@@ -10,7 +10,9 @@ parses and holds only the caller's notes, and so does every page and note read; 
 cross-user probe (GET/PATCH/DELETE of another user's note) is 404 and leaves the note as it was,
 every anonymous or bad-token probe is 401 with `WWW-Authenticate: Bearer`; every note
 acknowledged with 201 (and every acknowledged PATCH) is in the database with its text and its
-owner, and no refused write is; the pool's in-use count returns to 0 afterwards (from /metrics).
+owner, and no refused write is; every keyed POST (one Idempotency-Key sent two to four times,
+the first two at once) is answered with one note, and that note is stored exactly once; the
+pool's in-use count returns to 0 afterwards (from /metrics).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 import time
 
 from common import Database, Failure, Server, check_load, log, summary, wait_pool_idle
-from load import Load, SetupError, tally
+from load import DEFAULT_MIX, Load, SetupError, tally
 
 
 def soak(backend: str, seconds: float, name: str = "soak") -> bool:
@@ -31,7 +33,8 @@ def soak(backend: str, seconds: float, name: str = "soak") -> bool:
     try:
         base = server.start().wait_ready()
         log(f"{name}[{backend}]: {seconds:.0f} s of mixed load at 64 connections on {base}")
-        load = Load(base, connections=64, seconds=seconds, timeout=10, export_timeout=60)
+        load = Load(base, connections=64, seconds=seconds, timeout=10, export_timeout=60,
+                    mix={**DEFAULT_MIX, "keyed": 6})
         asyncio.run(load.run())
         elapsed = time.monotonic() - load.t_ready     # the load proper, after sign-in
         t = tally(load.records)
@@ -60,7 +63,9 @@ def soak(backend: str, seconds: float, name: str = "soak") -> bool:
         summary(f"{name}[{backend}]", ok, seconds=f"{elapsed:.1f}", requests=t["requests"],
                 rps=f"{t['requests'] / elapsed:.0f}", non_2xx=t["5xx"] + t["4xx"], errors=t["errors"],
                 exports=len(load.export_lines), export_429=t["export_429"], export_503=t["export_503"],
-                probes=t["probes"], probe_bad=t["probe_bad"], rows_checked=checked, missing=len(problems),
+                probes=t["probes"], probe_bad=t["probe_bad"], keyed=len(load.keyed),
+                keyed_409=sum(1 for r in load.records if r.op == "keyed" and r.status == 409),
+                rows_checked=checked, missing=len(problems),
                 pool_in_use_after=in_use, pool_idle_after_s=f"{waited:.1f}")
     except (Failure, SetupError) as e:
         log(f"{name}[{backend}] FAIL: {e}")

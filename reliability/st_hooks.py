@@ -32,6 +32,7 @@ replayed once), which restores the identity the same way. The operations stay in
 are tested, not excluded); every restoration is logged to REL_ST_AUTH_LOG for the summary.
 """
 
+import hashlib
 import json
 import os
 import subprocess
@@ -120,10 +121,23 @@ def _on_itself(case) -> bool:
 def before_call(context, case, **kwargs):
     """Changing one's own password needs `current_password` (contract; missing: 422). The
     schema cannot say "required when the target is oneself", so a generated self-service
-    password change gets the current password, as any client would send it."""
+    password change gets the current password, as any client would send it.
+
+    An `Idempotency-Key` names one request: the same key with another body is 422 by the
+    contract. Schemathesis draws keys from a small space ("0", "00", ...) and sends them with
+    every body it makes, as no client would, so the generated key gets a digest of the
+    operation and body appended: the same request keeps its key (and is replayed), another
+    request gets another key."""
     if case.operation.label == "PATCH /users/{id}" and _on_itself(case) and isinstance(case.body, dict) \
             and "password" in case.body and "current_password" not in case.body:
         case.body["current_password"] = _IDENTITY["password"]
+    headers = case.headers or {}
+    for name in list(headers):
+        if name.lower() == "idempotency-key" and isinstance(headers[name], str):
+            digest = hashlib.sha256(
+                f"{case.operation.label} {json.dumps(case.body, sort_keys=True, default=str)}".encode()
+            ).hexdigest()[:16]
+            headers[name] = f"{headers[name][:200]}-{digest}"
 
 
 @schemathesis.hook

@@ -37,6 +37,14 @@ impl DatabaseUrl {
         if backend != Backend::Sqlite && parsed.host_str().is_none_or(str::is_empty) {
             return Err("a URL with a host name".to_owned());
         }
+        // What the driver would refuse at connect time (an unknown `sslmode`, a bad port…)
+        // is a configuration error now, not five connection attempts later.
+        driver_accepts(backend, value).map_err(|error| {
+            format!(
+                "a URL its driver accepts ({})",
+                migration::database::scrub(&error.to_string(), value)
+            )
+        })?;
         Ok(Self {
             url: value.to_owned(),
             backend,
@@ -51,6 +59,19 @@ impl DatabaseUrl {
     /// Which database this URL points at.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+}
+
+/// Parse `url` as the backend's driver will when it connects.
+fn driver_accepts(backend: Backend, url: &str) -> Result<(), sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::{
+        mysql::MySqlConnectOptions, postgres::PgConnectOptions, sqlite::SqliteConnectOptions,
+    };
+    use std::str::FromStr;
+    match backend {
+        Backend::Sqlite => SqliteConnectOptions::from_str(url).map(drop),
+        Backend::Postgres => PgConnectOptions::from_str(url).map(drop),
+        Backend::MySql => MySqlConnectOptions::from_str(url).map(drop),
     }
 }
 
@@ -91,6 +112,9 @@ pub struct Settings {
     pub testing: bool,
     /// How long a sign-in token is accepted (`SESSION_TTL_S`).
     pub session_ttl: Duration,
+    /// How long the answer to a request with an `Idempotency-Key` is kept for replays
+    /// (`IDEMPOTENCY_TTL_S`).
+    pub idempotency_ttl: Duration,
     /// Failed sign-ins per (client address, e-mail) within the throttle window before 429.
     pub signin_max_failures: u32,
     /// Peers whose `X-Forwarded-For` names the client (`FORWARDED_ALLOW_IPS`).
@@ -190,6 +214,10 @@ impl Settings {
             testing: vars.parse(ENV_ONLY, "false", parse_bool)?,
             session_ttl: Duration::from_secs(
                 vars.number("SESSION_TTL_S", 14 * 24 * 3600, 1..=366 * 24 * 3600)?
+                    .into(),
+            ),
+            idempotency_ttl: Duration::from_secs(
+                vars.number("IDEMPOTENCY_TTL_S", 24 * 3600, 1..=366 * 24 * 3600)?
                     .into(),
             ),
             signin_max_failures: vars.number("SIGNIN_MAX_FAILURES", 5, 1..=1000)?,
@@ -433,6 +461,7 @@ mod tests {
     fn account_settings_have_defaults_and_bounds() {
         let settings = load(&[]).unwrap();
         assert_eq!(settings.session_ttl, Duration::from_secs(1_209_600));
+        assert_eq!(settings.idempotency_ttl, Duration::from_secs(86_400));
         assert_eq!(settings.signin_max_failures, 5);
         assert_eq!(settings.forwarded_allow, ForwardedAllow::Peers(vec![]));
         assert_eq!(settings.hash_concurrency, cpus());
@@ -442,6 +471,7 @@ mod tests {
         assert_eq!(small.export_max_concurrent, 1, "at least one");
         for var in [
             "SESSION_TTL_S",
+            "IDEMPOTENCY_TTL_S",
             "SIGNIN_MAX_FAILURES",
             "HASH_CONCURRENCY",
             "EXPORT_MAX_CONCURRENT",
@@ -511,5 +541,21 @@ mod tests {
 
         let err = load(&[("DATABASE_URL", "ftp://app:Sup3rS3cret@host/x")]).unwrap_err();
         assert!(!err.to_string().contains("Sup3rS3cret"), "{err}");
+    }
+
+    #[test]
+    fn a_url_the_driver_refuses_is_a_configuration_error() {
+        for url in [
+            "mysql://app:Sup3rS3cret@db/notes?sslmode=disable",
+            "postgres://app:Sup3rS3cret@db/notes?sslmode=sometimes",
+            "sqlite://data/notes.db?mode=sideways",
+        ] {
+            let err = load(&[("DATABASE_URL", url)]).unwrap_err();
+            assert_eq!(err.var, "DATABASE_URL", "{url}");
+            assert!(err.expected.contains("driver accepts"), "{url}: {err}");
+            assert!(!err.to_string().contains("Sup3rS3cret"), "{err}");
+        }
+        let fine = "mysql://app@db/notes?ssl-mode=disabled";
+        assert!(load(&[("DATABASE_URL", fine)]).is_ok());
     }
 }

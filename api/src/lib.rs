@@ -9,7 +9,8 @@
 //!   handlers reach the database, in SeaORM's terms;
 //! - [`state`] — what every handler can reach;
 //! - [`http`] — plumbing shared by the routes: errors as problem+json, request parsing,
-//!   pagination, metrics and the middleware every request goes through;
+//!   pagination, conditional requests, metrics and the middleware every request goes through;
+//! - [`idempotency`] — `Idempotency-Key`: claimed, answered and replayed through the database;
 //! - [`routes`] — one module per resource; [`openapi`] — the document and the docs page;
 //! - [`seed`] — the demo data; [`startup`] — the app, the server and the process's life.
 
@@ -22,6 +23,7 @@ pub mod db;
 pub mod state;
 
 pub mod http;
+pub mod idempotency;
 
 pub mod openapi;
 pub mod routes;

@@ -80,6 +80,60 @@ impl Modify for BearerAuth {
     }
 }
 
+/// A request header an operation reads, for its `params(…)`.
+fn header_param(
+    name: &str,
+    description: &str,
+    pattern: Option<&str>,
+) -> utoipa::openapi::path::Parameter {
+    use utoipa::openapi::{
+        ObjectBuilder, Required, Type,
+        path::{ParameterBuilder, ParameterIn},
+    };
+    let mut schema = ObjectBuilder::new().schema_type(Type::String);
+    if let Some(pattern) = pattern {
+        schema = schema
+            .pattern(Some(pattern))
+            .min_length(Some(1))
+            .max_length(Some(255));
+    }
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(schema))
+        .build()
+}
+
+/// Declares a request header as a parameter set an operation lists (`params(IfMatchHeader)`).
+macro_rules! header_params {
+    ($($name:ident = ($header:literal, $pattern:expr, $description:literal);)+) => {$(
+        pub struct $name;
+
+        impl utoipa::IntoParams for $name {
+            fn into_params(
+                _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+            ) -> Vec<utoipa::openapi::path::Parameter> {
+                vec![header_param($header, $description, $pattern)]
+            }
+        }
+    )+};
+}
+
+header_params! {
+    IfMatchHeader = ("if-match", None,
+        "Change only if the resource's current `ETag` is one of these (or `*`: if it exists); \
+         412 otherwise, and nothing changes.");
+    IfNoneMatchHeader = ("if-none-match", None,
+        "304 with no body when the current `ETag` is one of these.");
+    IdempotencyKeyHeader = ("idempotency-key", Some("^[!-~]{1,255}$"),
+        "1 to 255 visible ASCII characters, new for each new request. A retry with the same \
+         key and body gets the first answer again (`Idempotent-Replayed: true`) and writes \
+         nothing; the same key with another body is 422; a retry while the first request is \
+         still running is 409. Kept for IDEMPOTENCY_TTL_S (a day by default), per user.");
+}
+
 /// `/openapi.json`, `/docs` and the docs page's assets (served from the binary: no internet
 /// access needed).
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -99,25 +99,28 @@ pub async fn connect_with_retry(settings: &Settings) -> Result<DatabaseConnectio
     }
 }
 
-/// How often expired sessions are deleted.
-const SESSION_PURGE_EVERY: Duration = Duration::from_secs(600);
+/// How often expired sessions and idempotency keys are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
-/// Delete expired sessions now and every [`SESSION_PURGE_EVERY`] (they are refused anyway;
-/// this keeps the table small). Every instance may do it: the deletes are idempotent.
-fn purge_expired_sessions(db: DatabaseConnection) {
+/// Delete expired sessions and idempotency keys now and every [`PURGE_EVERY`] (they are
+/// ignored anyway; this keeps the tables small). Every instance may do it: the deletes are
+/// idempotent.
+fn purge_expired(db: DatabaseConnection) {
     actix_web::rt::spawn(async move {
-        let mut every = tokio::time::interval(SESSION_PURGE_EVERY);
+        let mut every = tokio::time::interval(PURGE_EVERY);
         loop {
             every.tick().await;
-            match entity::session::delete_expired(entity::now())
-                .exec(&db)
-                .await
-            {
-                Ok(done) if done.rows_affected > 0 => {
-                    tracing::info!(purged = done.rows_affected, "expired sessions deleted");
+            let now = entity::now();
+            let sessions = entity::session::delete_expired(now).exec(&db).await;
+            let keys = entity::idempotency_key::delete_expired(now).exec(&db).await;
+            for (what, done) in [("sessions", sessions), ("idempotency keys", keys)] {
+                match done {
+                    Ok(done) if done.rows_affected > 0 => {
+                        tracing::info!(purged = done.rows_affected, what, "expired rows deleted");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, what, "purging expired rows failed"),
                 }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "purging expired sessions failed"),
             }
         }
     });
@@ -162,7 +165,7 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         Arc::clone(&settings),
     )
     .map_err(|e| format!("cannot start the server: {e}"))?;
-    purge_expired_sessions(db.clone());
+    purge_expired(db.clone());
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         wait_for_shutdown_signal().await;

@@ -6,18 +6,20 @@
 //! saves a model through SeaORM applies them:
 //!
 //! - `created_at` is stamped on insert and `updated_at` on every insert and update;
+//! - notes and users carry a `version`: 1 on insert, one more on every update;
 //! - a user's e-mail address is trimmed and lower-cased before it is stored;
 //! - a session stores only its token's digest ([`session::Token`], [`session::digest`]).
 //!
 //! Bulk inserts (`Entity::insert_many`) bypass `ActiveModelBehavior` in SeaORM; call
 //! [`prepare_insert`] on each model first so they follow the same rules.
 
+pub mod idempotency_key;
 pub mod note;
 pub mod prelude;
 pub mod session;
 pub mod user;
 
-use sea_orm::{ActiveModelBehavior, ConnectionTrait, DbErr};
+use sea_orm::{ActiveModelBehavior, ActiveValue, ConnectionTrait, DbErr};
 
 /// Apply an entity's insert rules to a model that is about to be inserted in bulk.
 ///
@@ -44,6 +46,20 @@ pub fn next_update_time(
     }
 }
 
+/// A row's `version` after a save: 1 for an insert; for an update, one more than the version
+/// the model was read with. A model built without its version (`NotSet`) leaves the column
+/// alone, so a partial update by hand must advance it itself:
+/// `col_expr(Column::Version, Expr::col(Column::Version).add(1))`.
+pub fn next_version(current: &ActiveValue<i64>, insert: bool) -> ActiveValue<i64> {
+    if insert {
+        return ActiveValue::Set(1);
+    }
+    match current.try_as_ref() {
+        Some(version) => ActiveValue::Set(version + 1),
+        None => ActiveValue::NotSet,
+    }
+}
+
 /// The current time at the precision every supported database stores (microseconds), so a
 /// value read back equals the value written.
 pub fn now() -> chrono::DateTime<chrono::Utc> {
@@ -54,6 +70,26 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_starts_at_one_and_advances_by_one() {
+        assert_eq!(
+            next_version(&ActiveValue::NotSet, true),
+            ActiveValue::Set(1)
+        );
+        assert_eq!(
+            next_version(&ActiveValue::Set(9), true),
+            ActiveValue::Set(1)
+        );
+        assert_eq!(
+            next_version(&ActiveValue::Unchanged(4), false),
+            ActiveValue::Set(5)
+        );
+        assert_eq!(
+            next_version(&ActiveValue::NotSet, false),
+            ActiveValue::NotSet
+        );
+    }
 
     #[test]
     fn update_time_always_advances() {

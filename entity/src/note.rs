@@ -21,6 +21,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// When the note was last inserted or updated (UTC).
     pub updated_at: DateTimeUtc,
+    /// 1 when inserted, one more on every update ([`crate::next_version`]): what an HTTP
+    /// `ETag` is made of, and what a conditional update compares.
+    pub version: i64,
 }
 
 /// A note belongs to its owner.
@@ -52,7 +55,8 @@ impl ActiveModelBehavior for ActiveModel {
         }
     }
 
-    /// Stamps `created_at` on insert and `updated_at` on every save.
+    /// Stamps `created_at` on insert and `updated_at` on every save; sets `version` to 1 on
+    /// insert and one more on every update.
     async fn before_save<C>(mut self, _db: &C, insert: bool) -> Result<Self, DbErr>
     where
         C: ConnectionTrait,
@@ -69,6 +73,7 @@ impl ActiveModelBehavior for ActiveModel {
         } else {
             crate::next_update_time(self.updated_at.try_as_ref().copied())
         });
+        self.version = crate::next_version(&self.version, insert);
         Ok(self)
     }
 }

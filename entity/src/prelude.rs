@@ -1,5 +1,9 @@
 //! The entities under their usual names: `use entity::prelude::*;`.
 
+pub use crate::idempotency_key::{
+    ActiveModel as IdempotencyKeyActiveModel, Column as IdempotencyKeyColumn,
+    Entity as IdempotencyKey, Model as IdempotencyKeyModel,
+};
 pub use crate::note::{
     ActiveModel as NoteActiveModel, Column as NoteColumn, Entity as Note, Model as NoteModel,
 };

@@ -28,6 +28,9 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// When the user was last inserted or updated (UTC).
     pub updated_at: DateTimeUtc,
+    /// 1 when inserted, one more on every update ([`crate::next_version`]): what an HTTP
+    /// `ETag` is made of, and what a conditional update compares.
+    pub version: i64,
 }
 
 impl std::fmt::Debug for Model {
@@ -41,11 +44,12 @@ impl std::fmt::Debug for Model {
             .field("is_admin", &self.is_admin)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
+            .field("version", &self.version)
             .finish()
     }
 }
 
-/// A user owns notes and sessions; both go when the user is deleted.
+/// A user owns notes, sessions and idempotency keys; all go when the user is deleted.
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
 pub enum Relation {
     /// The user's notes.
@@ -54,6 +58,9 @@ pub enum Relation {
     /// The user's sign-in sessions.
     #[sea_orm(has_many = "super::session::Entity")]
     Session,
+    /// The user's idempotency keys.
+    #[sea_orm(has_many = "super::idempotency_key::Entity")]
+    IdempotencyKey,
 }
 
 impl Related<super::note::Entity> for Entity {
@@ -84,7 +91,8 @@ impl ActiveModelBehavior for ActiveModel {
         }
     }
 
-    /// Normalises the e-mail address and stamps `created_at` (insert) and `updated_at`.
+    /// Normalises the e-mail address, stamps `created_at` (insert) and `updated_at`, and
+    /// advances `version`.
     async fn before_save<C>(mut self, _db: &C, insert: bool) -> Result<Self, DbErr>
     where
         C: ConnectionTrait,
@@ -110,6 +118,7 @@ impl ActiveModelBehavior for ActiveModel {
         } else {
             crate::next_update_time(self.updated_at.try_as_ref().copied())
         });
+        self.version = crate::next_version(&self.version, insert);
         Ok(self)
     }
 }
@@ -138,6 +147,7 @@ mod tests {
             is_admin: false,
             created_at: now,
             updated_at: now,
+            version: 1,
         };
         let shown = format!("{user:?}");
         assert!(!shown.contains("secret-hash"), "{shown}");

@@ -9,6 +9,8 @@ mod m20261123_000001_create_notes;
 mod m20261123_000002_create_users;
 mod m20261201_000003_add_ownership;
 mod m20261201_000004_create_sessions;
+mod m20261202_000005_add_versions;
+mod m20261202_000006_create_idempotency_keys;
 
 pub use lock::{migrate_up, with_migration_lock};
 pub use m20261201_000003_add_ownership::EARLIER_NOTES_EMAIL;
@@ -24,6 +26,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_create_users::Migration),
             Box::new(m20261201_000003_add_ownership::Migration),
             Box::new(m20261201_000004_create_sessions::Migration),
+            Box::new(m20261202_000005_add_versions::Migration),
+            Box::new(m20261202_000006_create_idempotency_keys::Migration),
         ]
     }
 }

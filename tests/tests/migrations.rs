@@ -1,7 +1,7 @@
 //! The migrations against the entities, on every backend.
 
 use chrono::{DateTime, Utc};
-use entity::{note, session, user};
+use entity::{idempotency_key, note, session, user};
 use migration::{EARLIER_NOTES_EMAIL, Migrator, MigratorTrait};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait,
@@ -54,6 +54,8 @@ async fn up_down_up_leaves_the_same_schema(backend: Backend) {
         "sessions_token_digest_key",
         "sessions_user_id_idx",
         "sessions_expires_at_idx",
+        "idempotency_keys_scope_key_key",
+        "idempotency_keys_expires_at_idx",
     ] {
         assert!(
             migrated.iter().any(|line| line.contains(name)),
@@ -68,7 +70,7 @@ async fn up_down_up_leaves_the_same_schema(backend: Backend) {
     );
     assert_eq!(
         Migrator::get_pending_migrations(conn).await.unwrap().len(),
-        4
+        Migrator::migrations().len()
     );
 
     Migrator::up(conn, None).await.unwrap();
@@ -94,6 +96,10 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
         database_columns(conn, "sessions").await,
         entity_columns::<session::Column>()
     );
+    assert_eq!(
+        database_columns(conn, "idempotency_keys").await,
+        entity_columns::<idempotency_key::Column>()
+    );
 
     let when = "2030-01-02T03:04:05.123456Z".parse().unwrap();
     let owner = user::ActiveModel {
@@ -105,6 +111,7 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
         is_admin: Set(true),
         created_at: Set(when),
         updated_at: Set(when),
+        version: Set(3),
     };
     let owner = user::Entity::insert(owner)
         .exec_with_returning(conn)
@@ -118,6 +125,7 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
         completed: Set(true),
         created_at: Set(when),
         updated_at: Set(when),
+        version: Set(3),
     };
     let inserted = note::Entity::insert(note)
         .exec_with_returning(conn)
@@ -140,6 +148,7 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
         is_admin: Set(false),
         created_at: Set(when),
         updated_at: Set(when),
+        version: Set(3),
     };
     user::Entity::insert(user).exec(conn).await.unwrap();
     let read = user::Entity::find_by_id(42)
@@ -224,6 +233,43 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
     assert!(
         matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
         "the unique index on email decides: {error}"
+    );
+
+    // An idempotency key keeps an answer larger than MySQL's TEXT (64 KiB), and one key per
+    // scope.
+    let answer = "x".repeat(200_000);
+    let key = idempotency_key::ActiveModel {
+        scope: Set(idempotency_key::Scope::User(owner.id).as_str()),
+        user_id: Set(Some(owner.id)),
+        key: Set("k".repeat(255)),
+        fingerprint: Set(idempotency_key::fingerprint(&["drift"])),
+        claim: Set(idempotency_key::new_claim().unwrap()),
+        status: Set(Some(201)),
+        location: Set(Some("/notes/41".to_owned())),
+        etag: Set(Some("\"1\"".to_owned())),
+        body: Set(Some(answer.clone())),
+        created_at: Set(when),
+        expires_at: Set(expires),
+        ..Default::default()
+    };
+    let inserted = idempotency_key::Entity::insert(key.clone())
+        .exec_with_returning(conn)
+        .await
+        .unwrap();
+    let read = idempotency_key::find(idempotency_key::Scope::User(owner.id), &"k".repeat(255))
+        .one(conn)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(read, inserted);
+    assert_eq!(read.body.as_deref(), Some(answer.as_str()));
+    let error = idempotency_key::Entity::insert(key)
+        .exec(conn)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
+        "the unique index on (scope, key) decides: {error}"
     );
     db.finish().await;
 }

@@ -168,8 +168,14 @@ impl<DB: sqlx::Database> Unfinished<DB> {
 
 impl<DB: sqlx::Database> Drop for Unfinished<DB> {
     fn drop(&mut self) {
-        if let Some(conn) = self.0.take() {
+        let Some(conn) = self.0.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
             drop(conn.detach());
+        } else {
+            // Dropped after the runtime stopped (a stream still in flight at shutdown): the
+            // pool's bookkeeping would spawn a task and panic without a runtime. The process
+            // is ending; its socket closes with it.
+            std::mem::forget(conn);
         }
     }
 }

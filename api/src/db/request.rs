@@ -5,9 +5,10 @@ use std::{future::Future, pin::Pin, rc::Rc};
 
 use futures_util::{StreamExt, stream::LocalBoxStream};
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ConnectionTrait, DatabaseConnection,
+    ActiveModelBehavior, ActiveModelTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
-    PrimaryKeyTrait, QueryResult, QueryTrait, Select, Statement, StreamTrait as _,
+    PrimaryKeyTrait, QueryFilter, QueryResult, QueryTrait, Select, Statement, StreamTrait as _,
+    TryIntoModel, prelude::DateTimeUtc,
 };
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
@@ -164,6 +165,22 @@ impl RequestDb {
             .transpose()
     }
 
+    /// The user bearer-token `digest` signs in at `now`, if any: [`entity::session::find_user`],
+    /// with its SQL built once (every signed-in request makes this lookup).
+    pub async fn signed_in_user(
+        &self,
+        digest: &str,
+        now: DateTimeUtc,
+    ) -> Result<Option<entity::user::Model>, DbErr> {
+        let target = self.target(false).await?;
+        let on = target.on();
+        let row = on
+            .query_one(statements::signed_in_user(on.backend(), digest, now))
+            .await?;
+        row.map(|row| entity::user::Model::from_query_result(&row, ""))
+            .transpose()
+    }
+
     /// Every model `select` finds.
     pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr> {
         let target = self.target(false).await?;
@@ -223,6 +240,68 @@ impl RequestDb {
             // MySQL: SeaORM inserts, then reads the row back by its id.
             on.insert(model).await
         }
+    }
+
+    /// Save the changes of `model` — a row read earlier, changed since — only where the row
+    /// still matches `condition` (its id and the version it was read at, say): one
+    /// `UPDATE … SET <changed columns> WHERE <condition>` after the entity's rules ran
+    /// (`before_save`), in autocommit unless the request has its transaction. The saved
+    /// model, or `None` when no row matched (the row changed or went away meanwhile).
+    ///
+    /// The condition is checked by the write itself, so nothing can slip in between.
+    pub async fn update_where<A>(
+        &self,
+        model: A,
+        condition: Condition,
+    ) -> Result<Option<<A::Entity as EntityTrait>::Model>, DbErr>
+    where
+        A: ActiveModelTrait
+            + ActiveModelBehavior
+            + TryIntoModel<<A::Entity as EntityTrait>::Model>
+            + Send
+            + 'static,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        let target = self.target(true).await?;
+        let on = target.on();
+        let model = match on {
+            On::Pool(pool) => boxed(model.before_save(pool, false)).await?,
+            On::Transaction(txn) => boxed(model.before_save(txn, false)).await?,
+        };
+        let update = A::Entity::update_many()
+            .set(model.clone())
+            .filter(condition);
+        if on.execute(update.build(on.backend())).await? == 0 {
+            return Ok(None);
+        }
+        model.try_into_model().map(Some)
+    }
+
+    /// The database's backend.
+    pub fn backend(&self) -> DbBackend {
+        match &self.0.source {
+            DbSource::Pool(pool, _) => pool.get_database_backend(),
+            DbSource::Pinned(txn) => ConnectionTrait::get_database_backend(&**txn),
+        }
+    }
+
+    /// Run `statement` on the pool later, on a task of its own, in autocommit: for clean-up
+    /// owed by a request that is being dropped (its client went away). Errors are logged.
+    /// Pinned to a test's transaction, it does nothing: the test rolls everything back.
+    pub fn execute_later<Q: QueryTrait>(&self, statement: Q) {
+        let DbSource::Pool(pool, _) = &self.0.source else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let statement = statement.build(pool.get_database_backend());
+        let pool = pool.clone();
+        runtime.spawn(async move {
+            if let Err(error) = pool.execute_raw(statement).await {
+                tracing::warn!(%error, "a clean-up statement failed");
+            }
+        });
     }
 
     /// Run one statement (a delete or an update built from an entity) as the request's

@@ -3,16 +3,19 @@
 //!
 //! Building a statement — an expression tree, rendered to SQL, then dropped — cost more than
 //! a fifth of the instructions of `GET /notes/{id}` (bench/PERFORMANCE.md, "statement
-//! cache"). The SQL of a lookup by primary key, or of an insert of a given set of columns,
-//! depends only on the entity, the shape and the backend; the values are placeholders. So
+//! cache"). The SQL of a lookup by primary key, of an insert of a given set of columns, or of
+//! the token lookup every signed-in request makes, depends only on the entity, the shape and
+//! the backend; the values are placeholders. So
 //! each worker thread keeps the SQL SeaORM rendered the first time and binds new values to
 //! it, in the order SeaORM itself binds them. The tests below hold the two equal.
 
 use std::{any::TypeId, cell::RefCell};
 
+use entity::session;
 use sea_orm::{
     ActiveModelTrait, ActiveValue, DbBackend, EntityTrait, Iterable, PrimaryKeyTrait, QueryTrait,
     Statement, Value,
+    prelude::DateTimeUtc,
     sea_query::{IntoValueTuple, Query},
 };
 
@@ -24,6 +27,8 @@ enum Shape {
     /// `INSERT INTO <table> (<the set columns>) VALUES (…) RETURNING <every column>`;
     /// bit `i` of the mask is set when the entity's column `i` is set.
     InsertReturning(u64),
+    /// [`session::find_user`]: the user a bearer token signs in (every signed-in request).
+    SignedInUser,
 }
 
 type Key = (TypeId, Shape, DbBackend);
@@ -64,6 +69,24 @@ where
             Statement::from_sql_and_values(backend, sql, values)
         }
         None => remember(key, E::find_by_id(id).build(backend)),
+    }
+}
+
+/// [`session::find_user`]`(digest, now)`, built for `backend`.
+pub fn signed_in_user(backend: DbBackend, digest: &str, now: DateTimeUtc) -> Statement {
+    let key = (
+        TypeId::of::<session::Entity>(),
+        Shape::SignedInUser,
+        backend,
+    );
+    match lookup(key) {
+        // In the order `find_user` binds them: the digest, the instant, "active".
+        Some(sql) => Statement::from_sql_and_values(
+            backend,
+            sql,
+            [Value::from(digest), Value::from(now), Value::from(true)],
+        ),
+        None => remember(key, session::find_user(digest, now).build(backend)),
     }
 }
 
@@ -121,6 +144,19 @@ mod tests {
                 }
                 let cached = find_by_id::<user::Entity>(backend, id);
                 assert_eq!(cached.sql, user::Entity::find_by_id(id).build(backend).sql);
+            }
+        }
+    }
+
+    #[test]
+    fn cached_token_lookups_equal_the_ones_seaorm_builds() {
+        for backend in BACKENDS {
+            for digest in ["a", "b"] {
+                let now = entity::now();
+                let fresh = session::find_user(digest, now).build(backend);
+                let cached = signed_in_user(backend, digest, now);
+                assert_eq!(cached.sql, fresh.sql, "{backend:?}");
+                assert_eq!(cached.values, fresh.values, "{backend:?}");
             }
         }
     }

@@ -57,10 +57,8 @@ impl FromRequest for CurrentUser {
             let digest = digest.ok_or(ApiError::Unauthorized)?;
             let db = db?;
             let found = db
-                .all(session::find_user(&digest, entity::now()))
+                .signed_in_user(&digest, entity::now())
                 .await?
-                .into_iter()
-                .next()
                 .ok_or(ApiError::Unauthorized)?;
             Ok(Self {
                 user: found,

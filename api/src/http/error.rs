@@ -67,6 +67,12 @@ pub enum ApiError {
     /// 409.
     #[error("{0}")]
     Conflict(String),
+    /// 409: the first request with this `Idempotency-Key` is still being answered.
+    #[error("a request with this Idempotency-Key is still in progress; retry shortly")]
+    InProgress,
+    /// 412: `If-Match` names no current tag of the resource; nothing was changed.
+    #[error("the resource has changed since the tag in If-Match; read it again")]
+    PreconditionFailed,
     /// 413.
     #[error("the request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -102,8 +108,20 @@ impl ApiError {
         if is_pool_timeout(error) {
             metrics::counter!("db_pool_acquire_timeouts_total").increment(1);
         }
-        if let Some(SqlErr::UniqueConstraintViolation(_)) = error.sql_err() {
-            return Self::Conflict("a resource with this unique value already exists".into());
+        match error.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                return Self::Conflict("a resource with this unique value already exists".into());
+            }
+            // The row written refers to one deleted meanwhile (a note whose owner was just
+            // deleted): a race, not a fault.
+            Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
+                return Self::Conflict("a resource this one refers to no longer exists".into());
+            }
+            _ => {}
+        }
+        if is_lost_race(error) {
+            tracing::info!(%error, context, "a concurrent transaction won");
+            return Self::Conflict("a concurrent change got in the way; retry".into());
         }
         if is_unavailable(error) {
             tracing::warn!(%error, context, "database unavailable");
@@ -124,7 +142,8 @@ impl ApiError {
             Self::Forbidden(_) => "Forbidden",
             Self::NotFound => "Not Found",
             Self::MethodNotAllowed(_) => "Method Not Allowed",
-            Self::Conflict(_) => "Conflict",
+            Self::Conflict(_) | Self::InProgress => "Conflict",
+            Self::PreconditionFailed => "Precondition Failed",
             Self::PayloadTooLarge(_) => "Payload Too Large",
             Self::UnsupportedMediaType => "Unsupported Media Type",
             Self::Validation(_) => "Unprocessable Content",
@@ -150,6 +169,21 @@ fn is_pool_timeout(error: &DbErr) -> bool {
         DbErr::Conn(RuntimeErr::SqlxError(e))
         | DbErr::Exec(RuntimeErr::SqlxError(e))
         | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(e.as_ref(), sqlx::Error::PoolTimedOut),
+        _ => false,
+    }
+}
+
+/// True when the database gave up a transaction for another one: a deadlock or a
+/// serialisation failure (PostgreSQL 40001/40P01, MySQL 1213, a lock wait timeout 1205).
+fn is_lost_race(error: &DbErr) -> bool {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = error
+    else {
+        return false;
+    };
+    match e.as_ref() {
+        sqlx::Error::Database(db) if db.try_downcast_ref::<SqliteError>().is_none() => db
+            .code()
+            .is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "1213" | "1205")),
         _ => false,
     }
 }
@@ -227,7 +261,8 @@ impl ResponseError for ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::InProgress => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -260,7 +295,7 @@ impl ResponseError for ApiError {
             response.insert_header((header::ALLOW, *allowed));
         }
         match self {
-            Self::Unavailable | Self::Timeout | Self::Busy(_) => {
+            Self::Unavailable | Self::Timeout | Self::Busy(_) | Self::InProgress => {
                 response.insert_header((header::RETRY_AFTER, RETRY_AFTER_S));
             }
             Self::TooManyRequests { retry_after_s, .. } => {
@@ -286,12 +321,18 @@ fn problem_description(status: u16) -> &'static str {
         }
         403 => "Signed in, but not allowed to do this.",
         404 => "No such resource: the id is unknown, or is not a positive 64-bit integer.",
-        409 => "The e-mail address belongs to another user.",
+        409 => {
+            "A conflict: the e-mail address belongs to another user, a request with the same \
+                `Idempotency-Key` is still in progress (retry after `Retry-After`), or a \
+                concurrent change got in the way (retry)."
+        }
+        412 => "`If-Match` names no current `ETag` of the resource; nothing was changed.",
         429 => "Too many attempts; retry after the `Retry-After` seconds.",
         413 => "The body is larger than the server's limit (BODY_LIMIT_BYTES, 1 MiB by default).",
         415 => "The body is not `application/json`.",
         422 => {
-            "The input is well-formed but invalid; `errors` names every bad field and why. \
+            "The input is well-formed but invalid, or the `Idempotency-Key` was used for a \
+                different request; `errors` names every bad field (or the header) and why. \
                 Nothing was written."
         }
         503 => {
@@ -328,7 +369,7 @@ fn problem_responses(
                         .build(),
                 );
             }
-            if status == 503 || status == 429 {
+            if status == 503 || status == 429 || status == 409 {
                 response = response.header(
                     "retry-after",
                     HeaderBuilder::new()
@@ -373,6 +414,10 @@ error_set! {
     BadBodyOrNotFound = [400, 404, 413, 415, 422, 503];
     /// A user's e-mail address must be unique.
     EmailTaken = [409];
+    /// A write that honours `If-Match`.
+    Conditional = [412];
+    /// A `POST` that honours `Idempotency-Key` (400: a malformed key).
+    Idempotent = [400, 409, 422];
     /// A route for signed-in users only (the token is looked up in the database).
     SignedIn = [401, 503];
     /// A route that refuses some signed-in users.

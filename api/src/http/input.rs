@@ -190,6 +190,11 @@ impl Fields {
 /// Read from the matched path as it is, where `web::Path<String>` would copy the segment into
 /// a new `String` on every request. Percent-decoding changes nothing here: a decoded digit was
 /// already decoded in the path, and any other escape decodes to something that is no id.
+///
+/// Protected handlers take it as `Result<PathId, ApiError>` and unwrap it after
+/// [`CurrentUser`](super::auth::CurrentUser): actix extracts a handler's arguments together
+/// and answers the first error, and a bad id is known at once while the token lookup waits for
+/// the database, so an anonymous caller would learn 404 instead of 401.
 pub struct PathId(pub i64);
 
 impl FromRequest for PathId {

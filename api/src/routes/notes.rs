@@ -4,13 +4,17 @@
 //! Every route takes the [`CurrentUser`] and every statement is scoped to the caller's notes:
 //! another user's note is not found (404), whoever asks — admins included.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use entity::note;
+use entity::{
+    idempotency_key::{self, Scope},
+    note,
+};
 use futures_util::StreamExt;
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
-    DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition,
+    ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -20,14 +24,17 @@ use crate::{
     db::RequestDb,
     http::{
         auth::CurrentUser,
+        conditional::{self, IfMatch, IfNoneMatch},
         error::{
-            ApiError, BadBody, BadBodyOrNotFound, BadListQuery, FieldError, NotFound, SignedIn,
-            Throttled, Unavailable,
+            ApiError, BadBody, BadBodyOrNotFound, BadListQuery, Conditional, FieldError,
+            Idempotent, NotFound, SignedIn, Throttled, Unavailable,
         },
         input::{Fields, FromJson, Json, PathId, join},
         pagination::ListQuery,
     },
+    idempotency::{Answer, Begun, IdempotencyKey},
     limits::ExportRefused,
+    openapi::{IdempotencyKeyHeader, IfMatchHeader, IfNoneMatchHeader},
     state::AppState,
 };
 
@@ -122,6 +129,11 @@ impl FromJson for NewNote {
 }
 
 impl NewNote {
+    /// The note as one fingerprint part: the same for every JSON that parses to it.
+    fn canonical(&self) -> String {
+        format!("{}:{}", self.completed, self.text)
+    }
+
     fn into_active_model(self, owner: i64) -> note::ActiveModel {
         note::ActiveModel {
             user_id: Set(owner),
@@ -239,11 +251,17 @@ pub async fn list(
 /// Answers 201 with the stored note and its `Location`.
 #[utoipa::path(
     post, path = "/notes", tag = "notes",
+    params(IdempotencyKeyHeader),
     request_body = NewNote,
     responses(
-        (status = 201, description = "created", body = NoteView,
-            headers(("location" = String, description = "/notes/{id}"))),
+        (status = 201, description = "created (or, with `Idempotent-Replayed: true`, the answer to the first request with this `Idempotency-Key`)", body = NoteView,
+            headers(
+                ("location" = String, description = "/notes/{id}"),
+                ("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+                ("etag" = String, description = "the note's current tag, for `If-Match`"),
+            )),
         BadBody,
+        Idempotent,
         SignedIn,
     ),
     security(("bearer" = []))
@@ -251,22 +269,43 @@ pub async fn list(
 pub async fn create(
     me: CurrentUser,
     db: RequestDb,
+    key: Result<IdempotencyKey, ApiError>,
     new: Result<Json<NewNote>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     // The body's error comes after the caller's: an anonymous bad body is 401, not 422.
     let Json(new) = new?;
-    let note = NoteView::from(db.insert(new.into_active_model(me.id())).await?);
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/notes/{}", note.id)))
-        .json(note))
+    let key = key?;
+    if key.get().is_none() {
+        let note = db.insert(new.into_active_model(me.id())).await?;
+        return Ok(created(note)?.into_response());
+    }
+    let fingerprint = idempotency_key::fingerprint(&["POST /notes", &new.canonical()]);
+    match key.begin(&db, Scope::User(me.id()), fingerprint).await? {
+        Begun::Replay(replay) => Ok(replay.into_response()),
+        Begun::Claimed(claim) => {
+            let model = new.into_active_model(me.id());
+            claim
+                .run(async move |txn| created(model.insert(txn).await?))
+                .await
+        }
+    }
+}
+
+/// 201 with the note, its `Location` and its `ETag`.
+fn created(note: note::Model) -> Result<Answer, ApiError> {
+    let version = note.version;
+    let view = NoteView::from(note);
+    Answer::created(Some(format!("/notes/{}", view.id)), Some(version), &view)
 }
 
 /// Get a note
 #[utoipa::path(
     get, path = "/notes/{id}", tag = "notes",
-    params(("id" = i64, Path, minimum = 1, description = "note id")),
+    params(("id" = i64, Path, minimum = 1, description = "note id"), IfNoneMatchHeader),
     responses(
-        (status = 200, description = "the note", body = NoteView),
+        (status = 200, description = "the note", body = NoteView,
+            headers(("etag" = String, description = "the note's current tag"))),
+        (status = 304, description = "not modified: `If-None-Match` has the current tag"),
         NotFound,
         SignedIn,
     ),
@@ -275,14 +314,25 @@ pub async fn create(
 pub async fn get(
     me: CurrentUser,
     db: RequestDb,
-    PathId(id): PathId,
+    cached: IfNoneMatch,
+    id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let note = db
+    // Taken as a `Result` so the caller is checked first: an anonymous bad id is 401.
+    let PathId(id) = id?;
+    let note = find_owned(&db, &me, id).await?.ok_or(ApiError::NotFound)?;
+    Ok(cached.respond(note.version, NoteView::from(note)))
+}
+
+/// The caller's note `id`, if there is one.
+async fn find_owned(
+    db: &RequestDb,
+    me: &CurrentUser,
+    id: i64,
+) -> Result<Option<note::Model>, DbErr> {
+    Ok(db
         .find_by_id::<note::Entity>(id)
         .await?
-        .filter(|note| note.user_id == me.id())
-        .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(NoteView::from(note)))
+        .filter(|note| note.user_id == me.id()))
 }
 
 /// Change a note
@@ -291,11 +341,13 @@ pub async fn get(
 /// with neither field changes nothing but `updated_at`.
 #[utoipa::path(
     patch, path = "/notes/{id}", tag = "notes",
-    params(("id" = i64, Path, minimum = 1, description = "note id")),
+    params(("id" = i64, Path, minimum = 1, description = "note id"), IfMatchHeader),
     request_body = NotePatch,
     responses(
-        (status = 200, description = "the changed note", body = NoteView),
+        (status = 200, description = "the changed note", body = NoteView,
+            headers(("etag" = String, description = "the note's new tag"))),
         BadBodyOrNotFound,
+        Conditional,
         SignedIn,
     ),
     security(("bearer" = []))
@@ -303,36 +355,57 @@ pub async fn get(
 pub async fn update(
     me: CurrentUser,
     db: RequestDb,
+    condition: IfMatch,
     patch: Result<Json<NotePatch>, ApiError>,
     id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let Json(patch) = patch?;
     // After the body, so a bad body is reported (422) whatever the id.
     let PathId(id) = id?;
-    let txn = db.transaction().await?;
-    let mut note = owned_by(&me)
-        .filter(note::Column::Id.eq(id))
-        .one(&*txn)
-        .await?
-        .ok_or(ApiError::NotFound)?
-        .into_active_model();
-    if let Some(text) = patch.text {
-        note.text = Set(text);
+    // Read, change, and write back only if the note is still at the version read
+    // (compare-and-set): a concurrent change makes the write miss, and the next round
+    // reads that change — 404 if it was a delete, 412 if `If-Match` no longer holds,
+    // else the patch applies on top of it.
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = find_owned(&db, &me, id).await?.ok_or(ApiError::NotFound)?;
+        if !condition.holds(current.version) {
+            return Err(ApiError::PreconditionFailed);
+        }
+        let read_at = current.version;
+        let mut note = current.into_active_model();
+        if let Some(text) = &patch.text {
+            note.text = Set(text.clone());
+        }
+        if let Some(completed) = patch.completed {
+            note.completed = Set(completed);
+        }
+        let unchanged = Condition::all()
+            .add(note::Column::Id.eq(id))
+            .add(note::Column::UserId.eq(me.id()))
+            .add(note::Column::Version.eq(read_at));
+        if let Some(saved) = db.update_where(note, unchanged).await? {
+            return Ok(
+                conditional::tagged(HttpResponse::Ok(), saved.version).json(NoteView::from(saved))
+            );
+        }
     }
-    if let Some(completed) = patch.completed {
-        note.completed = Set(completed);
-    }
-    let note = note.update(&*txn).await?;
-    Ok(HttpResponse::Ok().json(NoteView::from(note)))
+    Err(ApiError::Conflict(
+        "the note kept changing while this change was applied; retry".into(),
+    ))
 }
+
+/// Rounds of read and compare-and-set a `PATCH` tries before answering 409: each round is
+/// lost only to a change that committed meanwhile.
+const UPDATE_ATTEMPTS: usize = 5;
 
 /// Delete a note
 #[utoipa::path(
     delete, path = "/notes/{id}", tag = "notes",
-    params(("id" = i64, Path, minimum = 1, description = "note id")),
+    params(("id" = i64, Path, minimum = 1, description = "note id"), IfMatchHeader),
     responses(
         (status = 204, description = "deleted"),
         NotFound,
+        Conditional,
         SignedIn,
     ),
     security(("bearer" = []))
@@ -340,13 +413,24 @@ pub async fn update(
 pub async fn delete(
     me: CurrentUser,
     db: RequestDb,
-    PathId(id): PathId,
+    condition: IfMatch,
+    id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
-    let delete = note::Entity::delete_many()
+    let PathId(id) = id?;
+    let mut delete = note::Entity::delete_many()
         .filter(note::Column::Id.eq(id))
         .filter(note::Column::UserId.eq(me.id()));
+    if let Some(versions) = condition.versions() {
+        delete = delete.filter(note::Column::Version.is_in(versions.iter().copied()));
+    }
     if db.execute(delete).await? == 0 {
-        return Err(ApiError::NotFound);
+        // Nothing deleted: 412 if the note is there at another version, else 404.
+        return match condition.versions() {
+            Some(_) if find_owned(&db, &me, id).await?.is_some() => {
+                Err(ApiError::PreconditionFailed)
+            }
+            _ => Err(ApiError::NotFound),
+        };
     }
     Ok(HttpResponse::NoContent().finish())
 }
@@ -358,10 +442,13 @@ pub async fn delete(
 /// order sent.
 #[utoipa::path(
     post, path = "/notes/bulk", tag = "notes",
+    params(IdempotencyKeyHeader),
     request_body(content = NewNotes, description = "1 to 5000 notes"),
     responses(
-        (status = 201, description = "every note created, in the order sent", body = [NoteView]),
+        (status = 201, description = "every note created, in the order sent (or, with `Idempotent-Replayed: true`, the answer to the first request with this `Idempotency-Key`)", body = [NoteView],
+            headers(("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"))),
         BadBody,
+        Idempotent,
         SignedIn,
     ),
     security(("bearer" = []))
@@ -369,9 +456,30 @@ pub async fn delete(
 pub async fn bulk_create(
     me: CurrentUser,
     db: RequestDb,
+    key: Result<IdempotencyKey, ApiError>,
     notes: Result<Json<NewNotes>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let Json(NewNotes(notes)) = notes?;
+    let key = key?;
+    if key.get().is_some() {
+        let canonical: Vec<String> = notes.iter().map(NewNote::canonical).collect();
+        let mut parts = vec!["POST /notes/bulk"];
+        parts.extend(canonical.iter().map(String::as_str));
+        let fingerprint = idempotency_key::fingerprint(&parts);
+        return match key.begin(&db, Scope::User(me.id()), fingerprint).await? {
+            Begun::Replay(replay) => Ok(replay.into_response()),
+            Begun::Claimed(claim) => {
+                claim
+                    .run(async move |txn| {
+                        let created = insert_notes(txn, me.id(), notes).await?;
+                        let views: Vec<NoteView> =
+                            created.into_iter().map(NoteView::from).collect();
+                        Answer::created(None, None, &views)
+                    })
+                    .await
+            }
+        };
+    }
     // Scoped: committed (or rolled back) here, before thousands of notes are serialised.
     let created = db
         .scoped(async |txn| insert_notes(txn, me.id(), notes).await)

@@ -6,9 +6,12 @@
 //! account; an admin any account, and only an admin lists accounts or changes `is_active` and
 //! `is_admin`. Anyone else asking for an account gets 404, as if it did not exist.
 
-use actix_web::{HttpRequest, HttpResponse, http::header, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
-use entity::{session, user};
+use entity::{
+    idempotency_key::{self, Scope},
+    session, user,
+};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction,
     EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
@@ -22,13 +25,16 @@ use crate::{
     db::RequestDb,
     http::{
         auth::CurrentUser,
+        conditional::{self, IfMatch, IfNoneMatch},
         error::{
-            ApiError, BadBody, BadBodyOrNotFound, BadListQuery, EmailTaken, FieldError, NotFound,
-            Refused, SignedIn,
+            ApiError, BadBody, BadBodyOrNotFound, BadListQuery, Conditional, EmailTaken,
+            FieldError, Idempotent, NotFound, Refused, SignedIn,
         },
         input::{Fields, FromJson, Json, PathId},
         pagination::ListQuery,
     },
+    idempotency::{self, Answer, Begun, IdempotencyKey},
+    openapi::{IdempotencyKeyHeader, IfMatchHeader, IfNoneMatchHeader},
     password::{self, Password},
     state::AppState,
 };
@@ -268,32 +274,97 @@ pub async fn list(
 /// with one address, even at the same moment, exactly one succeeds and the other gets 409.
 #[utoipa::path(
     post, path = "/users", tag = "users",
+    params(IdempotencyKeyHeader),
     request_body = NewUser,
     responses(
-        (status = 201, description = "signed up", body = UserView,
-            headers(("location" = String, description = "/users/{id}"))),
+        (status = 201, description = "signed up (or, with `Idempotent-Replayed: true`, the answer to the first sign-up with this `Idempotency-Key`)", body = UserView,
+            headers(
+                ("location" = String, description = "/users/{id}"),
+                ("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
+                ("etag" = String, description = "the user's current tag, for `If-Match`"),
+            )),
         BadBody,
         EmailTaken,
+        Idempotent,
     )
 )]
 pub async fn create(
     state: web::Data<AppState>,
     db: RequestDb,
+    key: IdempotencyKey,
     Json(new): Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
+    if key.get().is_none() {
+        let user = insert_user(&state, &db, new).await?;
+        return Ok(signed_up(user)?.into_response());
+    }
+    // The password stays out of the fingerprint (a fast digest of it would help guess it);
+    // a repeat must match the created account's hash instead.
+    let name = new
+        .name
+        .as_deref()
+        .map_or("-".to_owned(), |name| format!("+{name}"));
+    let fingerprint = idempotency_key::fingerprint(&["POST /users", &new.email, &name]);
+    match key.begin(&db, Scope::SignUp, fingerprint).await? {
+        Begun::Replay(replay) => {
+            let created = match idempotency::created_user_id(&replay) {
+                Some(id) => db.find_by_id::<user::Entity>(id).await?,
+                None => None,
+            };
+            let stored = created.map(|user| user.hashed_password);
+            if !state.hasher.verify(new.password, stored).await? {
+                return Err(idempotency::reused());
+            }
+            Ok(replay.into_response())
+        }
+        Begun::Claimed(claim) => {
+            // Hashed outside the transaction (it takes a while); a busy hasher (503)
+            // releases the key for the retry.
+            let hashed_password = match state.hasher.hash(new.password).await {
+                Ok(hashed) => hashed,
+                Err(error) => {
+                    claim.release().await;
+                    return Err(error.into());
+                }
+            };
+            let model = new_user(new.email, new.name, hashed_password);
+            claim
+                .run(async move |txn| {
+                    let user = model.insert(txn).await.map_err(conflict_on_email)?;
+                    let id = user.id;
+                    Ok(signed_up(user)?.owned_by(id))
+                })
+                .await
+        }
+    }
+}
+
+/// Hash the password and insert the user.
+async fn insert_user(
+    state: &AppState,
+    db: &RequestDb,
+    new: NewUser,
+) -> Result<user::Model, ApiError> {
     let hashed_password = state.hasher.hash(new.password).await?;
-    let user = db
-        .insert(user::ActiveModel {
-            email: Set(new.email),
-            name: Set(new.name),
-            hashed_password: Set(hashed_password),
-            ..user::ActiveModel::new()
-        })
+    db.insert(new_user(new.email, new.name, hashed_password))
         .await
-        .map_err(conflict_on_email)?;
-    Ok(HttpResponse::Created()
-        .insert_header((header::LOCATION, format!("/users/{}", user.id)))
-        .json(UserView::from(user)))
+        .map_err(conflict_on_email)
+}
+
+fn new_user(email: String, name: Option<String>, hashed_password: String) -> user::ActiveModel {
+    user::ActiveModel {
+        email: Set(email),
+        name: Set(name),
+        hashed_password: Set(hashed_password),
+        ..user::ActiveModel::new()
+    }
+}
+
+/// 201 with the user, its `Location` and its `ETag`.
+fn signed_up(user: user::Model) -> Result<Answer, ApiError> {
+    let version = user.version;
+    let view = UserView::from(user);
+    Answer::created(Some(format!("/users/{}", view.id)), Some(version), &view)
 }
 
 /// The caller
@@ -301,14 +372,17 @@ pub async fn create(
 /// The signed-in user's own account.
 #[utoipa::path(
     get, path = "/users/me", tag = "users",
+    params(IfNoneMatchHeader),
     responses(
-        (status = 200, description = "the signed-in user", body = UserView),
+        (status = 200, description = "the signed-in user", body = UserView,
+            headers(("etag" = String, description = "the user's current tag"))),
+        (status = 304, description = "not modified: `If-None-Match` has the current tag"),
         SignedIn,
     ),
     security(("bearer" = []))
 )]
-pub async fn me(me: CurrentUser) -> HttpResponse {
-    HttpResponse::Ok().json(UserView::from(me.user))
+pub async fn me(me: CurrentUser, cached: IfNoneMatch) -> HttpResponse {
+    cached.respond(me.user.version, UserView::from(me.user))
 }
 
 /// 404 unless the caller may see account `id`: their own, or any for an admin.
@@ -325,9 +399,11 @@ fn visible(me: &CurrentUser, id: i64) -> Result<(), ApiError> {
 /// One's own account, or any for an admin; anyone else's is 404.
 #[utoipa::path(
     get, path = "/users/{id}", tag = "users",
-    params(("id" = i64, Path, minimum = 1, description = "user id")),
+    params(("id" = i64, Path, minimum = 1, description = "user id"), IfNoneMatchHeader),
     responses(
-        (status = 200, description = "the user", body = UserView),
+        (status = 200, description = "the user", body = UserView,
+            headers(("etag" = String, description = "the user's current tag"))),
+        (status = 304, description = "not modified: `If-None-Match` has the current tag"),
         NotFound,
         SignedIn,
     ),
@@ -336,14 +412,17 @@ fn visible(me: &CurrentUser, id: i64) -> Result<(), ApiError> {
 pub async fn get(
     me: CurrentUser,
     db: RequestDb,
-    PathId(id): PathId,
+    cached: IfNoneMatch,
+    id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // Taken as a `Result` so the caller is checked first: an anonymous bad id is 401.
+    let PathId(id) = id?;
     visible(&me, id)?;
     let user = db
         .find_by_id::<user::Entity>(id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok(HttpResponse::Ok().json(UserView::from(user)))
+    Ok(cached.respond(user.version, UserView::from(user)))
 }
 
 /// Change a user
@@ -356,12 +435,14 @@ pub async fn get(
 /// address is taken (409), nothing else changes either.
 #[utoipa::path(
     patch, path = "/users/{id}", tag = "users",
-    params(("id" = i64, Path, minimum = 1, description = "user id")),
+    params(("id" = i64, Path, minimum = 1, description = "user id"), IfMatchHeader),
     request_body = UserPatch,
     responses(
-        (status = 200, description = "the changed user", body = UserView),
+        (status = 200, description = "the changed user", body = UserView,
+            headers(("etag" = String, description = "the user's new tag"))),
         BadBodyOrNotFound,
         EmailTaken,
+        Conditional,
         SignedIn,
         Refused,
     ),
@@ -371,6 +452,7 @@ pub async fn update(
     me: CurrentUser,
     state: web::Data<AppState>,
     db: RequestDb,
+    condition: IfMatch,
     patch: Result<Json<UserPatch>, ApiError>,
     id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
@@ -409,7 +491,7 @@ pub async fn update(
     let txn = db.begin().await?;
     let changed = async {
         let txn = txn.get().await?;
-        let user = apply_profile_changes(&txn, id, changes).await?;
+        let user = apply_profile_changes(&txn, id, &condition, changes).await?;
         if revoke {
             revoke_sessions(&txn, id, keep.as_deref()).await?;
         }
@@ -419,7 +501,7 @@ pub async fn update(
     match changed {
         Ok(user) => {
             txn.commit().await?;
-            Ok(HttpResponse::Ok().json(UserView::from(user)))
+            Ok(conditional::tagged(HttpResponse::Ok(), user.version).json(UserView::from(user)))
         }
         Err(error) => {
             txn.rollback().await?;
@@ -469,17 +551,26 @@ struct ProfileChanges {
     email: Option<String>,
 }
 
-/// Read the user and write every change in one UPDATE; a taken e-mail address is 409.
+/// Read the user, locked until the transaction ends, check `If-Match` on it and write every
+/// change in one UPDATE; a taken e-mail address is 409. The lock (`FOR UPDATE`; SQLite's
+/// write transaction holds the whole database) keeps a concurrent change or delete out
+/// between the check and the write: a `PATCH` racing a `DELETE` finds no user (404) or
+/// finishes first.
 async fn apply_profile_changes(
     txn: &DatabaseTransaction,
     id: i64,
+    condition: &IfMatch,
     changes: ProfileChanges,
 ) -> Result<user::Model, ApiError> {
-    let mut user = user::Entity::find_by_id(id)
+    let current = user::Entity::find_by_id(id)
+        .lock_exclusive()
         .one(txn)
         .await?
-        .ok_or(ApiError::NotFound)?
-        .into_active_model();
+        .ok_or(ApiError::NotFound)?;
+    if !condition.holds(current.version) {
+        return Err(ApiError::PreconditionFailed);
+    }
+    let mut user = current.into_active_model();
     if let Some(name) = changes.name {
         user.name = Set(name);
     }
@@ -503,10 +594,11 @@ async fn apply_profile_changes(
 /// One's own account, or any for an admin; deletes the user's notes and sessions too.
 #[utoipa::path(
     delete, path = "/users/{id}", tag = "users",
-    params(("id" = i64, Path, minimum = 1, description = "user id")),
+    params(("id" = i64, Path, minimum = 1, description = "user id"), IfMatchHeader),
     responses(
         (status = 204, description = "deleted, with the user's notes and sessions"),
         NotFound,
+        Conditional,
         SignedIn,
     ),
     security(("bearer" = []))
@@ -514,11 +606,24 @@ async fn apply_profile_changes(
 pub async fn delete(
     me: CurrentUser,
     db: RequestDb,
-    PathId(id): PathId,
+    condition: IfMatch,
+    id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
+    // Taken as a `Result` so the caller is checked first: an anonymous bad id is 401.
+    let PathId(id) = id?;
     visible(&me, id)?;
-    if db.execute(user::Entity::delete_by_id(id)).await? == 0 {
-        return Err(ApiError::NotFound);
+    let mut delete = user::Entity::delete_many().filter(user::Column::Id.eq(id));
+    if let Some(versions) = condition.versions() {
+        delete = delete.filter(user::Column::Version.is_in(versions.iter().copied()));
+    }
+    if db.execute(delete).await? == 0 {
+        // Nothing deleted: 412 if the user is there at another version, else 404.
+        return match condition.versions() {
+            Some(_) if db.find_by_id::<user::Entity>(id).await?.is_some() => {
+                Err(ApiError::PreconditionFailed)
+            }
+            _ => Err(ApiError::NotFound),
+        };
     }
     Ok(HttpResponse::NoContent().finish())
 }

@@ -1,0 +1,175 @@
+//! Conditional requests (RFC 9110 §13): a strong `ETag` made of a row's `version`,
+//! `If-None-Match` on reads (304) and `If-Match` on writes (412).
+//!
+//! The tag is the row's version, which the database advances on every update, so it changes
+//! whenever the resource does and never depends on how the JSON is written. `If-Match` is
+//! compared with the version *in the write itself* (`UPDATE … WHERE version = ?`), never by a
+//! read followed by a write that another request could slip between.
+
+use std::convert::Infallible;
+
+use actix_web::{
+    FromRequest, HttpRequest, HttpResponse, HttpResponseBuilder,
+    dev::Payload,
+    http::header::{self, EntityTag, Header},
+};
+
+/// The strong entity tag of a row at `version`: `"<version>"`.
+pub fn etag(version: i64) -> EntityTag {
+    EntityTag::new_strong(version.to_string())
+}
+
+/// Add the `ETag` of `version` to a response.
+pub fn tagged(mut response: HttpResponseBuilder, version: i64) -> HttpResponseBuilder {
+    response.insert_header((header::ETAG, etag(version)));
+    response
+}
+
+/// Extractor: what the request's `If-Match` asks of a write. Never fails: a header that
+/// cannot be parsed names no current tag, so the write is refused (412) rather than done.
+#[derive(Debug)]
+pub enum IfMatch {
+    /// No `If-Match`: the write proceeds as it would without one.
+    Absent,
+    /// `If-Match: *`: any existing resource.
+    Any,
+    /// The versions of the strong tags listed (weak tags never match a write).
+    Versions(Vec<i64>),
+}
+
+impl IfMatch {
+    fn parse(req: &HttpRequest) -> Self {
+        if !req.headers().contains_key(header::IF_MATCH) {
+            return Self::Absent;
+        }
+        match header::IfMatch::parse(req) {
+            Ok(header::IfMatch::Any) => Self::Any,
+            Ok(header::IfMatch::Items(tags)) => Self::Versions(
+                tags.iter()
+                    .filter(|tag| !tag.weak)
+                    .filter_map(|tag| tag.tag().parse().ok())
+                    .collect(),
+            ),
+            Err(_) => Self::Versions(Vec::new()),
+        }
+    }
+
+    /// Whether a resource at `version` meets the condition.
+    pub fn holds(&self, version: i64) -> bool {
+        match self {
+            Self::Absent | Self::Any => true,
+            Self::Versions(versions) => versions.contains(&version),
+        }
+    }
+
+    /// The versions a write must find, or `None` when any will do.
+    pub fn versions(&self) -> Option<&[i64]> {
+        match self {
+            Self::Absent | Self::Any => None,
+            Self::Versions(versions) => Some(versions),
+        }
+    }
+}
+
+impl FromRequest for IfMatch {
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self, Infallible>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Self::parse(req)))
+    }
+}
+
+/// Extractor: the request's `If-None-Match`, for a read. A header that cannot be parsed is
+/// ignored (the full answer is sent).
+#[derive(Debug)]
+pub struct IfNoneMatch(Option<header::IfNoneMatch>);
+
+impl IfNoneMatch {
+    /// Whether the client already has the resource at `version` (weak comparison, as
+    /// RFC 9110 asks for `If-None-Match`).
+    pub fn has(&self, version: i64) -> bool {
+        let current = etag(version);
+        match &self.0 {
+            None => false,
+            Some(header::IfNoneMatch::Any) => true,
+            Some(header::IfNoneMatch::Items(tags)) => tags.iter().any(|tag| tag.weak_eq(&current)),
+        }
+    }
+
+    /// 304 with the tag when the client has `version`, else 200 with `body` and the tag.
+    pub fn respond(&self, version: i64, body: impl serde::Serialize) -> HttpResponse {
+        if self.has(version) {
+            tagged(HttpResponse::NotModified(), version).finish()
+        } else {
+            tagged(HttpResponse::Ok(), version).json(body)
+        }
+    }
+}
+
+impl FromRequest for IfNoneMatch {
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self, Infallible>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let parsed = req
+            .headers()
+            .contains_key(header::IF_NONE_MATCH)
+            .then(|| header::IfNoneMatch::parse(req).ok())
+            .flatten();
+        std::future::ready(Ok(Self(parsed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::test::TestRequest;
+
+    use super::*;
+
+    fn if_match(value: &str) -> IfMatch {
+        IfMatch::parse(
+            &TestRequest::default()
+                .insert_header(("if-match", value))
+                .to_http_request(),
+        )
+    }
+
+    fn if_none_match(value: &str) -> IfNoneMatch {
+        let req = TestRequest::default()
+            .insert_header(("if-none-match", value))
+            .to_http_request();
+        IfNoneMatch::from_request(&req, &mut Payload::None)
+            .into_inner()
+            .unwrap()
+    }
+
+    #[test]
+    fn if_match_compares_strong_tags_only() {
+        assert!(if_match("\"3\"").holds(3));
+        assert!(!if_match("\"3\"").holds(4));
+        assert!(if_match("\"1\", \"4\"").holds(4));
+        assert!(
+            !if_match("W/\"3\"").holds(3),
+            "a weak tag never matches a write"
+        );
+        assert!(if_match("*").holds(17));
+        assert!(
+            !if_match("not a tag").holds(1),
+            "unparseable: nothing matches"
+        );
+        assert!(!if_match("\"abc\"").holds(1));
+        let absent = IfMatch::parse(&TestRequest::default().to_http_request());
+        assert!(absent.holds(1) && absent.versions().is_none());
+    }
+
+    #[test]
+    fn if_none_match_compares_weakly() {
+        assert!(if_none_match("\"3\"").has(3));
+        assert!(if_none_match("W/\"3\"").has(3));
+        assert!(!if_none_match("\"2\"").has(3));
+        assert!(if_none_match("*").has(3));
+        assert!(!if_none_match("garbage").has(3));
+        assert_eq!(etag(12).to_string(), "\"12\"");
+    }
+}

@@ -1,0 +1,190 @@
+//! An idempotency key: the first answer to a request sent with an `Idempotency-Key`, kept so
+//! that a retry of the same request gets the same answer instead of doing the work twice.
+//!
+//! A key is unique within its scope ([`Scope`]): one user's keys never meet another's. A row
+//! is written in two steps: *claimed* when the first request arrives (no `status` yet: the
+//! request is in flight), then *completed* with the answer, in the same transaction as the
+//! request's own writes — so the answer is stored exactly when the work is. A claim whose
+//! request never completed (the process died) is taken over after [`IN_FLIGHT_LEASE_S`].
+//!
+//! The request itself is kept only as a [`fingerprint`]: a SHA-256 digest of what was asked,
+//! never a password.
+
+use sea_orm::entity::prelude::*;
+use sha2::{Digest, Sha256};
+
+/// A row of the `idempotency_keys` table.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "idempotency_keys")]
+pub struct Model {
+    /// Positive, database-assigned identifier.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    /// Whose key it is ([`Scope::as_str`]); `(scope, key)` is unique.
+    #[sea_orm(column_type = "String(StringLen::N(40))")]
+    pub scope: String,
+    /// The user of a user's scope; deleting the user deletes their keys.
+    pub user_id: Option<i64>,
+    /// The key as the client sent it (1 to 255 visible ASCII characters).
+    #[sea_orm(column_type = "String(StringLen::N(255))")]
+    pub key: String,
+    /// [`fingerprint`] of the first request: a repeat must match it.
+    #[sea_orm(column_type = "String(StringLen::N(64))")]
+    pub fingerprint: String,
+    /// Random, per claim: only the request holding the claim may complete or release it.
+    #[sea_orm(column_type = "String(StringLen::N(32))")]
+    pub claim: String,
+    /// The stored answer's HTTP status; `None` while the first request is in flight.
+    pub status: Option<i32>,
+    /// The stored answer's `Location`, if any.
+    #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
+    pub location: Option<String>,
+    /// The stored answer's `ETag`, if any.
+    #[sea_orm(column_type = "String(StringLen::N(64))", nullable)]
+    pub etag: Option<String>,
+    /// The stored answer's JSON body.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub body: Option<String>,
+    /// When the key was claimed (UTC).
+    pub created_at: DateTimeUtc,
+    /// After this instant the key is forgotten (UTC).
+    pub expires_at: DateTimeUtc,
+}
+
+/// A key belongs to its user, if it is a user's.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    /// The user (`idempotency_keys.user_id` → `users.id`, cascading on delete).
+    #[sea_orm(
+        belongs_to = "super::user::Entity",
+        from = "Column::UserId",
+        to = "super::user::Column::Id",
+        on_delete = "Cascade"
+    )]
+    User,
+}
+
+impl Related<super::user::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::User.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}
+
+/// Seconds after which a claim that never completed may be taken over by a retry.
+pub const IN_FLIGHT_LEASE_S: i64 = 30;
+
+/// Whose keys a key is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// A signed-in user's requests.
+    User(i64),
+    /// Sign-ups: nobody is signed in, the key alone identifies the request.
+    SignUp,
+}
+
+impl Scope {
+    /// The scope as stored.
+    pub fn as_str(self) -> String {
+        match self {
+            Self::User(id) => format!("user:{id}"),
+            Self::SignUp => "sign-up".to_owned(),
+        }
+    }
+
+    /// The user the key belongs to, if any.
+    pub fn user_id(self) -> Option<i64> {
+        match self {
+            Self::User(id) => Some(id),
+            Self::SignUp => None,
+        }
+    }
+}
+
+/// The key `key` of `scope`, if it is stored.
+pub fn find(scope: Scope, key: &str) -> Select<Entity> {
+    Entity::find()
+        .filter(Column::Scope.eq(scope.as_str()))
+        .filter(Column::Key.eq(key))
+}
+
+/// The keys that expired before `now` (run it with `.exec(db)` to purge them).
+pub fn delete_expired(now: DateTimeUtc) -> sea_orm::DeleteMany<Entity> {
+    Entity::delete_many().filter(Column::ExpiresAt.lte(now))
+}
+
+/// Whether a stored key no longer holds at `now`: expired, or claimed by a request that has
+/// not completed within [`IN_FLIGHT_LEASE_S`].
+pub fn is_stale(key: &Model, now: DateTimeUtc) -> bool {
+    key.expires_at <= now
+        || (key.status.is_none()
+            && key.created_at + chrono::Duration::seconds(IN_FLIGHT_LEASE_S) <= now)
+}
+
+/// A request's fingerprint: the SHA-256 of its parts (say the method and route, then a
+/// canonical form of the body), each length-prefixed so that no two lists of parts meet.
+pub fn fingerprint(parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// A new claim: 128 bits from the operating system's CSPRNG, in hex.
+pub fn new_claim() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex::encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_tell_lists_of_parts_apart() {
+        assert_eq!(fingerprint(&["a", "b"]), fingerprint(&["a", "b"]));
+        assert_ne!(fingerprint(&["ab", ""]), fingerprint(&["a", "b"]));
+        assert_eq!(fingerprint(&[]).len(), 64);
+    }
+
+    #[test]
+    fn scopes_never_meet() {
+        assert_ne!(Scope::User(1).as_str(), Scope::User(11).as_str());
+        assert_ne!(Scope::User(1).as_str(), Scope::SignUp.as_str());
+        assert_eq!(Scope::SignUp.user_id(), None);
+    }
+
+    #[test]
+    fn a_claim_that_never_completed_goes_stale() {
+        let now = crate::now();
+        let mut key = Model {
+            id: 1,
+            scope: Scope::SignUp.as_str(),
+            user_id: None,
+            key: "k".into(),
+            fingerprint: fingerprint(&["x"]),
+            claim: new_claim().unwrap(),
+            status: None,
+            location: None,
+            etag: None,
+            body: None,
+            created_at: now,
+            expires_at: now + chrono::Duration::days(1),
+        };
+        assert!(!is_stale(&key, now));
+        assert!(is_stale(
+            &key,
+            now + chrono::Duration::seconds(IN_FLIGHT_LEASE_S)
+        ));
+        key.status = Some(201);
+        assert!(!is_stale(
+            &key,
+            now + chrono::Duration::seconds(IN_FLIGHT_LEASE_S)
+        ));
+        assert!(is_stale(&key, now + chrono::Duration::days(1)));
+    }
+}

@@ -1,0 +1,1055 @@
+//! Safe retries and concurrent changes, as the contract states them, on every backend:
+//! strong `ETag`s on notes and users, `If-None-Match` (304), `If-Match` (412, `*`), races
+//! that never answer 5xx, and `Idempotency-Key` (replay, 409 in flight, 422 reused, 400
+//! malformed, nothing stored for a 5xx, per user, across instances, expiry).
+
+use std::time::Duration;
+
+use actix_web::{
+    http::{Method, StatusCode},
+    test::TestRequest,
+};
+use entity::{idempotency_key, note, user};
+use sea_orm::{
+    ActiveModelTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    sea_query::{Expr, Value as SqlValue},
+};
+use serde_json::{Value, json};
+use tests::{
+    Backend, Reply, TEST_PASSWORD, TestApp, assert_problem, backends,
+    http::{TestServer, json_request},
+    unique_email,
+};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn with(request: TestRequest, name: &str, value: &str) -> TestRequest {
+    request.insert_header((name.to_owned(), value.to_owned()))
+}
+
+fn post(path: &str, body: &Value) -> TestRequest {
+    json_request(Method::POST, path, body)
+}
+
+fn patch(path: &str, body: &Value) -> TestRequest {
+    json_request(Method::PATCH, path, body)
+}
+
+fn keyed(request: TestRequest, key: &str) -> TestRequest {
+    with(request, "idempotency-key", key)
+}
+
+/// The response's `ETag` (panics when it has none).
+fn etag(reply: &Reply) -> String {
+    reply
+        .header("etag")
+        .unwrap_or_else(|| panic!("no ETag: {reply:?}"))
+        .to_owned()
+}
+
+fn id_of(reply: &Reply) -> i64 {
+    reply.json()["id"].as_i64().expect("an id")
+}
+
+fn replayed(reply: &Reply) -> bool {
+    reply.header("idempotent-replayed") == Some("true")
+}
+
+/// A new note of the signed-in user; its reply (201).
+async fn create_note(app: &TestApp, text: &str) -> Reply {
+    let reply = app.send(post("/notes", &json!({ "text": text }))).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    reply
+}
+
+async fn notes_with_text(app: &TestApp, text: &str) -> u64 {
+    note::Entity::find()
+        .filter(note::Column::Text.eq(text))
+        .count(app.conn())
+        .await
+        .unwrap()
+}
+
+async fn stored_keys(app: &TestApp) -> Vec<idempotency_key::Model> {
+    idempotency_key::Entity::find()
+        .all(app.conn())
+        .await
+        .unwrap()
+}
+
+fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .finish()
+}
+
+/// Status and body of a request over HTTP.
+async fn send_over_http(request: awc::ClientRequest, body: Option<&Value>) -> (u16, String) {
+    let sent = match body {
+        Some(body) => request.send_json(body).await,
+        None => request.send().await,
+    };
+    let mut response = sent.unwrap_or_else(|e| panic!("request failed: {e}"));
+    let bytes = response.body().limit(1 << 24).await.unwrap_or_default();
+    (
+        response.status().as_u16(),
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// ETag and If-None-Match
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_note_has_a_strong_etag_that_changes_with_it(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let created = create_note(&app, "tagged").await;
+    let first = etag(&created);
+    assert!(
+        first.starts_with('"') && first.ends_with('"') && first.len() > 2,
+        "a strong tag: {first}"
+    );
+    let path = format!("/notes/{}", id_of(&created));
+    let read = app.get(&path).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(etag(&read), first, "GET tags what POST tagged");
+    assert_eq!(etag(&app.get(&path).await), first, "stable while unchanged");
+
+    let changed = app.send(patch(&path, &json!({"completed": true}))).await;
+    assert_eq!(changed.status, StatusCode::OK, "{changed:?}");
+    let second = etag(&changed);
+    assert_ne!(second, first, "a change changes the tag");
+    assert_eq!(etag(&app.get(&path).await), second);
+
+    // Even a PATCH that sets what is already there is a change (updated_at advances).
+    let again = app.send(patch(&path, &json!({"completed": true}))).await;
+    assert_ne!(etag(&again), second);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn if_none_match_with_the_current_tag_is_304_without_a_body(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let created = create_note(&app, "cached").await;
+    let tag = etag(&created);
+    let path = format!("/notes/{}", id_of(&created));
+
+    let fresh = app
+        .send(with(TestRequest::get().uri(&path), "if-none-match", &tag))
+        .await;
+    assert_eq!(fresh.status, StatusCode::NOT_MODIFIED, "{fresh:?}");
+    assert!(fresh.body.is_empty(), "a 304 has no body: {fresh:?}");
+    assert_eq!(etag(&fresh), tag);
+
+    let weak = format!("W/{tag}");
+    let listed = format!("\"nope\", {weak}");
+    for value in [weak.as_str(), listed.as_str(), "*"] {
+        let reply = app
+            .send(with(TestRequest::get().uri(&path), "if-none-match", value))
+            .await;
+        assert_eq!(reply.status, StatusCode::NOT_MODIFIED, "{value}: {reply:?}");
+    }
+    for value in ["\"other\"", "garbage"] {
+        let reply = app
+            .send(with(TestRequest::get().uri(&path), "if-none-match", value))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{value}: {reply:?}");
+        assert_eq!(reply.json()["text"], "cached");
+    }
+
+    app.send(patch(&path, &json!({"text": "changed"}))).await;
+    let stale = app
+        .send(with(TestRequest::get().uri(&path), "if-none-match", &tag))
+        .await;
+    assert_eq!(stale.status, StatusCode::OK, "an old tag gets the new note");
+    assert_eq!(stale.json()["text"], "changed");
+
+    // Another user's note stays 404, whatever the tag.
+    let other = app.sign_up_and_in("other").await;
+    let reply = app
+        .send_as(
+            &other.token,
+            with(TestRequest::get().uri(&path), "if-none-match", "*"),
+        )
+        .await;
+    assert_problem(&reply, StatusCode::NOT_FOUND);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_user_has_an_etag_on_every_read_and_write(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = unique_email("tagged");
+    let body = json!({"email": email, "password": TEST_PASSWORD});
+    let created = app.send_anonymous(post("/users", &body)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let first = etag(&created);
+    let id = id_of(&created);
+    let token = app.sign_in(&email, TEST_PASSWORD).await;
+
+    let me = app
+        .send_as(&token, TestRequest::get().uri("/users/me"))
+        .await;
+    assert_eq!(etag(&me), first);
+    let path = format!("/users/{id}");
+    let by_id = app.send_as(&token, TestRequest::get().uri(&path)).await;
+    assert_eq!(etag(&by_id), first);
+    for uri in ["/users/me", path.as_str()] {
+        let fresh = app
+            .send_as(
+                &token,
+                with(TestRequest::get().uri(uri), "if-none-match", &first),
+            )
+            .await;
+        assert_eq!(fresh.status, StatusCode::NOT_MODIFIED, "{uri}: {fresh:?}");
+        assert!(fresh.body.is_empty());
+    }
+
+    let renamed = app
+        .send_as(&token, patch(&path, &json!({"name": "Tag"})))
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{renamed:?}");
+    let second = etag(&renamed);
+    assert_ne!(second, first);
+    let me = app
+        .send_as(&token, TestRequest::get().uri("/users/me"))
+        .await;
+    assert_eq!(etag(&me), second);
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// If-Match
+
+#[backends(sqlite, postgres, mysql)]
+async fn if_match_prevents_a_lost_update_on_a_note(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let created = create_note(&app, "original").await;
+    let path = format!("/notes/{}", id_of(&created));
+    // Two clients read the same version.
+    let read = etag(&app.get(&path).await);
+
+    let first = app
+        .send(with(
+            patch(&path, &json!({"text": "first"})),
+            "if-match",
+            &read,
+        ))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    let second = app
+        .send(with(
+            patch(&path, &json!({"text": "second"})),
+            "if-match",
+            &read,
+        ))
+        .await;
+    let problem = assert_problem(&second, StatusCode::PRECONDITION_FAILED);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("If-Match"),
+        "{problem}"
+    );
+    let stored = app.get(&path).await;
+    assert_eq!(
+        stored.json()["text"],
+        "first",
+        "the lost update did not happen"
+    );
+    assert_eq!(etag(&stored), etag(&first));
+
+    // With the current tag (one of a list), the change goes through.
+    let list = format!("\"0\", {}", etag(&first));
+    let third = app
+        .send(with(
+            patch(&path, &json!({"text": "third"})),
+            "if-match",
+            &list,
+        ))
+        .await;
+    assert_eq!(third.status, StatusCode::OK, "{third:?}");
+    assert_eq!(third.json()["text"], "third");
+
+    // A weak tag never matches a write.
+    let weak = format!("W/{}", etag(&third));
+    let reply = app
+        .send(with(
+            patch(&path, &json!({"text": "weak"})),
+            "if-match",
+            &weak,
+        ))
+        .await;
+    assert_problem(&reply, StatusCode::PRECONDITION_FAILED);
+
+    // DELETE: a stale tag is 412 and the note stays; the current one deletes it.
+    let reply = app
+        .send(with(TestRequest::delete().uri(&path), "if-match", &read))
+        .await;
+    assert_problem(&reply, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(app.get(&path).await.status, StatusCode::OK);
+    let reply = app
+        .send(with(
+            TestRequest::delete().uri(&path),
+            "if-match",
+            &etag(&third),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    // Gone: 404 whatever If-Match says.
+    let reply = app
+        .send(with(
+            TestRequest::delete().uri(&path),
+            "if-match",
+            &etag(&third),
+        ))
+        .await;
+    assert_problem(&reply, StatusCode::NOT_FOUND);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn if_match_star_matches_any_existing_note_and_garbage_matches_none(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let created = create_note(&app, "starred").await;
+    let path = format!("/notes/{}", id_of(&created));
+
+    let reply = app
+        .send(with(
+            patch(&path, &json!({"completed": true})),
+            "if-match",
+            "*",
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    for garbage in ["not-a-tag", "\"x\""] {
+        let reply = app
+            .send(with(
+                patch(&path, &json!({"text": "no"})),
+                "if-match",
+                garbage,
+            ))
+            .await;
+        assert_problem(&reply, StatusCode::PRECONDITION_FAILED);
+    }
+    assert_eq!(app.get(&path).await.json()["text"], "starred");
+
+    let reply = app
+        .send(with(TestRequest::delete().uri(&path), "if-match", "*"))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    let reply = app
+        .send(with(
+            patch(&path, &json!({"text": "gone"})),
+            "if-match",
+            "*",
+        ))
+        .await;
+    assert_problem(&reply, StatusCode::NOT_FOUND);
+
+    // Another user's note is 404 with any If-Match, and is not changed.
+    let mine = create_note(&app, "mine").await;
+    let other = app.sign_up_and_in("other").await;
+    let path = format!("/notes/{}", id_of(&mine));
+    for request in [
+        with(patch(&path, &json!({"text": "theirs"})), "if-match", "*"),
+        with(TestRequest::delete().uri(&path), "if-match", &etag(&mine)),
+    ] {
+        let reply = app.send_as(&other.token, request).await;
+        assert_problem(&reply, StatusCode::NOT_FOUND);
+    }
+    assert_eq!(app.get(&path).await.json()["text"], "mine");
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn if_match_prevents_a_lost_update_on_a_user(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let path = format!("/users/{}", user.id);
+    let read = etag(&app.get("/users/me").await);
+
+    let first = app
+        .send(with(
+            patch(&path, &json!({"name": "First"})),
+            "if-match",
+            &read,
+        ))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    let second = app
+        .send(with(
+            patch(&path, &json!({"name": "Second"})),
+            "if-match",
+            &read,
+        ))
+        .await;
+    assert_problem(&second, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(app.get("/users/me").await.json()["name"], "First");
+
+    let reply = app
+        .send(with(TestRequest::delete().uri(&path), "if-match", &read))
+        .await;
+    assert_problem(&reply, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        app.get("/users/me").await.status,
+        StatusCode::OK,
+        "not deleted"
+    );
+    let reply = app
+        .send(with(
+            TestRequest::delete().uri(&path),
+            "if-match",
+            &etag(&first),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Races, through a real server
+
+/// Pairs of requests in flight at once (more would only measure the pool's queue).
+const WAVE: usize = 25;
+
+#[backends(sqlite, postgres, mysql)]
+async fn racing_patch_and_delete_on_notes_never_answer_5xx(backend: Backend) {
+    const PAIRS: usize = 300;
+    let (app, user) = TestApp::signed_in(backend).await;
+    let notes: Vec<Value> = (0..PAIRS)
+        .map(|i| json!({"text": format!("race {i}")}))
+        .collect();
+    let created = app.send(post("/notes/bulk", &Value::Array(notes))).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let ids: Vec<i64> = created
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    let server = app.serve().await;
+    let client = client();
+
+    let change = json!({"text": "patched", "completed": true});
+    let mut patches = std::collections::BTreeMap::<u16, usize>::new();
+    let mut deletes = std::collections::BTreeMap::<u16, usize>::new();
+    for wave in ids.chunks(WAVE) {
+        let racing = wave.iter().map(|id| {
+            let url = server.url(&format!("/notes/{id}"));
+            let patch = send_over_http(client.patch(&url).bearer_auth(&user.token), Some(&change));
+            let delete = send_over_http(client.delete(&url).bearer_auth(&user.token), None);
+            futures_util::future::join(patch, delete)
+        });
+        for ((patch, _), (delete, _)) in futures_util::future::join_all(racing).await {
+            *patches.entry(patch).or_default() += 1;
+            *deletes.entry(delete).or_default() += 1;
+        }
+    }
+    eprintln!("{backend:?}: PATCH {patches:?}, DELETE {deletes:?}");
+    assert!(
+        patches.keys().all(|s| [200, 404].contains(s)),
+        "a PATCH racing a DELETE is 200 or 404: {patches:?}"
+    );
+    assert_eq!(
+        deletes.get(&204),
+        Some(&PAIRS),
+        "every DELETE wins: {deletes:?}"
+    );
+    assert_eq!(notes_with_text(&app, "patched").await, 0);
+    server.stop().await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn racing_conditional_patches_let_one_win_and_refuse_the_other(backend: Backend) {
+    const PAIRS: usize = 100;
+    let (app, user) = TestApp::signed_in(backend).await;
+    let notes: Vec<Value> = (0..PAIRS)
+        .map(|i| json!({"text": format!("cas {i}")}))
+        .collect();
+    let created = app.send(post("/notes/bulk", &Value::Array(notes))).await;
+    let ids: Vec<i64> = created
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect();
+    // Every note is at its first version: that is the tag both racers send.
+    let tag = etag(&app.get(&format!("/notes/{}", ids[0])).await);
+    let server = app.serve().await;
+    let client = client();
+
+    let (body_one, body_two) = (json!({"text": "one"}), json!({"text": "two"}));
+    for wave in ids.chunks(WAVE) {
+        let racing = wave.iter().map(|id| {
+            let url = server.url(&format!("/notes/{id}"));
+            let one = send_over_http(
+                client
+                    .patch(&url)
+                    .bearer_auth(&user.token)
+                    .insert_header(("if-match", tag.as_str())),
+                Some(&body_one),
+            );
+            let two = send_over_http(
+                client
+                    .patch(&url)
+                    .bearer_auth(&user.token)
+                    .insert_header(("if-match", tag.as_str())),
+                Some(&body_two),
+            );
+            futures_util::future::join(one, two)
+        });
+        for ((one, _), (two, _)) in futures_util::future::join_all(racing).await {
+            let mut pair = [one, two];
+            pair.sort_unstable();
+            assert_eq!(pair, [200, 412], "exactly one conditional PATCH wins");
+        }
+    }
+    server.stop().await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn racing_patch_and_delete_on_users_never_answer_5xx(backend: Backend) {
+    const PAIRS: usize = 40;
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin().await;
+    let mut ids = Vec::new();
+    for i in 0..PAIRS {
+        let user = user::ActiveModel {
+            email: Set(unique_email(&format!("racer{i}"))),
+            hashed_password: Set("!".to_owned()),
+            ..sea_orm::ActiveModelBehavior::new()
+        }
+        .insert(app.conn())
+        .await
+        .unwrap();
+        ids.push(user.id);
+    }
+    let server = app.serve().await;
+    let client = client();
+    let change = json!({"name": "patched", "is_active": false});
+    let mut statuses = Vec::new();
+    for wave in ids.chunks(WAVE) {
+        let racing = wave.iter().map(|id| {
+            let url = server.url(&format!("/users/{id}"));
+            let patch = send_over_http(client.patch(&url).bearer_auth(&admin.token), Some(&change));
+            let delete = send_over_http(client.delete(&url).bearer_auth(&admin.token), None);
+            futures_util::future::join(patch, delete)
+        });
+        for ((patch, body), (delete, _)) in futures_util::future::join_all(racing).await {
+            assert!([200, 404].contains(&patch), "PATCH {patch}: {body}");
+            assert_eq!(delete, 204);
+            statuses.push(patch);
+        }
+    }
+    eprintln!("{backend:?}: user PATCH statuses {statuses:?}");
+    server.stop().await;
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Idempotency-Key
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_keyed_create_is_replayed_and_writes_once(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let body = json!({"text": "exactly once"});
+    let first = app.send(keyed(post("/notes", &body), "key-1")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    assert!(!replayed(&first));
+    let location = first.header("location").unwrap().to_owned();
+
+    for _ in 0..3 {
+        let again = app.send(keyed(post("/notes", &body), "key-1")).await;
+        assert_eq!(again.status, StatusCode::CREATED, "{again:?}");
+        assert!(replayed(&again), "{again:?}");
+        assert_eq!(again.body, first.body, "the same body, byte for byte");
+        assert_eq!(again.header("location"), Some(location.as_str()));
+        assert_eq!(again.header("etag"), first.header("etag"));
+        assert_eq!(again.header("content-type"), Some("application/json"));
+    }
+    assert_eq!(notes_with_text(&app, "exactly once").await, 1);
+
+    // Another key is another request.
+    let other = app.send(keyed(post("/notes", &body), "key-2")).await;
+    assert_eq!(other.status, StatusCode::CREATED);
+    assert!(!replayed(&other));
+    assert_ne!(id_of(&other), id_of(&first));
+    assert_eq!(notes_with_text(&app, "exactly once").await, 2);
+
+    // Without a key nothing is stored.
+    let keys = stored_keys(&app).await.len();
+    create_note(&app, "no key").await;
+    assert_eq!(stored_keys(&app).await.len(), keys);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn the_same_key_with_another_body_is_422(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let first = app
+        .send(keyed(post("/notes", &json!({"text": "a"})), "reuse"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+
+    // The same note, written differently, is the same request.
+    let equivalent = app
+        .send(keyed(
+            TestRequest::post()
+                .uri("/notes")
+                .insert_header(("content-type", "application/json"))
+                .set_payload("{ \"completed\" : false,\n \"text\": \"a\" }"),
+            "reuse",
+        ))
+        .await;
+    assert_eq!(equivalent.status, StatusCode::CREATED, "{equivalent:?}");
+    assert!(replayed(&equivalent));
+
+    for (path, body) in [
+        ("/notes", json!({"text": "b"})),
+        ("/notes", json!({"text": "a", "completed": true})),
+        ("/notes/bulk", json!([{"text": "a"}])),
+    ] {
+        let reply = app.send(keyed(post(path, &body), "reuse")).await;
+        let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            problem["errors"][0]["field"], "Idempotency-Key",
+            "{problem}"
+        );
+    }
+    assert_eq!(notes_with_text(&app, "a").await, 1);
+    assert_eq!(notes_with_text(&app, "b").await, 0);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_keyed_bulk_create_is_replayed_whole(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let body = json!([{"text": "bulk 1"}, {"text": "bulk 2", "completed": true}]);
+    let first = app.send(keyed(post("/notes/bulk", &body), "bulk")).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let again = app.send(keyed(post("/notes/bulk", &body), "bulk")).await;
+    assert_eq!(again.status, StatusCode::CREATED);
+    assert!(replayed(&again));
+    assert_eq!(again.body, first.body);
+    assert_eq!(notes_with_text(&app, "bulk 1").await, 1);
+    assert_eq!(notes_with_text(&app, "bulk 2").await, 1);
+
+    // A bad item is 422 and releases the key: the corrected request then goes through.
+    let bad = json!([{"text": "ok"}, {"text": ""}]);
+    let reply = app.send(keyed(post("/notes/bulk", &bad), "bulk-bad")).await;
+    assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    let good = json!([{"text": "ok"}, {"text": "fixed"}]);
+    let reply = app
+        .send(keyed(post("/notes/bulk", &good), "bulk-bad"))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert!(!replayed(&reply));
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_keyed_sign_up_is_replayed_only_with_the_same_password(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let email = unique_email("keyed");
+    let body = json!({"email": email, "password": TEST_PASSWORD, "name": "K"});
+    let first = app
+        .send_anonymous(keyed(post("/users", &body), "signup"))
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let again = app
+        .send_anonymous(keyed(post("/users", &body), "signup"))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{again:?}");
+    assert!(replayed(&again));
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("location"), first.header("location"));
+
+    let other_password = json!({"email": email, "password": "another password", "name": "K"});
+    let reply = app
+        .send_anonymous(keyed(post("/users", &other_password), "signup"))
+        .await;
+    assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    let other_name = json!({"email": email, "password": TEST_PASSWORD});
+    let reply = app
+        .send_anonymous(keyed(post("/users", &other_name), "signup"))
+        .await;
+    assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let users = user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .count(app.conn())
+        .await
+        .unwrap();
+    assert_eq!(users, 1);
+    // The password is in no stored key.
+    for key in stored_keys(&app).await {
+        let row = format!("{key:?}");
+        assert!(!row.contains(TEST_PASSWORD), "{row}");
+    }
+    // The key goes with the account.
+    let token = app.sign_in(&email, TEST_PASSWORD).await;
+    let reply = app
+        .send_as(
+            &token,
+            TestRequest::delete().uri(&format!("/users/{}", id_of(&first))),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(stored_keys(&app).await.is_empty());
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_dozen_racing_retries_with_one_key_write_exactly_one_note(backend: Backend) {
+    const RETRIES: usize = 12;
+    let (app, user) = TestApp::signed_in(backend).await;
+    let server = app.serve().await;
+    let client = client();
+    let body = json!({"text": "raced once"});
+    let racing = (0..RETRIES).map(|_| {
+        send_over_http(
+            client
+                .post(server.url("/notes"))
+                .bearer_auth(&user.token)
+                .insert_header(("idempotency-key", "racing-key")),
+            Some(&body),
+        )
+    });
+    let answers = futures_util::future::join_all(racing).await;
+    eprintln!(
+        "{backend:?}: {:?}",
+        answers.iter().map(|(status, _)| status).collect::<Vec<_>>()
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|(status, _)| [201, 409].contains(status)),
+        "every retry is the answer or 409 in flight: {answers:?}"
+    );
+    let created: Vec<&String> = answers
+        .iter()
+        .filter(|(status, _)| *status == 201)
+        .map(|(_, body)| body)
+        .collect();
+    assert!(!created.is_empty(), "one of them did the work");
+    assert!(created.iter().all(|b| *b == created[0]), "one answer");
+    assert_eq!(notes_with_text(&app, "raced once").await, 1);
+
+    // Once settled, a retry gets the stored answer.
+    let (status, replay) = send_over_http(
+        client
+            .post(server.url("/notes"))
+            .bearer_auth(&user.token)
+            .insert_header(("idempotency-key", "racing-key")),
+        Some(&body),
+    )
+    .await;
+    assert_eq!((status, &replay), (201, created[0]));
+    server.stop().await;
+    app.finish().await;
+}
+
+/// SQL that makes inserting a note with the text `poison` fail, and SQL that undoes it.
+fn poison(backend: Backend) -> (Vec<&'static str>, &'static str) {
+    match backend {
+        Backend::Sqlite => (
+            vec![
+                "CREATE TRIGGER poison BEFORE INSERT ON notes WHEN NEW.text = 'poison' \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END",
+            ],
+            "DROP TRIGGER poison",
+        ),
+        Backend::Postgres => (
+            vec![
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.text = 'poison' THEN RAISE EXCEPTION 'injected failure'; END IF; \
+                 RETURN NEW; END $$",
+                "CREATE TRIGGER poison BEFORE INSERT ON notes FOR EACH ROW \
+                 EXECUTE FUNCTION poison()",
+            ],
+            "DROP TRIGGER poison ON notes",
+        ),
+        Backend::MySql => (
+            vec![
+                "CREATE TRIGGER poison BEFORE INSERT ON notes FOR EACH ROW BEGIN \
+                 IF NEW.text = 'poison' THEN SIGNAL SQLSTATE '45000' \
+                 SET MESSAGE_TEXT = 'injected failure'; END IF; END",
+            ],
+            "DROP TRIGGER poison",
+        ),
+    }
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_failed_request_stores_nothing_and_its_retry_succeeds(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let (inject, undo) = poison(backend);
+    for statement in inject {
+        app.conn().execute_unprepared(statement).await.unwrap();
+    }
+    let body = json!({"text": "poison"});
+    let failed = app.send(keyed(post("/notes", &body), "retry-me")).await;
+    assert_problem(&failed, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(stored_keys(&app).await.is_empty(), "a 5xx stores nothing");
+    assert_eq!(notes_with_text(&app, "poison").await, 0);
+
+    app.conn().execute_unprepared(undo).await.unwrap();
+    let retry = app.send(keyed(post("/notes", &body), "retry-me")).await;
+    assert_eq!(retry.status, StatusCode::CREATED, "{retry:?}");
+    assert!(!replayed(&retry), "the retry did the work");
+    let replay = app.send(keyed(post("/notes", &body), "retry-me")).await;
+    assert!(replayed(&replay));
+    assert_eq!(replay.body, retry.body);
+    assert_eq!(notes_with_text(&app, "poison").await, 1);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn keys_of_two_users_never_collide(backend: Backend) {
+    let (app, alice) = TestApp::signed_in(backend).await;
+    let bob = app.sign_up_and_in("bob").await;
+    let a = app
+        .send_as(
+            &alice.token,
+            keyed(post("/notes", &json!({"text": "alice's"})), "shared"),
+        )
+        .await;
+    let b = app
+        .send_as(
+            &bob.token,
+            keyed(post("/notes", &json!({"text": "bob's"})), "shared"),
+        )
+        .await;
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::CREATED, StatusCode::CREATED)
+    );
+    assert!(!replayed(&b), "bob's key is his own: {b:?}");
+    assert_eq!(b.json()["user_id"], bob.id);
+    // Each replays their own.
+    let again = app
+        .send_as(
+            &bob.token,
+            keyed(post("/notes", &json!({"text": "bob's"})), "shared"),
+        )
+        .await;
+    assert!(replayed(&again));
+    assert_eq!(again.body, b.body);
+    // The same body from bob under alice's key and text is still bob's own request.
+    let same = app
+        .send_as(
+            &bob.token,
+            keyed(post("/notes", &json!({"text": "alice's"})), "shared"),
+        )
+        .await;
+    assert_problem(&same, StatusCode::UNPROCESSABLE_ENTITY);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn two_instances_share_keys(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let (one, two) = (app.serve().await, app.serve().await);
+    let client = client();
+    let body = json!({"text": "two instances"});
+    let request = |server: &TestServer| {
+        client
+            .post(server.url("/notes"))
+            .bearer_auth(&user.token)
+            .insert_header(("idempotency-key", "across"))
+    };
+    let (status, first) = send_over_http(request(&one), Some(&body)).await;
+    assert_eq!(status, 201);
+    let (status, again) = send_over_http(request(&two), Some(&body)).await;
+    assert_eq!((status, &again), (201, &first));
+    assert_eq!(notes_with_text(&app, "two instances").await, 1);
+    one.stop().await;
+    two.stop().await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_key_in_flight_is_409_and_an_abandoned_claim_is_taken_over(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let body = json!({"text": "in flight"});
+    let first = app.send(keyed(post("/notes", &body), "flight")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    // As if the first request were still running: its claim has no answer yet.
+    idempotency_key::Entity::update_many()
+        .col_expr(
+            idempotency_key::Column::Status,
+            Expr::value(SqlValue::Int(None)),
+        )
+        .exec(app.conn())
+        .await
+        .unwrap();
+    let reply = app.send(keyed(post("/notes", &body), "flight")).await;
+    assert_problem(&reply, StatusCode::CONFLICT);
+    assert!(reply.header("retry-after").is_some(), "{reply:?}");
+    // Another body is still 422, in flight or not.
+    let reply = app
+        .send(keyed(post("/notes", &json!({"text": "else"})), "flight"))
+        .await;
+    assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // A claim older than the lease belongs to a request that died: a retry takes it over.
+    let long_ago =
+        entity::now() - chrono::Duration::seconds(idempotency_key::IN_FLIGHT_LEASE_S + 1);
+    idempotency_key::Entity::update_many()
+        .col_expr(idempotency_key::Column::CreatedAt, Expr::value(long_ago))
+        .exec(app.conn())
+        .await
+        .unwrap();
+    let reply = app.send(keyed(post("/notes", &body), "flight")).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    assert!(!replayed(&reply));
+    let replay = app.send(keyed(post("/notes", &body), "flight")).await;
+    assert!(replayed(&replay));
+    assert_eq!(replay.body, reply.body);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_key_is_kept_for_its_ttl_then_forgotten(backend: Backend) {
+    let (app, _user) =
+        TestApp::with_settings_signed_in(backend, &[("IDEMPOTENCY_TTL_S", "60")]).await;
+    let body = json!({"text": "expiring"});
+    let first = app.send(keyed(post("/notes", &body), "ttl")).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let key = stored_keys(&app).await.pop().unwrap();
+    let ttl = (key.expires_at - key.created_at).num_seconds();
+    assert_eq!(ttl, 60, "IDEMPOTENCY_TTL_S");
+
+    idempotency_key::Entity::update_many()
+        .col_expr(
+            idempotency_key::Column::ExpiresAt,
+            Expr::value(entity::now() - chrono::Duration::seconds(1)),
+        )
+        .exec(app.conn())
+        .await
+        .unwrap();
+    let after = app.send(keyed(post("/notes", &body), "ttl")).await;
+    assert_eq!(after.status, StatusCode::CREATED);
+    assert!(!replayed(&after), "an expired key is a new request");
+    assert_eq!(notes_with_text(&app, "expiring").await, 2);
+    // Expired keys are purged.
+    idempotency_key::Entity::update_many()
+        .col_expr(
+            idempotency_key::Column::ExpiresAt,
+            Expr::value(entity::now() - chrono::Duration::seconds(1)),
+        )
+        .exec(app.conn())
+        .await
+        .unwrap();
+    let purged = idempotency_key::delete_expired(entity::now())
+        .exec(app.conn())
+        .await
+        .unwrap();
+    assert_eq!(purged.rows_affected, 1);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_malformed_key_is_400_and_an_anonymous_one_401(backend: Backend) {
+    let (app, _user) = TestApp::signed_in(backend).await;
+    let body = json!({"text": "malformed"});
+    let long = "k".repeat(256);
+    for key in ["", "has space", "tab\there", long.as_str(), "é"] {
+        let request = TestRequest::post()
+            .uri("/notes")
+            .insert_header(("content-type", "application/json"))
+            .insert_header((
+                "idempotency-key",
+                actix_web::http::header::HeaderValue::from_bytes(key.as_bytes()).unwrap(),
+            ))
+            .set_payload(body.to_string());
+        let reply = app.send(request).await;
+        let problem = assert_problem(&reply, StatusCode::BAD_REQUEST);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains("Idempotency-Key"),
+            "{key:?}: {problem}"
+        );
+    }
+    let twice = post("/notes", &body)
+        .append_header(("idempotency-key", "one"))
+        .append_header(("idempotency-key", "two"));
+    assert_problem(&app.send(twice).await, StatusCode::BAD_REQUEST);
+    let max = "~".repeat(255);
+    let reply = app.send(keyed(post("/notes", &body), &max)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "255 characters are fine");
+    let sign_up = json!({"email": unique_email("malformed"), "password": TEST_PASSWORD});
+    let reply = app
+        .send_anonymous(keyed(post("/users", &sign_up), "has space"))
+        .await;
+    assert_problem(&reply, StatusCode::BAD_REQUEST);
+
+    // Who the caller is comes first.
+    let reply = app
+        .send_anonymous(keyed(post("/notes", &body), "has space"))
+        .await;
+    assert_problem(&reply, StatusCode::UNAUTHORIZED);
+    assert_eq!(notes_with_text(&app, "malformed").await, 1);
+    app.finish().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The document
+
+#[backends(sqlite)]
+async fn the_openapi_document_describes_the_headers_and_answers(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc = app.get("/openapi.json").await.json();
+    let operation = |path: &str, method: &str| doc["paths"][path][method].clone();
+    let header_params = |operation: &Value| -> Vec<String> {
+        operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "header")
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (path, method) in [
+        ("/notes", "post"),
+        ("/notes/bulk", "post"),
+        ("/users", "post"),
+    ] {
+        let op = operation(path, method);
+        assert_eq!(header_params(&op), ["idempotency-key"], "{method} {path}");
+        for status in ["400", "409", "422"] {
+            assert!(
+                op["responses"][status].is_object(),
+                "{method} {path} {status}"
+            );
+        }
+    }
+    for (path, method) in [
+        ("/notes/{id}", "get"),
+        ("/users/{id}", "get"),
+        ("/users/me", "get"),
+    ] {
+        let op = operation(path, method);
+        assert_eq!(header_params(&op), ["if-none-match"], "{method} {path}");
+        assert!(op["responses"]["304"].is_object(), "{method} {path}");
+        assert!(
+            op["responses"]["200"]["headers"]["etag"].is_object(),
+            "{method} {path}"
+        );
+    }
+    for path in ["/notes/{id}", "/users/{id}"] {
+        for method in ["patch", "delete"] {
+            let op = operation(path, method);
+            assert_eq!(header_params(&op), ["if-match"], "{method} {path}");
+            assert!(op["responses"]["412"].is_object(), "{method} {path}");
+        }
+    }
+    app.finish().await;
+}
