@@ -20,7 +20,8 @@
 //! structured-field string; a repeat in flight is 409 rather than waiting; only successful
 //! answers are stored (an error releases the key, and the repeat is answered afresh, which
 //! for a validation error is the same answer); and a sign-up's password never enters the
-//! fingerprint — a repeated sign-up is checked against the created account's password hash.
+//! fingerprint — a repeated sign-up's password is checked against the argon2id hash stored
+//! with the answer (the hash the account got, so no extra hashing).
 
 use std::time::Duration;
 
@@ -122,6 +123,7 @@ impl IdempotencyKey {
                 location: Set(None),
                 etag: Set(None),
                 body: Set(None),
+                password_hash: Set(None),
                 created_at: Set(now),
                 expires_at: Set(expires_at),
                 ..Default::default()
@@ -204,9 +206,9 @@ pub enum Begun {
 pub struct Replay(idempotency_key::Model);
 
 impl Replay {
-    /// The stored JSON body.
-    pub fn body(&self) -> &str {
-        self.0.body.as_deref().unwrap_or_default()
+    /// The password hash a sign-up stored with its answer.
+    pub fn password_hash(&self) -> Option<&str> {
+        self.0.password_hash.as_deref()
     }
 
     /// The stored answer, marked `Idempotent-Replayed: true`.
@@ -218,6 +220,7 @@ impl Replay {
             etag: key.etag,
             body: key.body.unwrap_or_default(),
             owner: None,
+            password_hash: None,
         };
         let mut response = answer.into_response();
         response.headers_mut().insert(
@@ -236,6 +239,8 @@ pub struct Answer {
     body: String,
     /// The account a sign-up created: the key goes with it when it is deleted.
     owner: Option<i64>,
+    /// A sign-up's password hash, stored with the answer (never sent).
+    password_hash: Option<String>,
 }
 
 impl Answer {
@@ -253,12 +258,15 @@ impl Answer {
             etag: version.map(|v| conditional::etag(v).to_string()),
             body,
             owner: None,
+            password_hash: None,
         })
     }
 
-    /// The same answer, noting the account it created.
-    pub fn owned_by(mut self, user: i64) -> Self {
+    /// The same answer, noting the account it created and that account's password hash: the
+    /// key goes with the account, and a repeat must carry the same password.
+    pub fn signed_up(mut self, user: i64, password_hash: String) -> Self {
         self.owner = Some(user);
+        self.password_hash = Some(password_hash);
         self
     }
 
@@ -327,6 +335,12 @@ impl Claim {
                     complete =
                         complete.col_expr(idempotency_key::Column::UserId, Some(owner).into());
                 }
+                if let Some(hash) = &answer.password_hash {
+                    complete = complete.col_expr(
+                        idempotency_key::Column::PasswordHash,
+                        Some(hash.clone()).into(),
+                    );
+                }
                 if complete.exec(txn).await?.rows_affected == 0 {
                     // Taken over after the lease: the other request answers this key.
                     return Err(ApiError::InProgress);
@@ -379,13 +393,4 @@ impl Drop for Claim {
             self.db.execute_later(self.release_statement());
         }
     }
-}
-
-/// A sign-up repeated with the key of an earlier one: the same request only if the password
-/// is the created account's (the fingerprint leaves the password out).
-pub fn created_user_id(replay: &Replay) -> Option<i64> {
-    serde_json::from_str::<serde_json::Value>(replay.body())
-        .ok()?
-        .get("id")?
-        .as_i64()
 }

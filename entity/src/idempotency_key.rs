@@ -8,13 +8,13 @@
 //! request never completed (the process died) is taken over after [`IN_FLIGHT_LEASE_S`].
 //!
 //! The request itself is kept only as a [`fingerprint`]: a SHA-256 digest of what was asked,
-//! never a password.
+//! never a password (a sign-up's password is kept as the account keeps it, an argon2id hash).
 
 use sea_orm::entity::prelude::*;
 use sha2::{Digest, Sha256};
 
-/// A row of the `idempotency_keys` table.
-#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+/// A row of the `idempotency_keys` table. Its `Debug` leaves the password hash out.
+#[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "idempotency_keys")]
 pub struct Model {
     /// Positive, database-assigned identifier.
@@ -45,10 +45,33 @@ pub struct Model {
     /// The stored answer's JSON body.
     #[sea_orm(column_type = "Text", nullable)]
     pub body: Option<String>,
+    /// For a sign-up, the password as the account's argon2id hash (never the password): a
+    /// repeat is the same request only with the same password.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub password_hash: Option<String>,
     /// When the key was claimed (UTC).
     pub created_at: DateTimeUtc,
     /// After this instant the key is forgotten (UTC).
     pub expires_at: DateTimeUtc,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("id", &self.id)
+            .field("scope", &self.scope)
+            .field("user_id", &self.user_id)
+            .field("key", &self.key)
+            .field("fingerprint", &self.fingerprint)
+            .field("status", &self.status)
+            .field("location", &self.location)
+            .field("etag", &self.etag)
+            .field("body", &self.body)
+            .field("password_hash", &self.password_hash.as_ref().map(|_| "***"))
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A key belongs to its user, if it is a user's.
@@ -172,6 +195,7 @@ mod tests {
             location: None,
             etag: None,
             body: None,
+            password_hash: None,
             created_at: now,
             expires_at: now + chrono::Duration::days(1),
         };

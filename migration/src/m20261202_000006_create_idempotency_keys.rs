@@ -1,6 +1,7 @@
 //! Idempotency keys: the first answer to a `POST` sent with an `Idempotency-Key`, kept for
 //! replaying it to retries. A key is unique within its scope (a user, or sign-up); a row with
-//! no `status` is a request still in flight. Rows go with their user (ON DELETE CASCADE) and
+//! no `status` is a request still in flight; a sign-up's row keeps the password's argon2id
+//! hash, to compare a repeat's password with. Rows go with their user (ON DELETE CASCADE) and
 //! are purged after `expires_at` (indexed).
 
 use sea_orm::DbBackend;
@@ -39,6 +40,7 @@ impl MigrationTrait for Migration {
             .col(string_len_null(IdempotencyKeys::Location, 255))
             .col(string_len_null(IdempotencyKeys::Etag, 64))
             .col(body)
+            .col(text_null(IdempotencyKeys::PasswordHash))
             .col(utc_timestamp(manager, IdempotencyKeys::CreatedAt))
             .col(utc_timestamp(manager, IdempotencyKeys::ExpiresAt))
             .foreign_key(
@@ -106,6 +108,7 @@ enum IdempotencyKeys {
     Location,
     Etag,
     Body,
+    PasswordHash,
     CreatedAt,
     ExpiresAt,
 }

@@ -248,6 +248,7 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
         location: Set(Some("/notes/41".to_owned())),
         etag: Set(Some("\"1\"".to_owned())),
         body: Set(Some(answer.clone())),
+        password_hash: Set(Some("$argon2id$placeholder".to_owned())),
         created_at: Set(when),
         expires_at: Set(expires),
         ..Default::default()

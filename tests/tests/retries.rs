@@ -413,40 +413,74 @@ async fn if_match_prevents_a_lost_update_on_a_user(backend: Backend) {
 /// Pairs of requests in flight at once (more would only measure the pool's queue).
 const WAVE: usize = 25;
 
-#[backends(sqlite, postgres, mysql)]
-async fn racing_patch_and_delete_on_notes_never_answer_5xx(backend: Backend) {
-    const PAIRS: usize = 300;
-    let (app, user) = TestApp::signed_in(backend).await;
-    let notes: Vec<Value> = (0..PAIRS)
-        .map(|i| json!({"text": format!("race {i}")}))
+/// `count` new notes of the signed-in user (one bulk request); their ids.
+async fn bulk_notes(app: &TestApp, count: usize, prefix: &str) -> Vec<i64> {
+    let notes: Vec<Value> = (0..count)
+        .map(|i| json!({"text": format!("{prefix} {i}")}))
         .collect();
     let created = app.send(post("/notes/bulk", &Value::Array(notes))).await;
-    assert_eq!(created.status, StatusCode::CREATED);
-    let ids: Vec<i64> = created
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    created
         .json()
         .as_array()
         .unwrap()
         .iter()
         .map(|n| n["id"].as_i64().unwrap())
-        .collect();
-    let server = app.serve().await;
-    let client = client();
+        .collect()
+}
 
-    let change = json!({"text": "patched", "completed": true});
-    let mut patches = std::collections::BTreeMap::<u16, usize>::new();
-    let mut deletes = std::collections::BTreeMap::<u16, usize>::new();
+/// For every id, the two requests `pair(id)` sent at once, [`WAVE`] pairs at a time; the
+/// statuses of each pair (the bodies of any 5xx are printed).
+async fn race<A, B>(ids: &[i64], pair: impl Fn(i64) -> (A, B)) -> Vec<(u16, u16)>
+where
+    A: Future<Output = (u16, String)>,
+    B: Future<Output = (u16, String)>,
+{
+    let mut statuses = Vec::with_capacity(ids.len());
     for wave in ids.chunks(WAVE) {
-        let racing = wave.iter().map(|id| {
-            let url = server.url(&format!("/notes/{id}"));
-            let patch = send_over_http(client.patch(&url).bearer_auth(&user.token), Some(&change));
-            let delete = send_over_http(client.delete(&url).bearer_auth(&user.token), None);
-            futures_util::future::join(patch, delete)
+        let racing = wave.iter().map(|&id| {
+            let (a, b) = pair(id);
+            futures_util::future::join(a, b)
         });
-        for ((patch, _), (delete, _)) in futures_util::future::join_all(racing).await {
-            *patches.entry(patch).or_default() += 1;
-            *deletes.entry(delete).or_default() += 1;
+        for ((a, body_a), (b, body_b)) in futures_util::future::join_all(racing).await {
+            for (status, body) in [(a, &body_a), (b, &body_b)] {
+                if status >= 500 {
+                    eprintln!("{status}: {body}");
+                }
+            }
+            statuses.push((a, b));
         }
     }
+    statuses
+}
+
+/// How many times each status came.
+fn counts(statuses: impl IntoIterator<Item = u16>) -> std::collections::BTreeMap<u16, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for status in statuses {
+        *counts.entry(status).or_default() += 1;
+    }
+    counts
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn racing_patch_and_delete_on_notes_never_answer_5xx(backend: Backend) {
+    const PAIRS: usize = 300;
+    let (app, user) = TestApp::signed_in(backend).await;
+    let ids = bulk_notes(&app, PAIRS, "race").await;
+    let server = app.serve().await;
+    let client = client();
+    let change = json!({"text": "patched", "completed": true});
+    let statuses = race(&ids, |id| {
+        let url = server.url(&format!("/notes/{id}"));
+        (
+            send_over_http(client.patch(&url).bearer_auth(&user.token), Some(&change)),
+            send_over_http(client.delete(&url).bearer_auth(&user.token), None),
+        )
+    })
+    .await;
+    let patches = counts(statuses.iter().map(|(patch, _)| *patch));
+    let deletes = counts(statuses.iter().map(|(_, delete)| *delete));
     eprintln!("{backend:?}: PATCH {patches:?}, DELETE {deletes:?}");
     assert!(
         patches.keys().all(|s| [200, 404].contains(s)),
@@ -466,47 +500,24 @@ async fn racing_patch_and_delete_on_notes_never_answer_5xx(backend: Backend) {
 async fn racing_conditional_patches_let_one_win_and_refuse_the_other(backend: Backend) {
     const PAIRS: usize = 100;
     let (app, user) = TestApp::signed_in(backend).await;
-    let notes: Vec<Value> = (0..PAIRS)
-        .map(|i| json!({"text": format!("cas {i}")}))
-        .collect();
-    let created = app.send(post("/notes/bulk", &Value::Array(notes))).await;
-    let ids: Vec<i64> = created
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_i64().unwrap())
-        .collect();
+    let ids = bulk_notes(&app, PAIRS, "cas").await;
     // Every note is at its first version: that is the tag both racers send.
     let tag = etag(&app.get(&format!("/notes/{}", ids[0])).await);
     let server = app.serve().await;
     let client = client();
-
-    let (body_one, body_two) = (json!({"text": "one"}), json!({"text": "two"}));
-    for wave in ids.chunks(WAVE) {
-        let racing = wave.iter().map(|id| {
-            let url = server.url(&format!("/notes/{id}"));
-            let one = send_over_http(
-                client
-                    .patch(&url)
-                    .bearer_auth(&user.token)
-                    .insert_header(("if-match", tag.as_str())),
-                Some(&body_one),
-            );
-            let two = send_over_http(
-                client
-                    .patch(&url)
-                    .bearer_auth(&user.token)
-                    .insert_header(("if-match", tag.as_str())),
-                Some(&body_two),
-            );
-            futures_util::future::join(one, two)
-        });
-        for ((one, _), (two, _)) in futures_util::future::join_all(racing).await {
-            let mut pair = [one, two];
-            pair.sort_unstable();
-            assert_eq!(pair, [200, 412], "exactly one conditional PATCH wins");
-        }
+    let (one, two) = (json!({"text": "one"}), json!({"text": "two"}));
+    let conditional = |id: i64, body| {
+        let request = client
+            .patch(server.url(&format!("/notes/{id}")))
+            .bearer_auth(&user.token)
+            .insert_header(("if-match", tag.as_str()));
+        send_over_http(request, Some(body))
+    };
+    let statuses = race(&ids, |id| (conditional(id, &one), conditional(id, &two))).await;
+    for (a, b) in statuses {
+        let mut pair = [a, b];
+        pair.sort_unstable();
+        assert_eq!(pair, [200, 412], "exactly one conditional PATCH wins");
     }
     server.stop().await;
     app.finish().await;
@@ -532,21 +543,24 @@ async fn racing_patch_and_delete_on_users_never_answer_5xx(backend: Backend) {
     let server = app.serve().await;
     let client = client();
     let change = json!({"name": "patched", "is_active": false});
-    let mut statuses = Vec::new();
-    for wave in ids.chunks(WAVE) {
-        let racing = wave.iter().map(|id| {
-            let url = server.url(&format!("/users/{id}"));
-            let patch = send_over_http(client.patch(&url).bearer_auth(&admin.token), Some(&change));
-            let delete = send_over_http(client.delete(&url).bearer_auth(&admin.token), None);
-            futures_util::future::join(patch, delete)
-        });
-        for ((patch, body), (delete, _)) in futures_util::future::join_all(racing).await {
-            assert!([200, 404].contains(&patch), "PATCH {patch}: {body}");
-            assert_eq!(delete, 204);
-            statuses.push(patch);
-        }
-    }
-    eprintln!("{backend:?}: user PATCH statuses {statuses:?}");
+    let statuses = race(&ids, |id| {
+        let url = server.url(&format!("/users/{id}"));
+        (
+            send_over_http(client.patch(&url).bearer_auth(&admin.token), Some(&change)),
+            send_over_http(client.delete(&url).bearer_auth(&admin.token), None),
+        )
+    })
+    .await;
+    let patches = counts(statuses.iter().map(|(patch, _)| *patch));
+    eprintln!("{backend:?}: user PATCH {patches:?}");
+    assert!(
+        patches.keys().all(|s| [200, 404].contains(s)),
+        "a PATCH racing a DELETE is 200 or 404: {patches:?}"
+    );
+    assert!(
+        statuses.iter().all(|(_, delete)| *delete == 204),
+        "{statuses:?}"
+    );
     server.stop().await;
     app.finish().await;
 }
@@ -680,6 +694,18 @@ async fn a_keyed_sign_up_is_replayed_only_with_the_same_password(backend: Backen
         .await;
     assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
 
+    // The same request after the password changed is still the same request: replayed.
+    let token = app.sign_in(&email, TEST_PASSWORD).await;
+    let path = format!("/users/{}", id_of(&first));
+    let change = json!({"password": "a newer password", "current_password": TEST_PASSWORD});
+    let changed = app.send_as(&token, patch(&path, &change)).await;
+    assert_eq!(changed.status, StatusCode::OK, "{changed:?}");
+    let later = app
+        .send_anonymous(keyed(post("/users", &body), "signup"))
+        .await;
+    assert_eq!(later.status, StatusCode::CREATED, "{later:?}");
+    assert!(replayed(&later));
+
     let users = user::Entity::find()
         .filter(user::Column::Email.eq(email.as_str()))
         .count(app.conn())
@@ -692,7 +718,6 @@ async fn a_keyed_sign_up_is_replayed_only_with_the_same_password(backend: Backen
         assert!(!row.contains(TEST_PASSWORD), "{row}");
     }
     // The key goes with the account.
-    let token = app.sign_in(&email, TEST_PASSWORD).await;
     let reply = app
         .send_as(
             &token,

@@ -299,7 +299,7 @@ pub async fn create(
         return Ok(signed_up(user)?.into_response());
     }
     // The password stays out of the fingerprint (a fast digest of it would help guess it);
-    // a repeat must match the created account's hash instead.
+    // a repeat must match the argon2id hash stored with the answer instead.
     let name = new
         .name
         .as_deref()
@@ -307,11 +307,7 @@ pub async fn create(
     let fingerprint = idempotency_key::fingerprint(&["POST /users", &new.email, &name]);
     match key.begin(&db, Scope::SignUp, fingerprint).await? {
         Begun::Replay(replay) => {
-            let created = match idempotency::created_user_id(&replay) {
-                Some(id) => db.find_by_id::<user::Entity>(id).await?,
-                None => None,
-            };
-            let stored = created.map(|user| user.hashed_password);
+            let stored = replay.password_hash().map(str::to_owned);
             if !state.hasher.verify(new.password, stored).await? {
                 return Err(idempotency::reused());
             }
@@ -331,8 +327,8 @@ pub async fn create(
             claim
                 .run(async move |txn| {
                     let user = model.insert(txn).await.map_err(conflict_on_email)?;
-                    let id = user.id;
-                    Ok(signed_up(user)?.owned_by(id))
+                    let (id, hash) = (user.id, user.hashed_password.clone());
+                    Ok(signed_up(user)?.signed_up(id, hash))
                 })
                 .await
         }
