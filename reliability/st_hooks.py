@@ -26,7 +26,7 @@ the run meaningless. So `after_call` follows a 2xx of one of those on its own id
 e-mail or password is remembered (the token that made the change stays valid); after a
 sign-out the next request first signs in again; after a deletion, a deactivation or a lost
 admin flag it first runs `api create-admin EMAIL` (creates the user again, or re-activates it,
-makes it an admin and resets its password; its old sessions end) and signs in. Any other 401 on a request that carried the token goes through
+makes it an admin and resets its password to the scenario's own; its old sessions end) and signs in. Any other 401 on a request that carried the token goes through
 schemathesis' reactive re-authentication (the provider's `get` is called again and the request
 replayed once), which restores the identity the same way. The operations stay in the run (they
 are tested, not excluded); every restoration is logged to REL_ST_AUTH_LOG for the summary.
@@ -56,6 +56,7 @@ def before_load_schema(context, raw_schema):
 _IDENTITY = {
     "email": os.environ.get("REL_ST_EMAIL"),
     "password": os.environ.get("REL_ST_PASSWORD", "reliability horse battery"),
+    "initial_password": os.environ.get("REL_ST_PASSWORD", "reliability horse battery"),
     "token": os.environ.get("REL_ST_TOKEN"),
     "id": int(os.environ.get("REL_ST_USER_ID") or 0),
     "dirty": None,      # why the identity must be restored before the next request
@@ -101,13 +102,19 @@ def _restore(reason: str) -> str:
 
 
 def _create_admin() -> None:
+    """`api create-admin` the identity's e-mail with the scenario's own password, which becomes
+    the identity's again: a password schemathesis set through `PATCH /users/{id}` may hold a
+    line break, and create-admin reads one line (it would set the first line only, and the
+    sign-in after it would be refused)."""
+    password = _IDENTITY["initial_password"]
     env = dict(os.environ, DATABASE_URL=os.environ["REL_ST_DATABASE_URL"], AUTO_MIGRATE="false",
                LOG_FORMAT="json", RUST_LOG="warn")
     res = subprocess.run([os.environ["REL_ST_API_BIN"], "create-admin", _IDENTITY["email"]],
-                         input=_IDENTITY["password"] + "\n", env=env, capture_output=True, text=True,
+                         input=password + "\n", env=env, capture_output=True, text=True,
                          timeout=60)
     if res.returncode != 0:
         raise RuntimeError(f"api create-admin exited {res.returncode}: {res.stderr.strip()[-300:]}")
+    _IDENTITY["password"] = password
 
 
 def _on_itself(case) -> bool:

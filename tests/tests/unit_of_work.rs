@@ -194,6 +194,67 @@ async fn single_row_routes_on_the_pool_round_trip(backend: Backend) {
     app.finish().await;
 }
 
+/// A request's statements outside a transaction share one pooled connection, taken at the
+/// first and kept until the request settles: a signed-in read (token lookup, then the note)
+/// takes the pool once, and pays the driver's check of a returned connection once.
+#[backends(sqlite, postgres, mysql)]
+async fn request_keeps_one_connection_for_its_statements_until_it_settles(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "2")]).await;
+    let uow = Rc::new(UnitOfWork::new(app.db().source()));
+    let request = RequestDb::new(Rc::clone(&uow));
+
+    request.find_by_id::<note::Entity>(1).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let held_between = pool_in_use(app.db()).0;
+    request.find_by_id::<note::Entity>(2).await.unwrap();
+    let held_after_second = pool_in_use(app.db()).0;
+    uow.finish(true).await.unwrap();
+
+    assert_eq!(
+        held_between, 1,
+        "the connection went back between statements"
+    );
+    assert_eq!(
+        held_after_second, 1,
+        "a second statement took a second connection"
+    );
+    wait_for_idle_pool(app.db()).await;
+    drop(request);
+    app.finish().await;
+}
+
+/// A request gives its connection back while it does slow work without the database (password
+/// hashing), and before it begins a transaction (which takes its own): it never holds two, so
+/// a pool of one serves a read followed by a transaction.
+#[backends(sqlite, postgres, mysql)]
+async fn request_never_holds_a_connection_it_is_not_using(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
+    let uow = Rc::new(UnitOfWork::new(app.db().source()));
+    let request = RequestDb::new(Rc::clone(&uow));
+
+    request.find_by_id::<note::Entity>(1).await.unwrap();
+    let while_hashing = request
+        .without_connection(async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pool_in_use(app.db()).0
+        })
+        .await;
+    request.find_by_id::<note::Entity>(1).await.unwrap();
+    let begun = within_deadline("BEGIN after a read", request.transaction())
+        .await
+        .map(drop);
+    uow.finish(false).await.unwrap();
+
+    assert_eq!(while_hashing, 0, "the connection was held while hashing");
+    assert!(
+        begun.is_ok(),
+        "BEGIN after a read on a pool of one: {begun:?}"
+    );
+    wait_for_idle_pool(app.db()).await;
+    drop(request);
+    app.finish().await;
+}
+
 /// A single-statement write autocommits on the pool (no `BEGIN`/`COMMIT`): an error after it
 /// does not undo it — which is why handlers use it only for their last fallible step.
 #[backends(sqlite, postgres, mysql)]
@@ -331,6 +392,9 @@ async fn requests_waiting_for_an_exhausted_pool_get_503_with_retry_after(backend
     let hold = app.post("/__test/hold/1000");
     let waiting = async {
         wait_for_connections_in_use(app.db(), 1).await;
+        // The holder took the connection for its token lookup; let it give that back and
+        // take it again for its transaction (milliseconds) before the others ask.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let writer = app.send(new_note("waited")).await;
         let reader = app.get("/notes").await;
         let by_id = app.get("/notes/1").await;

@@ -21,6 +21,8 @@ use super::{DbSource, Write, driver, statements};
 /// server stopping), by a rollback task spawned from `Drop`.
 pub struct UnitOfWork {
     source: DbSource,
+    /// The connection its statements outside a transaction run on.
+    conn: driver::RequestConnection,
     txn: Mutex<Option<Write>>,
 }
 
@@ -28,13 +30,16 @@ impl UnitOfWork {
     pub fn new(source: DbSource) -> Self {
         Self {
             source,
+            conn: driver::RequestConnection::default(),
             txn: Mutex::new(None),
         }
     }
 
-    /// Settle the request's transaction, if it began one: commit when `commit`, else roll
-    /// back. The writer-gate turn is released after the commit or rollback.
+    /// Settle the request: give its connection back to the pool, and settle its
+    /// transaction, if it began one: commit when `commit`, else roll back. The writer-gate
+    /// turn is released after the commit or rollback.
     pub async fn finish(&self, commit: bool) -> Result<(), DbErr> {
+        self.conn.release().await;
         let Some(write) = self.txn.lock().await.take() else {
             return Ok(());
         };
@@ -77,8 +82,8 @@ pub type Transaction<'a> = MappedMutexGuard<'a, DatabaseTransaction>;
 
 /// Where a statement runs, decided per call.
 enum Target<'a> {
-    /// The pool, outside any transaction (autocommit).
-    Pool(&'a DatabaseConnection),
+    /// The request's connection from the pool, outside any transaction (autocommit).
+    Pool(&'a DatabaseConnection, &'a driver::RequestConnection),
     /// The request's transaction.
     Request(Transaction<'a>),
     /// The test's transaction, for a read in rollback mode.
@@ -88,46 +93,46 @@ enum Target<'a> {
 impl Target<'_> {
     fn on(&self) -> On<'_> {
         match self {
-            Self::Pool(pool) => On::Pool(pool),
+            Self::Pool(pool, conn) => On::Pool(pool, conn),
             Self::Request(txn) => On::Transaction(txn),
             Self::Pinned(txn) => On::Transaction(txn),
         }
     }
 }
 
-/// A connection to run statements on: the pool, through the fast executor ([`driver`]), or a
-/// transaction, through SeaORM's executor (boxed, see [`boxed`]).
+/// A connection to run statements on: the request's own, through the fast executor
+/// ([`driver`]), or a transaction, through SeaORM's executor (boxed, see [`boxed`]).
 #[derive(Clone, Copy)]
 enum On<'a> {
-    Pool(&'a DatabaseConnection),
+    Pool(&'a DatabaseConnection, &'a driver::RequestConnection),
     Transaction(&'a DatabaseTransaction),
 }
 
 impl On<'_> {
     fn backend(self) -> DbBackend {
         match self {
-            Self::Pool(pool) => pool.get_database_backend(),
+            Self::Pool(pool, _) => pool.get_database_backend(),
             Self::Transaction(txn) => ConnectionTrait::get_database_backend(txn),
         }
     }
 
     async fn query_one(self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
         match self {
-            Self::Pool(pool) => driver::first(pool, statement).await,
+            Self::Pool(pool, conn) => conn.first(pool, statement).await,
             Self::Transaction(txn) => boxed(txn.query_one_raw(statement)).await,
         }
     }
 
     async fn query_all(self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
         match self {
-            Self::Pool(pool) => driver::all(pool, statement).await,
+            Self::Pool(pool, conn) => conn.all(pool, statement).await,
             Self::Transaction(txn) => boxed(txn.query_all_raw(statement)).await,
         }
     }
 
     async fn execute(self, statement: Statement) -> Result<u64, DbErr> {
         match self {
-            Self::Pool(pool) => driver::execute(pool, statement).await,
+            Self::Pool(pool, conn) => conn.execute(pool, statement).await,
             Self::Transaction(txn) => Ok(boxed(txn.execute_raw(statement)).await?.rows_affected()),
         }
     }
@@ -139,7 +144,12 @@ impl On<'_> {
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
         match self {
-            Self::Pool(pool) => boxed(model.insert(pool)).await,
+            // SeaORM inserts on a connection of its own: the request's goes back first, so
+            // the request never holds two.
+            Self::Pool(pool, conn) => {
+                conn.release().await;
+                boxed(model.insert(pool)).await
+            }
             Self::Transaction(txn) => boxed(model.insert(txn)).await,
         }
     }
@@ -191,8 +201,8 @@ impl RequestDb {
             .collect()
     }
 
-    /// Every model `select` finds, streamed from a connection of the stream's own (the
-    /// stream outlives the handler: it is the response body).
+    /// Every model `select` finds, streamed on the request's connection, which the stream
+    /// takes over (the stream outlives the handler: it is the response body).
     ///
     /// On the pool the connection counts in the pool's budget and is released after the last
     /// row, or closed when the stream is dropped midway. Pinned to a test's transaction, the
@@ -203,7 +213,8 @@ impl RequestDb {
     ) -> LocalBoxStream<'static, Result<E::Model, DbErr>> {
         let rows = match &self.0.source {
             DbSource::Pool(pool, _) => {
-                driver::stream(pool, select.build(pool.get_database_backend()))
+                let statement = select.build(pool.get_database_backend());
+                driver::stream(pool, self.0.conn.take(), statement)
             }
             DbSource::Pinned(txn) => {
                 let txn = txn.clone();
@@ -265,7 +276,7 @@ impl RequestDb {
         let target = self.target(true).await?;
         let on = target.on();
         let model = match on {
-            On::Pool(pool) => boxed(model.before_save(pool, false)).await?,
+            On::Pool(pool, _) => boxed(model.before_save(pool, false)).await?,
             On::Transaction(txn) => boxed(model.before_save(txn, false)).await?,
         };
         let update = A::Entity::update_many()
@@ -275,6 +286,14 @@ impl RequestDb {
             return Ok(None);
         }
         model.try_into_model().map(Some)
+    }
+
+    /// Run `work` — slow, and without the database (password hashing) — with the request's
+    /// connection back in the pool meanwhile, so that requests waiting for a hashing slot do
+    /// not hold the pool. The next statement takes a connection again.
+    pub async fn without_connection<T>(&self, work: impl Future<Output = T>) -> T {
+        self.0.conn.release().await;
+        work.await
     }
 
     /// The database's backend.
@@ -319,6 +338,9 @@ impl RequestDb {
     pub async fn transaction(&self) -> Result<Transaction<'_>, DbErr> {
         let mut slot = self.0.txn.lock().await;
         if slot.is_none() {
+            // The transaction takes a connection of its own: the one the request read on so
+            // far goes back first, so the request never holds two.
+            self.0.conn.release().await;
             *slot = Some(boxed(self.0.source.begin_write()).await?);
         }
         Ok(MutexGuard::map(slot, |write| {
@@ -366,7 +388,7 @@ impl RequestDb {
             DbSource::Pinned(_) => return self.transaction().await.map(Target::Request),
         };
         match self.0.txn.try_lock() {
-            Ok(slot) if slot.is_none() => Ok(Target::Pool(pool)),
+            Ok(slot) if slot.is_none() => Ok(Target::Pool(pool, &self.0.conn)),
             Ok(slot) => Ok(Target::Request(MutexGuard::map(slot, |write| {
                 &mut write.as_mut().expect("checked above").txn
             }))),
@@ -419,7 +441,7 @@ where
     <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
 {
     let model = match on {
-        On::Pool(pool) => boxed(model.before_save(pool, true)).await?,
+        On::Pool(pool, _) => boxed(model.before_save(pool, true)).await?,
         On::Transaction(txn) => boxed(model.before_save(txn, true)).await?,
     };
     let rows = on
@@ -428,7 +450,7 @@ where
     let row = rows.first().ok_or(DbErr::RecordNotInserted)?;
     let stored = <A::Entity as EntityTrait>::Model::from_query_result(row, "")?;
     match on {
-        On::Pool(pool) => boxed(A::after_save(stored, pool, true)).await,
+        On::Pool(pool, _) => boxed(A::after_save(stored, pool, true)).await,
         On::Transaction(txn) => boxed(A::after_save(stored, txn, true)).await,
     }
 }

@@ -122,7 +122,9 @@ pub async fn sign_in(
         .into_iter()
         .next();
     let stored = found.as_ref().map(|user| user.hashed_password.clone());
-    let matches = state.hasher.verify(credentials.password, stored).await?;
+    let matches = db
+        .without_connection(state.hasher.verify(credentials.password, stored))
+        .await?;
     let user = match found {
         Some(user) if matches && user.is_active => user,
         _ => {

@@ -308,7 +308,10 @@ pub async fn create(
     match key.begin(&db, Scope::SignUp, fingerprint).await? {
         Begun::Replay(replay) => {
             let stored = replay.password_hash().map(str::to_owned);
-            if !state.hasher.verify(new.password, stored).await? {
+            if !db
+                .without_connection(state.hasher.verify(new.password, stored))
+                .await?
+            {
                 return Err(idempotency::reused());
             }
             Ok(replay.into_response())
@@ -316,7 +319,8 @@ pub async fn create(
         Begun::Claimed(claim) => {
             // Hashed outside the transaction (it takes a while); a busy hasher (503)
             // releases the key for the retry.
-            let hashed_password = match state.hasher.hash(new.password).await {
+            let hashed_password = match db.without_connection(state.hasher.hash(new.password)).await
+            {
                 Ok(hashed) => hashed,
                 Err(error) => {
                     claim.release().await;
@@ -341,7 +345,9 @@ async fn insert_user(
     db: &RequestDb,
     new: NewUser,
 ) -> Result<user::Model, ApiError> {
-    let hashed_password = state.hasher.hash(new.password).await?;
+    let hashed_password = db
+        .without_connection(state.hasher.hash(new.password))
+        .await?;
     db.insert(new_user(new.email, new.name, hashed_password))
         .await
         .map_err(conflict_on_email)
@@ -466,9 +472,9 @@ pub async fn update(
     let hashed_password = match patch.password {
         Some(password) => {
             if own {
-                check_current_password(&state, &me, patch.current_password).await?;
+                check_current_password(&state, &db, &me, patch.current_password).await?;
             }
-            Some(state.hasher.hash(password).await?)
+            Some(db.without_connection(state.hasher.hash(password)).await?)
         }
         None => None,
     };
@@ -509,6 +515,7 @@ pub async fn update(
 /// A self-service password change needs the present password: missing is 422, wrong 403.
 async fn check_current_password(
     state: &AppState,
+    db: &RequestDb,
     me: &CurrentUser,
     current: Option<Password>,
 ) -> Result<(), ApiError> {
@@ -519,7 +526,10 @@ async fn check_current_password(
         )
     })?;
     let stored = Some(me.user.hashed_password.clone());
-    if state.hasher.verify(current, stored).await? {
+    if db
+        .without_connection(state.hasher.verify(current, stored))
+        .await?
+    {
         Ok(())
     } else {
         Err(ApiError::Forbidden("the current password is wrong".into()))
