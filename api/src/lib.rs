@@ -4,7 +4,8 @@
 //!
 //! - [`config`] — settings from the environment; [`telemetry`] — the log subscriber;
 //!   [`password`] — the password rule and its bounded hashing (a domain type, no HTTP);
-//!   [`limits`] — the sign-in throttle and the export slots;
+//!   [`limits`] — the sign-in throttle and the export slots; [`session_cache`] — who a
+//!   token signed in, remembered for half a second;
 //! - [`db`] — the pool and each request's handle on it ([`db::RequestDb`]): the one way
 //!   handlers reach the database, in SeaORM's terms;
 //! - [`state`] — what every handler can reach;
@@ -17,6 +18,7 @@
 pub mod config;
 pub mod limits;
 pub mod password;
+pub mod session_cache;
 pub mod telemetry;
 
 pub mod db;

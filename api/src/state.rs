@@ -8,6 +8,7 @@ use crate::{
     db::DbSource,
     limits::{ExportSlots, SigninThrottle},
     password::Hasher,
+    session_cache::SessionCache,
 };
 
 /// The application's shared state, registered once per worker as `web::Data<AppState>`;
@@ -19,6 +20,8 @@ pub struct AppState {
     pub hasher: Hasher,
     pub signin_throttle: Arc<SigninThrottle>,
     pub exports: ExportSlots,
+    /// Who each bearer token signed in, for a moment (see [`SessionCache`]).
+    pub sessions: Arc<SessionCache>,
 }
 
 impl AppState {
@@ -28,6 +31,7 @@ impl AppState {
             hasher: Hasher::new(settings.hash_concurrency, settings.db_acquire_timeout),
             signin_throttle: Arc::new(SigninThrottle::new(settings.signin_max_failures)),
             exports: ExportSlots::new(settings.export_max_concurrent),
+            sessions: Arc::default(),
             db,
             settings,
         }

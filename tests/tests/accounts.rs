@@ -136,6 +136,24 @@ async fn assert_token_refused(app: &TestApp, token: &str, why: &str) {
     assert_unauthenticated(&reply);
 }
 
+/// `token`, changed behind the API's back (its session row edited or deleted), is refused
+/// within the contract's second: the server may trust what it read of a token for a moment
+/// (`api::session_cache`), but not longer.
+async fn assert_token_refused_within_a_second(app: &TestApp, token: &str, why: &str) {
+    let started = Instant::now();
+    while me_with(app, token).await.status != StatusCode::UNAUTHORIZED
+        && started.elapsed() < Duration::from_secs(1)
+    {
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_token_refused(app, token, why).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{why}: refused only after {:?}",
+        started.elapsed()
+    );
+}
+
 /// `token` is accepted and signs in user `id`.
 async fn assert_token_accepted(app: &TestApp, token: &str, id: i64, why: &str) {
     let reply = me_with(app, token).await;
@@ -489,7 +507,37 @@ async fn an_expired_token_is_401(backend: Backend) {
 
     set_expiry(&app, &user.token, Utc::now() - chrono::Duration::seconds(1)).await;
 
-    assert_token_refused(&app, &user.token, "after it expired").await;
+    assert_token_refused_within_a_second(&app, &user.token, "after it expired").await;
+    app.finish().await;
+}
+
+/// A token this instance read a moment ago is trusted without a lookup (most signed-in
+/// requests then cost no token query), but for half a second only: a session deleted behind
+/// the API's back still works right after, and is refused well within the contract's second.
+#[backends(sqlite, postgres, mysql)]
+async fn a_token_read_a_moment_ago_is_trusted_for_half_a_second_only(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let read = Instant::now();
+    assert_token_accepted(&app, &user.token, user.id, "first use").await;
+
+    session::Entity::delete_many()
+        .filter(session::Column::TokenDigest.eq(session::digest(&user.token)))
+        .exec(app.conn())
+        .await
+        .unwrap();
+    let right_after = app
+        .send_as(&user.token, TestRequest::get().uri("/notes"))
+        .await;
+    let gap = read.elapsed();
+    assert_token_refused_within_a_second(&app, &user.token, "after the lookup's half second").await;
+
+    if gap < Duration::from_millis(400) {
+        assert_eq!(
+            right_after.status,
+            StatusCode::OK,
+            "{gap:?} after a lookup, the token was looked up again: {right_after:?}"
+        );
+    }
     app.finish().await;
 }
 
@@ -505,7 +553,7 @@ async fn a_revoked_token_is_401(backend: Backend) {
         .await
         .unwrap();
 
-    assert_token_refused(&app, &user.token, "after it was revoked").await;
+    assert_token_refused_within_a_second(&app, &user.token, "after it was revoked").await;
     app.finish().await;
 }
 

@@ -2,7 +2,7 @@
 //! takes, so a route cannot forget the check) and the client's address (for the sign-in
 //! throttle).
 
-use std::{future::Future, net::IpAddr, pin::Pin};
+use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Instant};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use entity::{session, user};
@@ -16,10 +16,14 @@ const MAX_TOKEN_CHARS: usize = 256;
 
 /// The signed-in user, from `Authorization: Bearer <token>`: a session that exists, has not
 /// expired, and belongs to an active user. Anything else is 401 with
-/// `WWW-Authenticate: Bearer`. The lookup runs on the request's database handle.
+/// `WWW-Authenticate: Bearer`. The lookup runs on the request's database handle, unless this
+/// process read the same token less than half a second ago ([`crate::session_cache`]).
+///
+/// `user` is the account as the lookup read it: for who the caller is and whether they are
+/// an admin. A route that shows the account or checks its password reads it afresh.
 #[derive(Debug)]
 pub struct CurrentUser {
-    pub user: user::Model,
+    pub user: Arc<user::Model>,
     /// The digest of the token this request came with (its session's key).
     pub token_digest: String,
 }
@@ -53,15 +57,28 @@ impl FromRequest for CurrentUser {
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let digest = bearer_token(req).map(session::digest);
         let db = RequestDb::from_request(req, payload).into_inner();
+        let sessions = req
+            .app_data::<web::Data<AppState>>()
+            .map(|state| Arc::clone(&state.sessions));
         Box::pin(async move {
             let digest = digest.ok_or(ApiError::Unauthorized)?;
-            let db = db?;
-            let found = db
+            if let Some(user) = sessions.as_ref().and_then(|cache| cache.get(&digest)) {
+                return Ok(Self {
+                    user,
+                    token_digest: digest,
+                });
+            }
+            let read_at = Instant::now();
+            let found = db?
                 .signed_in_user(&digest, entity::now())
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
+            let user = Arc::new(found);
+            if let Some(cache) = sessions {
+                cache.put(digest.clone(), Arc::clone(&user), read_at);
+            }
             Ok(Self {
-                user: found,
+                user,
                 token_digest: digest,
             })
         })

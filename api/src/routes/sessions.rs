@@ -167,10 +167,17 @@ pub async fn sign_in(
     ),
     security(("bearer" = []))
 )]
-pub async fn sign_out(me: CurrentUser, db: RequestDb) -> Result<HttpResponse, ApiError> {
+pub async fn sign_out(
+    me: CurrentUser,
+    db: RequestDb,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     db.execute(
-        session::Entity::delete_many().filter(session::Column::TokenDigest.eq(me.token_digest)),
+        session::Entity::delete_many()
+            .filter(session::Column::TokenDigest.eq(me.token_digest.as_str())),
     )
     .await?;
+    // After the delete committed (autocommit), so no lookup can bring the token back.
+    state.sessions.forget(&me.token_digest);
     Ok(HttpResponse::NoContent().finish())
 }

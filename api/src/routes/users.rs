@@ -383,8 +383,18 @@ fn signed_up(user: user::Model) -> Result<Answer, ApiError> {
     ),
     security(("bearer" = []))
 )]
-pub async fn me(me: CurrentUser, cached: IfNoneMatch) -> HttpResponse {
-    cached.respond(me.user.version, UserView::from(me.user))
+pub async fn me(
+    me: CurrentUser,
+    db: RequestDb,
+    cached: IfNoneMatch,
+) -> Result<HttpResponse, ApiError> {
+    // Read afresh: the account the token lookup read may be half a second old, and a
+    // change made through another instance must show at once.
+    let user = db
+        .find_by_id::<user::Entity>(me.id())
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    Ok(cached.respond(user.version, UserView::from(user)))
 }
 
 /// 404 unless the caller may see account `id`: their own, or any for an admin.
@@ -503,6 +513,9 @@ pub async fn update(
     match changed {
         Ok(user) => {
             txn.commit().await?;
+            // After the commit: this instance's next requests see the account as changed
+            // (its admin flag, whether it is active) and refuse its revoked tokens.
+            state.sessions.forget_user(id);
             Ok(conditional::tagged(HttpResponse::Ok(), user.version).json(UserView::from(user)))
         }
         Err(error) => {
@@ -525,7 +538,11 @@ async fn check_current_password(
             "is required to change your own password",
         )
     })?;
-    let stored = Some(me.user.hashed_password.clone());
+    // The stored hash, read afresh: the one the token lookup read may be half a second old.
+    let stored = db
+        .find_by_id::<user::Entity>(me.id())
+        .await?
+        .map(|user| user.hashed_password);
     if db
         .without_connection(state.hasher.verify(current, stored))
         .await?
@@ -612,6 +629,7 @@ async fn apply_profile_changes(
 pub async fn delete(
     me: CurrentUser,
     db: RequestDb,
+    state: web::Data<AppState>,
     condition: IfMatch,
     id: Result<PathId, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
@@ -631,5 +649,7 @@ pub async fn delete(
             _ => Err(ApiError::NotFound),
         };
     }
+    // After the delete committed (autocommit): the user's tokens are refused here at once.
+    state.sessions.forget_user(id);
     Ok(HttpResponse::NoContent().finish())
 }
