@@ -6,21 +6,28 @@
 //! entries itself as soon as it revokes them (sign-out, a password change, deactivation,
 //! deletion), so on the instance that made the change a revoked token is refused at once.
 //! Entries are bounded in number: a flood of valid tokens cannot grow memory without bound.
+//! They hold who the caller is and whether they are an admin, nothing of the account else
+//! (no password hash).
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::{Duration, Instant},
 };
-
-use entity::user;
 
 /// How long an entry is trusted after it was read from the database.
 pub const TTL: Duration = Duration::from_millis(500);
 /// Entries kept at most; beyond, the stale ones go, and if none is stale, all of them.
 const MAX_ENTRIES: usize = 10_000;
 
-/// Signed-in users by token digest (see the module documentation).
+/// Who a token signs in: what authorisation needs of the account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub id: i64,
+    pub is_admin: bool,
+}
+
+/// Signed-in callers by token digest (see the module documentation).
 #[derive(Debug, Default)]
 pub struct SessionCache {
     entries: Mutex<HashMap<String, Entry>>,
@@ -28,20 +35,20 @@ pub struct SessionCache {
 
 #[derive(Debug)]
 struct Entry {
-    user: Arc<user::Model>,
+    caller: Caller,
     read_at: Instant,
 }
 
 impl SessionCache {
-    /// The user token `digest` signed in less than [`TTL`] ago, if any.
-    pub fn get(&self, digest: &str) -> Option<Arc<user::Model>> {
+    /// The caller token `digest` signed in less than [`TTL`] ago, if any.
+    pub fn get(&self, digest: &str) -> Option<Caller> {
         let entries = self.lock();
         let entry = entries.get(digest)?;
-        (entry.read_at.elapsed() < TTL).then(|| Arc::clone(&entry.user))
+        (entry.read_at.elapsed() < TTL).then_some(entry.caller)
     }
 
-    /// Remember that `digest` signs in `user`, as read from the database at `read_at`.
-    pub fn put(&self, digest: String, user: Arc<user::Model>, read_at: Instant) {
+    /// Remember that `digest` signs in `caller`, as read from the database at `read_at`.
+    pub fn put(&self, digest: String, caller: Caller, read_at: Instant) {
         let mut entries = self.lock();
         if entries.len() >= MAX_ENTRIES {
             entries.retain(|_, entry| entry.read_at.elapsed() < TTL);
@@ -49,7 +56,7 @@ impl SessionCache {
                 entries.clear();
             }
         }
-        entries.insert(digest, Entry { user, read_at });
+        entries.insert(digest, Entry { caller, read_at });
     }
 
     /// Forget the token `digest` (it was revoked).
@@ -60,7 +67,7 @@ impl SessionCache {
     /// Forget every token of the user `id` (their sessions were revoked, or the account
     /// changed).
     pub fn forget_user(&self, id: i64) {
-        self.lock().retain(|_, entry| entry.user.id != id);
+        self.lock().retain(|_, entry| entry.caller.id != id);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
@@ -72,19 +79,11 @@ impl SessionCache {
 mod tests {
     use super::*;
 
-    fn user(id: i64) -> Arc<user::Model> {
-        let now = entity::now();
-        Arc::new(user::Model {
+    fn user(id: i64) -> Caller {
+        Caller {
             id,
-            email: format!("{id}@example.com"),
-            name: None,
-            hashed_password: "!".into(),
-            is_active: true,
             is_admin: false,
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        })
+        }
     }
 
     #[test]

@@ -4,11 +4,13 @@
 
 use std::{future::Future, net::IpAddr, pin::Pin, sync::Arc, time::Instant};
 
+use sea_orm::DbErr;
+
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use entity::{session, user};
 
 use super::error::ApiError;
-use crate::{db::RequestDb, state::AppState};
+use crate::{db::RequestDb, session_cache::Caller, state::AppState};
 
 /// The longest bearer token looked up; ours are 64 characters. A longer one is refused
 /// without touching the database.
@@ -19,22 +21,29 @@ const MAX_TOKEN_CHARS: usize = 256;
 /// `WWW-Authenticate: Bearer`. The lookup runs on the request's database handle, unless this
 /// process read the same token less than half a second ago ([`crate::session_cache`]).
 ///
-/// `user` is the account as the lookup read it: for who the caller is and whether they are
-/// an admin. A route that shows the account or checks its password reads it afresh.
+/// It knows who the caller is and whether they are an admin; a route that shows the account
+/// or checks its password reads it with [`CurrentUser::account`].
 #[derive(Debug)]
 pub struct CurrentUser {
-    pub user: Arc<user::Model>,
+    caller: Caller,
     /// The digest of the token this request came with (its session's key).
     pub token_digest: String,
 }
 
 impl CurrentUser {
     pub fn id(&self) -> i64 {
-        self.user.id
+        self.caller.id
     }
 
     pub fn is_admin(&self) -> bool {
-        self.user.is_admin
+        self.caller.is_admin
+    }
+
+    /// The caller's account as stored now (what the token lookup read may be half a second
+    /// old, and a change made through another instance must show at once); `None` when it
+    /// was deleted meanwhile.
+    pub async fn account(&self, db: &RequestDb) -> Result<Option<user::Model>, DbErr> {
+        db.find_by_id::<user::Entity>(self.id()).await
     }
 }
 
@@ -62,9 +71,9 @@ impl FromRequest for CurrentUser {
             .map(|state| Arc::clone(&state.sessions));
         Box::pin(async move {
             let digest = digest.ok_or(ApiError::Unauthorized)?;
-            if let Some(user) = sessions.as_ref().and_then(|cache| cache.get(&digest)) {
+            if let Some(caller) = sessions.as_ref().and_then(|cache| cache.get(&digest)) {
                 return Ok(Self {
-                    user,
+                    caller,
                     token_digest: digest,
                 });
             }
@@ -73,12 +82,15 @@ impl FromRequest for CurrentUser {
                 .signed_in_user(&digest, entity::now())
                 .await?
                 .ok_or(ApiError::Unauthorized)?;
-            let user = Arc::new(found);
+            let caller = Caller {
+                id: found.id,
+                is_admin: found.is_admin,
+            };
             if let Some(cache) = sessions {
-                cache.put(digest.clone(), Arc::clone(&user), read_at);
+                cache.put(digest.clone(), caller, read_at);
             }
             Ok(Self {
-                user,
+                caller,
                 token_digest: digest,
             })
         })

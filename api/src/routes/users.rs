@@ -388,12 +388,7 @@ pub async fn me(
     db: RequestDb,
     cached: IfNoneMatch,
 ) -> Result<HttpResponse, ApiError> {
-    // Read afresh: the account the token lookup read may be half a second old, and a
-    // change made through another instance must show at once.
-    let user = db
-        .find_by_id::<user::Entity>(me.id())
-        .await?
-        .ok_or(ApiError::Unauthorized)?;
+    let user = me.account(&db).await?.ok_or(ApiError::Unauthorized)?;
     Ok(cached.respond(user.version, UserView::from(user)))
 }
 
@@ -538,11 +533,7 @@ async fn check_current_password(
             "is required to change your own password",
         )
     })?;
-    // The stored hash, read afresh: the one the token lookup read may be half a second old.
-    let stored = db
-        .find_by_id::<user::Entity>(me.id())
-        .await?
-        .map(|user| user.hashed_password);
+    let stored = me.account(db).await?.map(|user| user.hashed_password);
     if db
         .without_connection(state.hasher.verify(current, stored))
         .await?
