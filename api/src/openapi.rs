@@ -12,7 +12,7 @@ use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
     http::error::{FieldError, Problem},
-    routes::{notes, ops, sessions, users},
+    routes::{notes, ops, sessions, users, web as page},
 };
 
 #[derive(OpenApi)]
@@ -51,6 +51,7 @@ use crate::{
         ops::metrics,
         openapi_json,
         docs_index,
+        page::index,
     ),
     components(schemas(Problem, FieldError)),
     tags(

@@ -47,6 +47,7 @@ pub fn app(
         .configure(routes::users::routes)
         .configure(routes::ops::routes)
         .configure(openapi::routes)
+        .configure(routes::web::routes)
         .configure(|cfg| {
             if testing {
                 routes::testing::routes(cfg);

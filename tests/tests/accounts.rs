@@ -33,8 +33,8 @@ const PEER_IP: &str = "192.0.2.10";
 /// Another client, on another address.
 const OTHER_PEER: &str = "192.0.2.20:51000";
 
-/// The operations anyone may call: sign-up, sign-in and the operational routes.
-const PUBLIC_OPERATIONS: [&str; 7] = [
+/// The operations anyone may call: sign-up, sign-in, the operational routes and the web page.
+const PUBLIC_OPERATIONS: [&str; 8] = [
     "POST /users",
     "POST /sessions",
     "GET /healthz",
@@ -42,6 +42,7 @@ const PUBLIC_OPERATIONS: [&str; 7] = [
     "GET /metrics",
     "GET /openapi.json",
     "GET /docs",
+    "GET /",
 ];
 
 // ---------------------------------------------------------------------------------------

@@ -659,6 +659,38 @@ async fn next_link_only_on_full_pages_and_walks_every_note(backend: Backend) {
     app.finish().await;
 }
 
+/// `order=desc` lists newest first, and its `Link` walk (with a filter) holds every matching
+/// note once, in descending id order; a bad `order` is 422 naming it.
+#[backends(sqlite, postgres, mysql)]
+async fn newest_first_walks_every_note_downwards(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let created = create_distinct_notes(&app, 10).await;
+    let mut newest_first = created.clone();
+    newest_first.reverse();
+    let open_newest_first: Vec<Value> = newest_first
+        .iter()
+        .filter(|n| n["completed"] == false)
+        .cloned()
+        .collect();
+
+    let (all_seen, all_pages) = walk(&app, "/notes?order=desc&limit=4", 4).await;
+    let (open_seen, open_pages) = walk(&app, "/notes?order=desc&completed=false&limit=3", 3).await;
+    let after = id_of(&newest_first[2]);
+    let below = listed(&app, &format!("/notes?order=desc&after={after}&limit=2")).await;
+    let bad = app.get("/notes?order=newest").await;
+
+    assert_eq!(all_seen, newest_first, "every note once, newest first");
+    assert_eq!(all_pages, [4, 4, 2]);
+    assert_eq!(open_seen, open_newest_first);
+    assert_eq!(open_pages, [3, 3, 1]);
+    assert_eq!(below, newest_first[3..5].to_vec(), "after = smaller ids");
+    let problem = assert_client_problem(&bad, "a bad order");
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_fields(&problem), ["order"]);
+    assert_shown_as_stored(&app, &all_seen).await;
+    app.finish().await;
+}
+
 // ---------------------------------------------------------------- patch
 
 #[backends(sqlite, postgres, mysql)]

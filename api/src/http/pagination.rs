@@ -80,6 +80,16 @@ impl ListQuery {
         }
     }
 
+    /// `order`: `asc` (the default: oldest first) or `desc` (newest first). With `desc`,
+    /// `after` is the last id seen walking down, so the next page holds smaller ids.
+    pub fn newest_first(&self) -> Result<bool, ApiError> {
+        match last(&self.pairs, "order") {
+            None | Some("asc") => Ok(false),
+            Some("desc") => Ok(true),
+            Some(_) => Err(ApiError::invalid("order", "must be asc or desc")),
+        }
+    }
+
     /// 200 with `items` as a JSON array, and a `Link: rel="next"` header when the page is full.
     pub fn respond<T: Serialize>(
         &self,
@@ -148,5 +158,20 @@ mod tests {
         assert_eq!(q.bool_param("completed").unwrap(), Some(true));
         let q = ListQuery::parse("completed=yes").unwrap();
         assert!(q.bool_param("completed").is_err());
+    }
+
+    #[test]
+    fn order_is_asc_or_desc() {
+        for (query, newest_first) in [("", false), ("order=asc", false), ("order=desc", true)] {
+            let q = ListQuery::parse(query).unwrap();
+            assert_eq!(q.newest_first().unwrap(), newest_first, "{query}");
+        }
+        for bad in ["order=DESC", "order=", "order=newest"] {
+            let q = ListQuery::parse(bad).unwrap();
+            assert!(
+                matches!(q.newest_first(), Err(ApiError::Validation(_))),
+                "{bad}"
+            );
+        }
     }
 }

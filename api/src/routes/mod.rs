@@ -5,6 +5,7 @@ pub mod ops;
 pub mod sessions;
 pub mod testing;
 pub mod users;
+pub mod web;
 
 use crate::http::error::ApiError;
 

@@ -202,7 +202,8 @@ impl FromJson for NotePatch {
 
 /// List notes
 ///
-/// A page of notes in id order, optionally only the completed (or open) ones. A full page
+/// A page of notes in id order (oldest first, or newest first with `order=desc`),
+/// optionally only the completed (or open) ones. A full page
 /// carries `Link: <…>; rel="next"`: follow it to the next page (keyset paging, so notes
 /// added meanwhile are neither skipped nor repeated).
 #[utoipa::path(
@@ -211,6 +212,7 @@ impl FromJson for NotePatch {
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "page size (default 100)"),
         ("after" = Option<i64>, Query, minimum = 0, description = "return notes with a larger id than this one (the last id of the previous page)"),
         ("completed" = Option<bool>, Query, description = "only notes in this state"),
+        ("order" = Option<String>, Query, description = "`asc` (default: oldest first) or `desc` (newest first; `after` then returns smaller ids)"),
     ),
     responses(
         (status = 200, description = "the page, in id order", body = [NoteView],
@@ -227,11 +229,20 @@ pub async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
     let completed = query.bool_param("completed")?;
-    let mut select = owned_by(&me)
-        .order_by_asc(note::Column::Id)
-        .limit(query.limit);
+    let newest_first = query.newest_first()?;
+    let mut select = owned_by(&me).limit(query.limit);
+    select = if newest_first {
+        select.order_by_desc(note::Column::Id)
+    } else {
+        select.order_by_asc(note::Column::Id)
+    };
     if let Some(after) = query.after {
-        select = select.filter(note::Column::Id.gt(after));
+        let beyond = if newest_first {
+            note::Column::Id.lt(after)
+        } else {
+            note::Column::Id.gt(after)
+        };
+        select = select.filter(beyond);
     }
     if let Some(completed) = completed {
         select = select.filter(note::Column::Completed.eq(completed));

@@ -1,0 +1,464 @@
+// The notes page: a small script over this server's JSON API (same origin, bearer token).
+// Everything the API says goes into the page as text (textContent), never as HTML.
+
+const SESSION_KEY = 'notes.session';
+const ORDER_KEY = 'notes.order';
+const PAGE_SIZE = 20;
+
+const $ = (id) => document.getElementById(id);
+
+// ------------------------------------------------------------------ the API
+
+class ApiError extends Error {
+  constructor(status, problem, retryAfter) {
+    super((problem && (problem.detail || problem.title)) || `The server answered ${status}.`);
+    this.status = status;
+    this.problem = problem || {};
+    this.retryAfter = retryAfter;
+  }
+}
+
+let session = readSession();
+
+function readSession() {
+  try {
+    const saved = JSON.parse(localStorage.getItem(SESSION_KEY));
+    if (saved && saved.token && Date.parse(saved.expires_at) > Date.now()) return saved;
+  } catch {
+    // Nothing usable stored: signed out.
+  }
+  localStorage.removeItem(SESSION_KEY);
+  return null;
+}
+
+function saveSession(value) {
+  session = value;
+  if (value) localStorage.setItem(SESSION_KEY, JSON.stringify(value));
+  else localStorage.removeItem(SESSION_KEY);
+}
+
+/** One call to the API: the parsed JSON body (null for 204), or an ApiError. */
+async function api(method, path, body) {
+  const headers = { Accept: 'application/json' };
+  if (session) headers.Authorization = `Bearer ${session.token}`;
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+    });
+  } catch {
+    throw new ApiError(0, {
+      detail: 'The server could not be reached. Check the connection and try again.',
+    });
+  }
+  if (response.status === 204) return null;
+  const data = await response.json().catch(() => null);
+  if (response.ok) return data;
+  const error = new ApiError(response.status, data, response.headers.get('Retry-After'));
+  if (response.status === 401 && session && path !== '/sessions') {
+    // The token expired or was revoked (signed out elsewhere, password changed).
+    saveSession(null);
+    show('Your session has ended. Please sign in again.');
+  }
+  throw error;
+}
+
+// ------------------------------------------------------------------ messages
+
+function announce(text) {
+  const status = $('status');
+  status.textContent = '';
+  // A new text node each time, so screen readers repeat the same message.
+  window.setTimeout(() => { status.textContent = text; }, 50);
+}
+
+/** A message for people from an API error, for the end of a form. */
+function describe(error) {
+  if (error.status === 429 || error.status === 503) {
+    const wait = Number(error.retryAfter);
+    const later = wait > 0 ? ` Try again in ${wait} second${wait === 1 ? '' : 's'}.` : ' Try again shortly.';
+    return (error.status === 429 ? 'Too many attempts.' : 'The server is busy.') + later;
+  }
+  return error.message;
+}
+
+function clearErrors(form) {
+  for (const field of form.querySelectorAll('[aria-invalid]')) {
+    field.removeAttribute('aria-invalid');
+    const own = $(`${field.id}-error`);
+    if (own) own.remove();
+    const described = (field.getAttribute('aria-describedby') || '')
+      .split(' ').filter((id) => id && id !== `${field.id}-error`);
+    if (described.length) field.setAttribute('aria-describedby', described.join(' '));
+    else field.removeAttribute('aria-describedby');
+  }
+  const formError = form.querySelector('.form-error');
+  if (formError) {
+    formError.hidden = true;
+    formError.textContent = '';
+  }
+}
+
+function fieldError(field, message) {
+  field.setAttribute('aria-invalid', 'true');
+  let note = $(`${field.id}-error`);
+  if (!note) {
+    note = document.createElement('p');
+    note.id = `${field.id}-error`;
+    note.className = 'field-error';
+    field.insertAdjacentElement('afterend', note);
+    const described = field.getAttribute('aria-describedby');
+    field.setAttribute('aria-describedby', described ? `${described} ${note.id}` : note.id);
+  }
+  note.textContent = message;
+}
+
+/**
+ * Show `error` next to the field it concerns: the problem's `errors` name fields by their
+ * JSON names, which are the inputs' names; a conflict on sign-up is the e-mail's. What
+ * concerns no field goes at the end of the form. The first bad field gets the focus.
+ */
+function showErrors(form, error, conflictField) {
+  clearErrors(form);
+  const marked = [];
+  const listed = Array.isArray(error.problem.errors) ? error.problem.errors : [];
+  for (const { field, message } of listed) {
+    const input = form.elements.namedItem(field);
+    if (input && input.id) {
+      fieldError(input, message);
+      marked.push(input);
+    }
+  }
+  if (!marked.length && error.status === 409 && conflictField) {
+    const input = form.elements.namedItem(conflictField);
+    fieldError(input, error.message);
+    marked.push(input);
+  }
+  if (marked.length) {
+    marked[0].focus();
+    return;
+  }
+  const formError = form.querySelector('.form-error');
+  formError.textContent = describe(error);
+  formError.hidden = false;
+}
+
+function busy(form, isBusy) {
+  for (const button of form.querySelectorAll('button')) button.disabled = isBusy;
+}
+
+// ------------------------------------------------------------------ views
+
+function show(message) {
+  const signedIn = Boolean(session);
+  $('signed-out').hidden = signedIn;
+  $('signed-in').hidden = !signedIn;
+  $('account').hidden = !signedIn;
+  if (signedIn) {
+    $('signed-in-as').textContent = `Signed in as ${session.user.email}`;
+    loadPage();
+  } else {
+    $('notes').replaceChildren();
+  }
+  if (message) announce(message);
+}
+
+async function signIn(email, password) {
+  const answer = await api('POST', '/sessions', { email, password });
+  saveSession({ token: answer.token, expires_at: answer.expires_at, user: answer.user });
+  listing.cursors = [];
+  listing.after = null;
+}
+
+$('sign-in').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearErrors(form);
+  busy(form, true);
+  try {
+    await signIn(form.elements.email.value, form.elements.password.value);
+    form.reset();
+    show('Signed in.');
+    $('new-note').focus();
+  } catch (error) {
+    showErrors(form, error);
+  } finally {
+    busy(form, false);
+  }
+});
+
+$('sign-up').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearErrors(form);
+  busy(form, true);
+  const email = form.elements.email.value;
+  const password = form.elements.password.value;
+  const name = form.elements.name.value.trim();
+  try {
+    await api('POST', '/users', name ? { email, password, name } : { email, password });
+    await signIn(email, password);
+    form.reset();
+    show('Account created. You are signed in.');
+    $('new-note').focus();
+  } catch (error) {
+    showErrors(form, error, 'email');
+  } finally {
+    busy(form, false);
+  }
+});
+
+$('sign-out').addEventListener('click', async () => {
+  try {
+    await api('DELETE', '/sessions/current');
+  } catch {
+    // Signed out here either way; the token expires by itself.
+  }
+  saveSession(null);
+  show('Signed out.');
+  $('sign-in-email').focus();
+});
+
+// ------------------------------------------------------------------ notes
+
+const listing = {
+  order: localStorage.getItem(ORDER_KEY) === 'desc' ? 'desc' : 'asc',
+  completed: '',
+  after: null, // the cursor of the page shown (null: the first page)
+  cursors: [], // the cursors of the pages before it, for "Previous"
+  last: null, // the last id on the page shown
+};
+
+async function loadPage() {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE + 1), order: listing.order });
+  if (listing.completed) query.set('completed', listing.completed);
+  if (listing.after !== null) query.set('after', String(listing.after));
+  const error = $('list-error');
+  let notes;
+  try {
+    notes = await api('GET', `/notes?${query}`);
+  } catch (failure) {
+    if (!session) return;
+    error.textContent = describe(failure);
+    error.hidden = false;
+    return;
+  }
+  error.hidden = true;
+  // One note more than a page says whether there is a next page.
+  const hasNext = notes.length > PAGE_SIZE;
+  notes = notes.slice(0, PAGE_SIZE);
+  if (!notes.length && listing.cursors.length) {
+    // The last note of a later page went: show the page before.
+    listing.after = listing.cursors.pop();
+    return loadPage();
+  }
+  listing.last = notes.length ? notes[notes.length - 1].id : null;
+  $('notes').replaceChildren(...notes.map(noteItem));
+  $('empty').hidden = notes.length > 0;
+  $('previous').disabled = listing.cursors.length === 0;
+  $('next').disabled = !hasNext;
+  $('page-number').textContent = `Page ${listing.cursors.length + 1}`;
+}
+
+function firstPage() {
+  listing.after = null;
+  listing.cursors = [];
+  return loadPage();
+}
+
+function element(tag, properties = {}, children = []) {
+  const node = document.createElement(tag);
+  Object.assign(node, properties);
+  node.append(...children);
+  return node;
+}
+
+function button(text, onClick, className = 'secondary') {
+  const node = element('button', { type: 'button', className, textContent: text });
+  node.addEventListener('click', onClick);
+  return node;
+}
+
+function noteItem(note) {
+  const item = element('li', { className: note.completed ? 'note done' : 'note' });
+  item.dataset.id = String(note.id);
+  renderNote(item, note);
+  return item;
+}
+
+function renderNote(item, note) {
+  const id = `note-${note.id}`;
+  item.className = note.completed ? 'note done' : 'note';
+  const text = element('p', { className: 'note-text', id: `${id}-text`, textContent: note.text });
+  const done = element('input', { type: 'checkbox', id: `${id}-done`, checked: note.completed });
+  done.setAttribute('aria-describedby', text.id);
+  done.addEventListener('change', () => setDone(item, note, done));
+  const created = new Date(note.created_at);
+  const meta = element('div', { className: 'note-meta' }, [
+    element('label', { htmlFor: done.id }, [done, 'Done']),
+    element('time', { dateTime: note.created_at, textContent: created.toLocaleString() }),
+  ]);
+  const edit = button('Edit', () => editNote(item, note));
+  const remove = button('Delete', () => confirmDelete(item, note));
+  edit.setAttribute('aria-describedby', text.id);
+  remove.setAttribute('aria-describedby', text.id);
+  item.replaceChildren(
+    element('div', { className: 'note-body' }, [text, meta]),
+    element('div', { className: 'note-actions' }, [edit, remove]),
+  );
+}
+
+async function setDone(item, note, box) {
+  box.disabled = true;
+  try {
+    const changed = await api('PATCH', `/notes/${note.id}`, { completed: box.checked });
+    Object.assign(note, changed);
+    renderNote(item, note);
+    $(`note-${note.id}-done`).focus();
+    announce(note.completed ? 'Marked done.' : 'Marked not done.');
+  } catch (error) {
+    box.checked = note.completed;
+    box.disabled = false;
+    if (session) itemError(item, describe(error));
+  }
+}
+
+function itemError(item, message) {
+  let note = item.querySelector('.form-error');
+  if (!note) {
+    note = element('p', { className: 'form-error' });
+    note.setAttribute('role', 'alert');
+    item.append(note);
+  }
+  note.textContent = message;
+}
+
+function editNote(item, note) {
+  const id = `note-${note.id}-edit`;
+  const form = element('form', { className: 'note-body', noValidate: true });
+  const area = element('textarea', { id, name: 'text', rows: 3, maxLength: 10000, value: note.text });
+  const save = element('button', { type: 'submit', textContent: 'Save' });
+  const cancel = button('Cancel', () => {
+    renderNote(item, note);
+    item.querySelector('.note-actions button').focus();
+  });
+  form.append(
+    element('div', { className: 'field' }, [element('label', { htmlFor: id, textContent: 'Note text' }), area]),
+    element('div', { className: 'note-actions' }, [save, cancel]),
+    element('p', { className: 'form-error', hidden: true }),
+  );
+  form.querySelector('.form-error').setAttribute('role', 'alert');
+  form.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') cancel.click();
+  });
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    clearErrors(form);
+    busy(form, true);
+    try {
+      const changed = await api('PATCH', `/notes/${note.id}`, { text: area.value });
+      Object.assign(note, changed);
+      renderNote(item, note);
+      item.querySelector('.note-actions button').focus();
+      announce('Note saved.');
+    } catch (error) {
+      busy(form, false);
+      if (session) showErrors(form, error);
+    }
+  });
+  item.replaceChildren(form);
+  area.focus();
+}
+
+function confirmDelete(item, note) {
+  const question = element('p', { className: 'confirm', textContent: 'Delete this note?' });
+  const keep = button('Keep', () => {
+    renderNote(item, note);
+    item.querySelector('.note-actions button:last-child').focus();
+  });
+  const yes = button('Yes, delete', async () => {
+    yes.disabled = true;
+    keep.disabled = true;
+    try {
+      await api('DELETE', `/notes/${note.id}`);
+      announce('Note deleted.');
+      await loadPage();
+      $('new-note').focus();
+    } catch (error) {
+      if (error.status === 404) {
+        announce('That note was already deleted.');
+        await loadPage();
+        return;
+      }
+      yes.disabled = false;
+      keep.disabled = false;
+      if (session) itemError(item, describe(error));
+    }
+  }, 'danger');
+  const text = element('p', { className: 'note-text', textContent: note.text });
+  item.replaceChildren(
+    element('div', { className: 'note-body' }, [text]),
+    element('div', { className: 'note-actions' }, [question, yes, keep]),
+  );
+  keep.focus();
+}
+
+$('add-note').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearErrors(form);
+  busy(form, true);
+  try {
+    await api('POST', '/notes', { text: form.elements.text.value });
+    form.reset();
+    announce('Note added.');
+    // Newest first: the new note heads the first page. Oldest first: it is at the end of the
+    // list, on this page if there is room.
+    await (listing.order === 'desc' ? firstPage() : loadPage());
+  } catch (error) {
+    if (session) showErrors(form, error);
+  } finally {
+    busy(form, false);
+    if (session) form.elements.text.focus();
+  }
+});
+
+$('order').value = listing.order;
+$('order').addEventListener('change', (event) => {
+  listing.order = event.currentTarget.value === 'desc' ? 'desc' : 'asc';
+  localStorage.setItem(ORDER_KEY, listing.order);
+  firstPage();
+});
+
+$('show').addEventListener('change', (event) => {
+  listing.completed = event.currentTarget.value;
+  firstPage();
+});
+
+$('next').addEventListener('click', async () => {
+  if (listing.last === null) return;
+  listing.cursors.push(listing.after);
+  listing.after = listing.last;
+  await loadPage();
+  if ($('next').disabled) $('previous').focus();
+});
+
+$('previous').addEventListener('click', async () => {
+  if (!listing.cursors.length) return;
+  listing.after = listing.cursors.pop();
+  await loadPage();
+  if ($('previous').disabled) $('next').focus();
+});
+
+// Another tab signed in or out: follow it.
+window.addEventListener('storage', (event) => {
+  if (event.key !== SESSION_KEY) return;
+  session = readSession();
+  show();
+});
+
+show();
