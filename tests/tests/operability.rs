@@ -332,6 +332,11 @@ async fn docs_page_is_served_offline(backend: Backend) {
             .unwrap()
             .starts_with("text/html")
     );
+    let policy = page.header("content-security-policy").unwrap_or_default();
+    assert!(
+        policy.starts_with("default-src 'self';") && policy.contains("frame-ancestors 'none'"),
+        "the docs page allows only this origin: {policy:?}"
+    );
     let html = String::from_utf8(page.body.to_vec()).unwrap();
     assert!(html.contains("swagger-ui-bundle.js"), "{html}");
     assert!(

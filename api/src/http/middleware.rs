@@ -154,8 +154,15 @@ fn problem_if_bare<B: MessageBody + 'static>(
     ServiceResponse::from_err(error, req).map_into_right_body()
 }
 
+/// The policy of an HTML page that does not set its own (the docs page): scripts, styles and
+/// everything else from this origin only, no framing. Swagger UI draws its icons as `data:`
+/// images and sets inline styles, so those two are allowed here — not on the notes page.
+const HTML_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+    style-src 'self' 'unsafe-inline'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'";
+
 /// The headers every response carries. `Cache-Control: no-store` unless the response set
-/// its own: answers carry users' notes and accounts, which no shared cache may keep.
+/// its own: answers carry users' notes and accounts, which no shared cache may keep. An HTML
+/// page without a Content-Security-Policy of its own gets one of this origin alone.
 fn add_headers(headers: &mut HeaderMap, request_id: HeaderValue) {
     headers.insert(REQUEST_ID, request_id);
     headers.insert(
@@ -164,6 +171,15 @@ fn add_headers(headers: &mut HeaderMap, request_id: HeaderValue) {
     );
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    let html = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"text/html"));
+    if html && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(HTML_CONTENT_SECURITY_POLICY),
+        );
     }
 }
 
