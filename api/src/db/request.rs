@@ -7,8 +7,8 @@ use futures_util::{StreamExt, stream::LocalBoxStream};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
-    PrimaryKeyTrait, QueryFilter, QueryResult, QueryTrait, Select, Statement, StreamTrait as _,
-    TryIntoModel, prelude::DateTimeUtc,
+    PrimaryKeyTrait, QueryFilter, QueryResult, QueryTrait, Select, Selector, SelectorTrait,
+    Statement, StreamTrait as _, TryIntoModel, prelude::DateTimeUtc,
 };
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
@@ -191,34 +191,35 @@ impl RequestDb {
             .transpose()
     }
 
-    /// Every model `select` finds.
-    pub async fn all<E: EntityTrait>(&self, select: Select<E>) -> Result<Vec<E::Model>, DbErr> {
+    /// Every row `select` finds, decoded: an entity's `Select` gives its models; a
+    /// `Selector` (`select.into_model::<M>()`, or a view such as [`entity::note::Listed`])
+    /// gives what it decodes into.
+    pub async fn all<Q: Rows>(&self, select: Q) -> Result<Vec<Q::Item>, DbErr> {
         let target = self.target(false).await?;
         let on = target.on();
-        let rows = on.query_all(select.build(on.backend())).await?;
-        rows.iter()
-            .map(|row| E::Model::from_query_result(row, ""))
-            .collect()
+        let rows = on.query_all(select.statement(on.backend())).await?;
+        rows.into_iter().map(Q::decode).collect()
     }
 
-    /// Every model `select` finds, streamed on the request's connection, which the stream
-    /// takes over (the stream outlives the handler: it is the response body).
+    /// Every row `select` finds, decoded as by [`RequestDb::all`] and streamed on the
+    /// request's connection, which the stream takes over (the stream outlives the handler:
+    /// it is the response body).
     ///
     /// On the pool the connection counts in the pool's budget and is released after the last
     /// row, or closed when the stream is dropped midway. Pinned to a test's transaction, the
     /// rows stream from that transaction.
-    pub fn stream<E: EntityTrait>(
+    pub fn stream<Q: Rows + 'static>(
         &self,
-        select: Select<E>,
-    ) -> LocalBoxStream<'static, Result<E::Model, DbErr>> {
+        select: Q,
+    ) -> LocalBoxStream<'static, Result<Q::Item, DbErr>> {
         let rows = match &self.0.source {
             DbSource::Pool(pool, _) => {
-                let statement = select.build(pool.get_database_backend());
+                let statement = select.statement(pool.get_database_backend());
                 driver::stream(pool, self.0.conn.take(), statement)
             }
             DbSource::Pinned(txn) => {
                 let txn = txn.clone();
-                let statement = select.build(ConnectionTrait::get_database_backend(&*txn));
+                let statement = select.statement(ConnectionTrait::get_database_backend(&*txn));
                 async_stream::try_stream! {
                     let mut rows = txn.stream_raw(statement).await?;
                     while let Some(row) = rows.next().await {
@@ -228,8 +229,7 @@ impl RequestDb {
                 .boxed_local()
             }
         };
-        rows.map(|row| E::Model::from_query_result(&row?, ""))
-            .boxed_local()
+        rows.map(|row| Q::decode(row?)).boxed_local()
     }
 
     /// Insert `model` (after its entity's rules ran) and return the stored row.
@@ -396,6 +396,46 @@ impl RequestDb {
                 "the request's transaction is borrowed: query through it".into(),
             )),
         }
+    }
+}
+
+/// What [`RequestDb::all`] and [`RequestDb::stream`] take: a SeaORM select, built into its
+/// statement for the backend, and the decoder of its rows — SeaORM's `FromQueryResult`.
+pub trait Rows {
+    /// What a row decodes into.
+    type Item;
+
+    /// The statement, built for `backend`.
+    fn statement(self, backend: DbBackend) -> Statement;
+
+    /// One row, decoded.
+    fn decode(row: QueryResult) -> Result<Self::Item, DbErr>;
+}
+
+/// An entity's select: its models (their derived `FromQueryResult`, by column name).
+impl<E: EntityTrait> Rows for Select<E> {
+    type Item = E::Model;
+
+    fn statement(self, backend: DbBackend) -> Statement {
+        self.build(backend)
+    }
+
+    fn decode(row: QueryResult) -> Result<E::Model, DbErr> {
+        E::Model::from_query_result(&row, "")
+    }
+}
+
+/// `select.into_model::<M>()` and the like: what the selector decodes its rows into
+/// (`M`'s `FromQueryResult`).
+impl<S: SelectorTrait> Rows for Selector<S> {
+    type Item = S::Item;
+
+    fn statement(self, backend: DbBackend) -> Statement {
+        self.into_statement(backend)
+    }
+
+    fn decode(row: QueryResult) -> Result<S::Item, DbErr> {
+        S::from_raw_query_result(row)
     }
 }
 

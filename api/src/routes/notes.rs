@@ -101,6 +101,20 @@ impl From<note::Model> for NoteView {
     }
 }
 
+/// A note as lists and exports read it (every column but `version`).
+impl From<note::Listed> for NoteView {
+    fn from(note: note::Listed) -> Self {
+        Self {
+            id: note.id,
+            user_id: note.user_id,
+            text: note.text,
+            completed: note.completed,
+            created_at: note.created_at,
+            updated_at: note.updated_at,
+        }
+    }
+}
+
 /// `POST /notes` body (also each item of `POST /notes/bulk`).
 #[derive(ToSchema)]
 pub struct NewNote {
@@ -247,8 +261,9 @@ pub async fn list(
     if let Some(completed) = completed {
         select = select.filter(note::Column::Completed.eq(completed));
     }
+    // Only the columns a page shows, read by position (bench/PERFORMANCE.md, "list decoding").
     let notes: Vec<NoteView> = db
-        .all(select)
+        .all(note::Listed::select(select))
         .await?
         .into_iter()
         .map(NoteView::from)
@@ -566,7 +581,9 @@ pub async fn export(
             },
             ExportRefused::AllBusy => ApiError::Busy("every export slot is busy"),
         })?;
-    let notes = db.stream(owned_by(&me).order_by_asc(note::Column::Id));
+    let notes = db.stream(note::Listed::select(
+        owned_by(&me).order_by_asc(note::Column::Id),
+    ));
     let mut lines = Box::pin(ndjson_chunks(notes));
     // The first row is fetched before answering, so an exhausted pool or a database that is
     // down answers 503 rather than a 200 that breaks off.
@@ -633,7 +650,7 @@ fn cut_when_idle(
 
 /// `notes` as NDJSON, in chunks of about [`EXPORT_CHUNK_BYTES`].
 fn ndjson_chunks(
-    mut notes: impl futures_util::Stream<Item = Result<note::Model, DbErr>> + Unpin + 'static,
+    mut notes: impl futures_util::Stream<Item = Result<note::Listed, DbErr>> + Unpin + 'static,
 ) -> impl futures_util::Stream<Item = Result<web::Bytes, DbErr>> + 'static {
     async_stream::try_stream! {
         let mut chunk = Vec::with_capacity(EXPORT_CHUNK_BYTES + 1024);
