@@ -25,6 +25,8 @@ MIN_RATIO = {"get": 0.90, "list": 0.90, "post": 0.85, "mix": 0.85}
 MAX_P99_MS_GET_POSTGRES = 10.0
 MAX_RSS_MIB = 64.0
 MAX_EXPORT_GROWTH_MIB = 32.0
+# The read-replica part (`replica`): the api alone on the primary, and with DATABASE_READ_URL.
+REPLICA_SETUPS = {"api": "primary alone", "api_read": "primary + replica"}
 
 
 def machine():
@@ -53,6 +55,142 @@ def git_commit():
         return out.stdout.strip() + ("+changes" if dirty else "")
     except OSError:
         return ""
+
+
+def replica_results(raw):
+    """The read-replica part: every run, medians per scenario and setup, ratios, or why skipped."""
+    skipped = [r["reason"] for r in raw if r["kind"] == "replica_skipped"]
+    info = next((r for r in raw if r["kind"] == "replica_info"), None)
+    runs = []
+    for r in raw:
+        if r["kind"] != "replica":
+            continue
+        w = r["wrk"]
+        reads = r.get("reads", {})
+        runs.append({
+            "scenario": r["scenario"],
+            "setup": REPLICA_SETUPS[r["server"]],
+            "round": r.get("round", 1),
+            "requests": w["requests"],
+            "seconds": round(w["duration_us"] / 1e6, 3),
+            "requests_per_s": round(w["requests"] * 1e6 / w["duration_us"], 1),
+            "p50_ms": round(w["p50_us"] / 1000, 3),
+            "p99_ms": round(w["p99_us"] / 1000, 3),
+            "max_ms": round(w["max_us"] / 1000, 3),
+            "errors": sum(v for k, v in w.items() if k.startswith("errors_")),
+            "reads_on_replica": reads.get("replica", 0),
+            "reads_on_primary": reads.get("primary", 0),
+            "peak_rss_mib": round(r["peak_rss_kib"] / 1024, 1),
+            "background_busy_pct": r.get("background_busy_pct"),
+        })
+    grouped = defaultdict(list)
+    for r in runs:
+        grouped[(r["scenario"], r["setup"])].append(r)
+    medians = []
+    for (scenario, setup), rs in grouped.items():
+        on_replica = sum(r["reads_on_replica"] for r in rs)
+        counted = on_replica + sum(r["reads_on_primary"] for r in rs)
+        medians.append({
+            "scenario": scenario,
+            "setup": setup,
+            "rounds": len(rs),
+            "requests_per_s": round(median(r["requests_per_s"] for r in rs), 1),
+            "p50_ms": round(median(r["p50_ms"] for r in rs), 3),
+            "p99_ms": round(median(r["p99_ms"] for r in rs), 3),
+            "errors": sum(r["errors"] for r in rs),
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+            # Without a replica the api counts no db_reads_total: every read is on the primary.
+            "replica_share": round(on_replica / counted, 4) if counted else 0.0,
+        })
+    comparisons = []
+    for scenario in dict.fromkeys(r["scenario"] for r in runs):
+        rps = {(r["setup"], r["round"]): r["requests_per_s"] for r in runs if r["scenario"] == scenario}
+        alone, with_replica = REPLICA_SETUPS["api"], REPLICA_SETUPS["api_read"]
+        ratios = [round(rps[(with_replica, n)] / rps[(alone, n)], 3)
+                  for n in sorted({n for _, n in rps})
+                  if (with_replica, n) in rps and rps.get((alone, n))]
+        if ratios:
+            comparisons.append({"scenario": scenario, "ratio_requests_per_s": round(median(ratios), 3),
+                                "ratios_by_round": ratios})
+    return {"skipped": skipped, "info": info and {k: v for k, v in info.items() if k != "kind"},
+            "runs": runs, "medians": medians, "comparisons": comparisons}
+
+
+def replica_section(rep, nproc):
+    """RESULTS.md's "Read replica" section."""
+    out = ["\n## Read replica (`DATABASE_READ_URL`)\n"]
+    if not rep["comparisons"]:
+        reasons = "; ".join(rep["skipped"]) or "the `replica` scenario was not in BENCH_SCENARIOS"
+        out.append(f"**Not measured**: {reasons}. It runs when a streaming replica of the bench's "
+                   "PostgreSQL answers on `BENCH_REPLICA_URL` (`scripts/pg-replica.sh up` makes one on "
+                   "127.0.0.1:5433).")
+        return out
+    info = rep["info"] or {}
+    med = {(m["scenario"], m["setup"]): m for m in rep["medians"]}
+    alone, with_replica = REPLICA_SETUPS["api"], REPLICA_SETUPS["api_read"]
+    out.append("The api twice on the same PostgreSQL data: alone on the primary, and with "
+               f"`DATABASE_READ_URL` set to a streaming replica of it ({info.get('url', '?')}, apply delay "
+               f"{info.get('apply_delay', '?')}, `READ_MAX_LAG_MS` {info.get('read_max_lag_ms', '?')}); "
+               "both run at once and are driven one at a time with the same wrk scenarios, alternating "
+               "who goes first. \"Reads on the replica\" is the share of read-only requests the "
+               "replica served over the measured run (`db_reads_total{target=...}` in the api's "
+               "`/metrics`); the sign-in lookup stays on the primary, at most one query per 500 ms "
+               "for the bench's one token. with/alone is the median of the rounds' ratios.\n")
+    busy = [r for r in rep["runs"] if (r["background_busy_pct"] or 0) > 15]
+    if busy:
+        out.append("**Noisy**: other processes kept the CPUs busy before " +
+                   ", ".join(f"{r['scenario']} {r['setup']} round {r['round']} ({r['background_busy_pct']} %)"
+                             for r in busy) + "; treat those figures with care.\n")
+    out.append("| scenario | alone req/s | with replica req/s | with/alone | ratio by round | alone p50 ms "
+               "| with p50 ms | alone p99 ms | with p99 ms | reads on the replica (alone / with) "
+               "| errors (alone / with) | RSS MiB (alone / with) |")
+    out.append("|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|")
+    for c in rep["comparisons"]:
+        a, w = med[(c["scenario"], alone)], med[(c["scenario"], with_replica)]
+        out.append(
+            f"| {SCENARIOS.get(c['scenario'], c['scenario'])} | {a['requests_per_s']:.0f} | {w['requests_per_s']:.0f} "
+            f"| **{c['ratio_requests_per_s']:.2f}** | {' '.join(f'{x:.2f}' for x in c['ratios_by_round'])} "
+            f"| {a['p50_ms']:.2f} | {w['p50_ms']:.2f} | {a['p99_ms']:.2f} | {w['p99_ms']:.2f} "
+            f"| {a['replica_share'] * 100:.0f} % / {w['replica_share'] * 100:.1f} % "
+            f"| {a['errors']} / {w['errors']} | {a['peak_rss_mib']} / {w['peak_rss_mib']} |")
+    ratios = ", ".join(f"{c['ratio_requests_per_s']:.2f}× on {SCENARIOS.get(c['scenario'], c['scenario'])}"
+                       for c in rep["comparisons"])
+    out.append(f"\n**What this shows: overhead, not scaling.** Here ({nproc} CPUs) wrk, the api and both "
+               "PostgreSQL servers share the same cores, so sending the reads to the replica only moves "
+               "the same work from one server process to another; no capacity is added. The ratio "
+               f"({ratios}) is the cost of the replica path: a second pool and its connections, the "
+               "per-request check (the replica's lag and replay position against the client's last "
+               "write: two atomic loads), the monitor's two queries every 100 ms on each server, and a "
+               "second server's caches competing for the same memory. A ratio close to 1 means that "
+               "cost is small; it is not a throughput gain, and a ratio above 1 would be noise or "
+               "cache luck, not scaling.\n")
+    out.append("**What to expect on separate machines** (each PostgreSQL server on a machine of its own, "
+               "enough api instances, a fast network). Let *q* be the one-row indexed queries/s one "
+               "PostgreSQL server sustains, *r* the queries one read costs (1 for `GET /notes/{id}`; a "
+               "page of 100 costs several: say *r* = 3), and *m* the sign-in lookups per request that "
+               "reach the primary (the one query the primary keeps for a read). Each api process remembers a token for 500 ms, so a token in steady "
+               "use costs at most 2 lookups/s per process whatever its request rate: *m* ≈ 0 for a few "
+               "busy clients (this bench), up to *m* = 1 when no request's token was seen by its process "
+               "in the last 500 ms (many light clients spread over many instances). While a replica is "
+               "fit, every read goes to it and none to the primary, so for reads:\n")
+    out.append("- primary alone: reads/s ≤ *R* = *q* / (*r* + *m*);")
+    out.append("- *k* replicas (each api instance reading on one of them, instances spread evenly): "
+               "reads/s ≤ min(*k*·*q*/*r*, *q*/*m*) — the replicas' reads, and the primary's lookups;")
+    out.append("- so with *m* ≈ 0, reads scale to about *k*·*R* — *k*·*R*, not (1+*k*)·*R*: the primary "
+               "serves no reads while a replica is fit, it keeps the writes and the lookups. One replica "
+               "alone gives the same read rate as the primary alone (and frees the primary for writes); "
+               "three give about 3×. With *m* = 1, `GET /notes/{id}` (*r* = 1) goes from *q*/2 to at most "
+               "*q*: 2× from the first replica, nothing more from the others; a page of 100 "
+               "(*r* = 3) goes from *q*/4 to min(*k*·*q*/3, *q*): up to 4× with 3 replicas.")
+    out.append("- with writes (a share 1−*f* of requests, *w* queries each on the primary plus one cheap "
+               "`pg_current_wal_lsn()` for the client's cookie, and replayed by every replica at a fraction "
+               "*ρ* of their cost): alone, requests/s ≤ *q* / (*f*·*r* + (1−*f*)·*w* + *m*); with *k* "
+               "replicas, ≤ min(*q* / ((1−*f*)·*w* + *m*), *q* / (*f*·*r*/*k* + *ρ*·(1−*f*)·*w*)). For the "
+               "90/10 mix (*f* = 0.9, *r* = 1, *w* ≈ 2, *m* ≈ 0, *ρ* ≈ 0.5): 0.91 *q* alone, 1.0 *q* "
+               "with one replica (+10 %), 3.1 *q* with four (3.4×), and never more than 5 *q* (5.5×, the "
+               "primary's writes). Read-your-writes lowers *f* further: a client's reads within the "
+               "replica's lag after its own write read on the primary (`db_reads_total{target=\"primary\"}`).")
+    return out
 
 
 def main(raw_path, json_path, md_path):
@@ -169,6 +307,15 @@ def main(raw_path, json_path, md_path):
                            for r in failing) or "0",
         "met": not failing,
     })
+    replica = replica_results(raw)
+    if replica["runs"]:
+        failing = [r for r in replica["runs"] if r["errors"]]
+        targets.append({
+            "target": "zero errors in the read-replica runs (api alone and with the replica)",
+            "value": ", ".join(f"{r['scenario']} {r['setup']} round {r['round']}: {r['errors']}"
+                               for r in failing) or "0",
+            "met": not failing,
+        })
 
     settings = {
         "duration_s": int(env["BENCH_DURATION"]),
@@ -191,6 +338,7 @@ def main(raw_path, json_path, md_path):
         "medians": [{"backend": k[0], "scenario": k[1], "server": k[2]} | v for k, v in by.items()],
         "comparisons": comparisons,
         "exports": exports,
+        "replica": replica,
         "targets": targets,
     }
     with open(json_path, "w") as f:
@@ -257,6 +405,7 @@ def main(raw_path, json_path, md_path):
             out.append(f"| {b} | {plain['requests_per_s']:.0f} | {key['requests_per_s']:.0f} "
                        f"| **{key['requests_per_s'] / plain['requests_per_s']:.2f}** "
                        f"| {plain['p50_ms']:.2f} | {key['p50_ms']:.2f} |")
+    out.extend(replica_section(replica, m["nproc"]))
     if exports:
         out.append(f"\n## `GET /notes/export` over {exports[0]['rows']} rows\n")
         out.append("| backend | server | rows | seconds | rows/s | RSS before MiB | peak RSS MiB | growth MiB |")

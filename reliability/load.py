@@ -28,6 +28,13 @@ worker loops over a weighted mix of operations:
                                         (retried until answered); all name one note, and
                                         the database must hold that text exactly once
 
+With `cookies=True` (the `replica` scenario) every user has a cookie jar of its own that keeps
+the cookies the server sets (the read replica's written-position cookie), as an ordinary HTTP
+client does, and half of the `get`s read the user's newest note (read-your-writes). Give it one
+connection per user (`n_users == connections`): a user is then one client making one request at
+a time. Without it (the default) no cookie is kept: aiohttp's default jar ignores cookies from an
+IP address such as 127.0.0.1.
+
 Every request is recorded as a `Rec` (start, end, op, status, error kind, content type,
 Retry-After present, x-request-id, `expected`: the status is the right refusal for a probe or
 a well-formed export limit). A PATCH without a clear answer (no response, or a 5xx) leaves both
@@ -114,6 +121,8 @@ class Load:
     export_lines: list = field(default_factory=list)
     keyed: dict = field(default_factory=dict)      # text of a keyed POST -> the note's id
     keyed_split: list = field(default_factory=list)  # keys whose answers named several notes
+    cookies: bool = False           # a cookie jar per user (see the module's docstring)
+    fresh_gets: int = 0             # `get`s of the user's newest note (cookies=True)
 
     def __post_init__(self):
         self._ops, self._weights = zip(*self.mix.items())
@@ -123,6 +132,17 @@ class Load:
         self.ready = asyncio.Event()             # set once the accounts exist and seeds are in
         self._counter = 0
         self.t_ready: float | None = None        # when the load proper began
+        self._sessions: dict[int, aiohttp.ClientSession] = {}   # user index -> its own (cookies)
+
+    def _session_of(self, session, uidx: int):
+        """The session user UIDX's requests go through: its own with `cookies`, else SESSION."""
+        if not self.cookies:
+            return session
+        if uidx not in self._sessions:
+            self._sessions[uidx] = aiohttp.ClientSession(
+                connector=session.connector, connector_owner=False,
+                cookie_jar=aiohttp.CookieJar(unsafe=True))    # unsafe: keeps 127.0.0.1's cookies
+        return self._sessions[uidx]
 
     def stop(self) -> None:
         self._stop.set()
@@ -191,6 +211,9 @@ class Load:
                        for w in range(self.connections)]
             await asyncio.gather(*workers)
         finally:
+            for own_session in self._sessions.values():
+                await own_session.close()
+            self._sessions.clear()
             if own:
                 await session.close()
         return self
@@ -199,6 +222,7 @@ class Load:
         """The `keyed` operation (see the module's docstring)."""
         uidx = self.user_of(worker)
         user = self.users[uidx]
+        session = self._session_of(session, uidx)
         key = uuid.uuid4().hex
         text = self._text(worker, "k")
         answers = list(await asyncio.gather(_keyed_send(self, session, user, key, text),
@@ -247,6 +271,7 @@ class Load:
         patched = None
         uidx = self.user_of(worker)
         user = self.users[uidx]
+        session = self._session_of(session, uidx)
         own_ids = self._ids[uidx]
         timeout = aiohttp.ClientTimeout(total=self.export_timeout if op == "export" else self.timeout)
         self._counter += 1
@@ -281,7 +306,11 @@ class Load:
                 hdr["authorization"] = f"Bearer {secrets.token_urlsafe(24)}"
         try:
             if op == "get":
-                note_id = rnd.choice(own_ids)
+                if self.cookies and rnd.random() < 0.5:
+                    note_id = own_ids[-1]             # its newest: read-your-writes
+                    self.fresh_gets += 1
+                else:
+                    note_id = rnd.choice(own_ids)
                 req = session.get(f"{self.base}/notes/{note_id}", headers=hdr, timeout=timeout)
             elif op == "list":
                 after = rnd.choice(own_ids) if own_ids and rnd.random() < 0.5 else 0

@@ -20,6 +20,12 @@
 #   schemathesis  schemathesis --checks all against /openapi.json (fresh SQLite), <= ~2 min
 #   instances     two servers, one empty PostgreSQL database, started at once, behind nginx:
 #                 migrations once, both serve, 16 racing sign-ups -> one 201, fifteen 409
+#   replica       two servers with DATABASE_READ_URL on a real streaming replica (2 s apply
+#                 delay, scripts/pg-replica.sh) behind nginx: REPLICA_ROUNDS [200] write-then-read
+#                 rounds by one client keeping its cookie (every write seen), reads on the replica
+#                 when nothing fresh is needed, replica stopped 3 s under reads (zero failures,
+#                 serves again within 5 s), READ_MAX_LAG_MS=500 bypass, REPLICA_SOAK_SECONDS [30]
+#                 of soak with one cookie jar per user (nothing acknowledged lost or unseen)
 #   mariadb       the soak (MARIADB_SOAK_SECONDS [15]) and the instances scenario on MariaDB
 #   hashing       HASHING_SIGNUPS [300] concurrent sign-ups (SQLite, then PostgreSQL): peak RSS
 #                 < 160 MiB, 201 or 503 + Retry-After, /healthz < 1 s, sign-in works after
@@ -30,7 +36,9 @@
 # (root, no password) — override with REL_PG_URL / REL_MYSQL_URL (server URL, no database).
 # Databases are named rel_<scenario>_<pid> and dropped afterwards; leftovers of killed runs
 # (pid gone) are dropped at the start. The outage scenario stops and starts the local
-# PostgreSQL cluster with pg_ctlcluster; it is always started again on exit.
+# PostgreSQL cluster with pg_ctlcluster; it is always started again on exit. The replica
+# scenario runs `scripts/pg-replica.sh up 2s` (a replica cluster on 127.0.0.1:5433, created when
+# absent; REL_PG_REPLICA_URL) and leaves it running with a 2 s apply delay, also on failure.
 # Installs what is missing: aiohttp and schemathesis (pip), nginx, sqlite3, psql and mysql
 # clients (apt). Builds `api` in release into $CARGO_TARGET_DIR [~/.cache/notes-api/target]
 # (REL_SKIP_BUILD=1: use the binary already there, e.g. while another build is running).
@@ -41,7 +49,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 cd "$ROOT"
 
-ALL=(soak outage shutdown exhaustion schemathesis instances mariadb hashing)
+ALL=(soak outage shutdown exhaustion schemathesis instances replica mariadb hashing)
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
@@ -50,7 +58,7 @@ for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
     all) SELECTED+=("${ALL[@]}") ;;
-    soak | outage | shutdown | exhaustion | schemathesis | instances | mariadb | hashing) SELECTED+=("$arg") ;;
+    soak | outage | shutdown | exhaustion | schemathesis | instances | replica | mariadb | hashing) SELECTED+=("$arg") ;;
     *) echo "reliability/run.sh: unknown scenario '$arg' (one of: all ${ALL[*]})" >&2; exit 2 ;;
   esac
 done
@@ -60,6 +68,7 @@ log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/notes-api/target}
 export REL_PG_URL=${REL_PG_URL:-postgres://postgres@127.0.0.1:5432}
 export REL_MYSQL_URL=${REL_MYSQL_URL:-mysql://root@127.0.0.1:3306}
+export REL_PG_REPLICA_URL=${REL_PG_REPLICA_URL:-postgres://postgres@127.0.0.1:5433}
 export PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 
 # --- PostgreSQL is always running when we leave -------------------------------------------
@@ -71,12 +80,21 @@ restore_pg() {
       log "could not start PostgreSQL!"
   fi
 }
+# The replica scenario stops the replica for a moment; if it ran, the replica runs when we leave.
+REPLICA_RAN=false
+restore_replica() {
+  if $REPLICA_RAN && pg_running && ! pg_isready -q -h 127.0.0.1 -p 5433; then
+    log "starting the PostgreSQL replica again"
+    "$ROOT/scripts/pg-replica.sh" start >/dev/null || log "could not start the replica!"
+  fi
+}
 REL_LOG_DIR=$(mktemp -d /tmp/rel_logs.XXXXXX)
 export REL_LOG_DIR
 KEEP_LOGS=false
 on_exit() {
   local status=$?
   restore_pg
+  restore_replica
   if $KEEP_LOGS || [ $status -ne 0 ]; then log "server logs kept in $REL_LOG_DIR"; else rm -rf "$REL_LOG_DIR"; fi
   exit $status
 }
@@ -145,6 +163,7 @@ run_scenario() {
     exhaustion) python3 "$HERE/scenario_exhaustion.py" ;;
     schemathesis) python3 "$HERE/scenario_schemathesis.py" ;;
     instances) python3 "$HERE/scenario_instances.py" postgres ;;
+    replica) python3 "$HERE/scenario_replica.py" ;;
     mariadb) python3 "$HERE/scenario_mariadb.py" ;;
     hashing) # both backends even when the first fails (a few seconds each; both figures matter)
       local rc=0
@@ -161,8 +180,10 @@ for name in "${SELECTED[@]}"; do
   log "=== $name"
   t0=$(date +%s)
   out=$(mktemp)
+  [ "$name" != replica ] || REPLICA_RAN=true # (run_scenario runs in a pipeline: a subshell)
   if run_scenario "$name" | tee "$out"; then verdict=PASS; else verdict=FAIL; FAILED=$((FAILED + 1)); KEEP_LOGS=true; fi
   restore_pg
+  restore_replica
   RESULTS+=("$(printf '%-13s %s %4ss' "$name" "$verdict" $(($(date +%s) - t0)))")
   rm -f "$out"
 done

@@ -98,6 +98,13 @@ pub enum LogFormat {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub database_url: DatabaseUrl,
+    /// A streaming replica of `database_url` for requests that only read
+    /// (`DATABASE_READ_URL`, PostgreSQL only).
+    pub database_read_url: Option<DatabaseUrl>,
+    /// A replica lagging more than this is bypassed (`READ_MAX_LAG_MS`).
+    pub read_max_lag: Duration,
+    /// Cookies the server sets are `Secure` (`COOKIE_SECURE`).
+    pub cookie_secure: bool,
     pub host: String,
     pub port: u16,
     pub auto_migrate: bool,
@@ -192,8 +199,32 @@ impl Settings {
         let db_pool_max = vars.number("DB_POOL_MAX", default_max, 1..=1000)?;
         let db_pool_min =
             vars.number("DB_POOL_MIN", default_min.min(db_pool_max), 0..=db_pool_max)?;
+        let database_read_url = match lookup("DATABASE_READ_URL") {
+            Some(value) if !value.trim().is_empty() => {
+                Some(vars.parse("DATABASE_READ_URL", "", |value| {
+                    let url = DatabaseUrl::parse(value)?;
+                    if url.backend() == Backend::Postgres
+                        && database_url.backend() == Backend::Postgres
+                    {
+                        Ok(url)
+                    } else {
+                        Err(
+                            "a postgres:// URL of a streaming replica, with a PostgreSQL \
+                             DATABASE_URL (read replicas are supported on PostgreSQL)"
+                                .to_owned(),
+                        )
+                    }
+                })?)
+            }
+            _ => None,
+        };
         Ok(Self {
             database_url,
+            database_read_url,
+            read_max_lag: Duration::from_millis(
+                vars.number("READ_MAX_LAG_MS", 5000, 0..=3_600_000)?.into(),
+            ),
+            cookie_secure: vars.parse("COOKIE_SECURE", "false", parse_bool)?,
             host: vars.parse("HOST", "127.0.0.1", parse_host)?,
             port: vars.number("PORT", 8000, 0..=65535)? as u16,
             auto_migrate: vars.parse("AUTO_MIGRATE", "true", parse_bool)?,
@@ -272,7 +303,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
             var,
             expected,
             // Never echo a database URL: it may carry a password.
-            got: if var == "DATABASE_URL" {
+            got: if var.starts_with("DATABASE_") {
                 format!("{:?}", redact(&value))
             } else {
                 format!("{value:?}")
@@ -432,6 +463,44 @@ mod tests {
         assert_eq!(pg.db_pool_max, 16);
         let my = load(&[("DATABASE_URL", "mysql://root@127.0.0.1:3306/notes")]).unwrap();
         assert_eq!(my.database_url.backend(), Backend::MySql);
+    }
+
+    #[test]
+    fn a_read_replica_is_a_postgres_url_beside_a_postgres_primary() {
+        let primary = ("DATABASE_URL", "postgres://u@db/notes");
+        let settings = load(&[
+            primary,
+            ("DATABASE_READ_URL", "postgres://u:secret@replica/notes"),
+            ("READ_MAX_LAG_MS", "250"),
+        ])
+        .unwrap();
+        let read = settings.database_read_url.unwrap();
+        assert_eq!(read.backend(), Backend::Postgres);
+        assert!(!format!("{read} {read:?}").contains("secret"));
+        assert_eq!(settings.read_max_lag, Duration::from_millis(250));
+        let none = load(&[primary, ("DATABASE_READ_URL", "  ")]).unwrap();
+        assert_eq!(none.database_read_url, None);
+        assert_eq!(none.read_max_lag, Duration::from_secs(5));
+        for bad in [
+            vec![("DATABASE_READ_URL", "postgres://u@replica/notes")],
+            vec![primary, ("DATABASE_READ_URL", "mysql://root@replica/notes")],
+            vec![primary, ("DATABASE_READ_URL", "not a url")],
+            vec![primary, ("READ_MAX_LAG_MS", "-1")],
+        ] {
+            let err = load(&bad).unwrap_err();
+            assert!(
+                err.var == "DATABASE_READ_URL" || err.var == "READ_MAX_LAG_MS",
+                "{bad:?}"
+            );
+        }
+        let err = load(&[
+            primary,
+            ("DATABASE_READ_URL", "postgres://u:pw@replica:99999/x"),
+        ])
+        .unwrap_err();
+        assert!(!err.to_string().contains("pw@"), "{err}");
+        assert!(load(&[("COOKIE_SECURE", "yes")]).is_err());
+        assert!(load(&[("COOKIE_SECURE", "true")]).unwrap().cookie_secure);
     }
 
     #[test]

@@ -160,12 +160,21 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         database = %settings.database_url,
         "serving"
     );
-    let server = serve(
-        listener,
-        DbSource::pool(db.clone(), settings.db_acquire_timeout),
-        Arc::clone(&settings),
-    )
-    .map_err(|e| format!("cannot start the server: {e}"))?;
+    let mut source = DbSource::pool(db.clone(), settings.db_acquire_timeout);
+    if let Some(url) = &settings.database_read_url {
+        let replica = db::Replica::start(&settings, db.clone())
+            .await
+            .map_err(|e| {
+                format!(
+                    "cannot set up the read replica's pool: {}",
+                    migration::database::scrub(&e.to_string(), url.expose())
+                )
+            })?;
+        tracing::info!(replica = %url, "requests that only read use the replica when it is fit");
+        source = source.with_replica(replica);
+    }
+    let server = serve(listener, source, Arc::clone(&settings))
+        .map_err(|e| format!("cannot start the server: {e}"))?;
     purge_expired(db.clone());
     let handle = server.handle();
     actix_web::rt::spawn(async move {

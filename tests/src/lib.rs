@@ -45,6 +45,7 @@
 
 pub mod http;
 mod naming;
+pub mod proxy;
 mod run;
 pub mod schema;
 
@@ -126,6 +127,20 @@ pub struct TestDb {
     /// The private database, dropped by [`TestDb::finish`].
     private: Option<Private>,
     overrides: HashMap<String, String>,
+    /// The read replica the app reads on (`DATABASE_READ_URL` = [`REPLICA`]).
+    replica: Option<Arc<api::db::Replica>>,
+}
+
+/// The `DATABASE_READ_URL` override that means "this test's database on the replica of
+/// `TEST_POSTGRES_REPLICA_URL`" (PostgreSQL only); `replica:PORT` reaches it through
+/// 127.0.0.1:PORT instead (a [`proxy::Proxy`]).
+pub const REPLICA: &str = "replica";
+
+/// The replica of the PostgreSQL test server (`TEST_POSTGRES_REPLICA_URL`), if configured.
+pub fn replica_url() -> Option<String> {
+    std::env::var("TEST_POSTGRES_REPLICA_URL")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
 }
 
 impl TestDb {
@@ -152,6 +167,7 @@ impl TestDb {
             txn: Some(Arc::new(txn)),
             private: None,
             overrides: HashMap::new(),
+            replica: None,
         }
     }
 
@@ -164,15 +180,43 @@ impl TestDb {
 
     async fn create_private(backend: Backend, overrides: &[(&str, &str)]) -> Self {
         let private = RunDatabase::get(backend).private_database().await;
-        let overrides: HashMap<String, String> = overrides
+        let mut overrides: HashMap<String, String> = overrides
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         let url = private.url().to_owned();
+        let via = overrides
+            .get("DATABASE_READ_URL")
+            .and_then(|read| read.strip_prefix(REPLICA))
+            .map(|port| {
+                port.strip_prefix(':')
+                    .map(|p| p.parse::<u16>().expect("a port"))
+            });
+        let wants_replica = via.is_some();
+        if let Some(port) = via {
+            assert_eq!(backend, Backend::Postgres, "replicas are PostgreSQL's");
+            let mut replica =
+                url::Url::parse(&replica_url().expect("TEST_POSTGRES_REPLICA_URL is not set"))
+                    .expect("TEST_POSTGRES_REPLICA_URL is a URL");
+            replica.set_path(url::Url::parse(&url).expect("a URL").path());
+            if let Some(port) = port {
+                replica.set_port(Some(port)).expect("a port");
+            }
+            overrides.insert("DATABASE_READ_URL".into(), replica.to_string());
+        }
         let settings = test_settings(&url, &overrides);
         let pool = api::db::connect(&settings)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to the test database: {e}"));
+        let replica = if wants_replica {
+            Some(
+                api::db::Replica::start(&settings, pool.clone())
+                    .await
+                    .expect("the replica's pool"),
+            )
+        } else {
+            None
+        };
         Self {
             backend,
             url,
@@ -180,6 +224,7 @@ impl TestDb {
             txn: None,
             private: Some(private),
             overrides,
+            replica,
         }
     }
 
@@ -197,8 +242,27 @@ impl TestDb {
     pub fn source(&self) -> DbSource {
         match &self.txn {
             Some(txn) => DbSource::Pinned(Arc::clone(txn)),
-            None => DbSource::pool(self.pool.clone(), self.settings().db_acquire_timeout),
+            None => {
+                let source = DbSource::pool(self.pool.clone(), self.settings().db_acquire_timeout);
+                match &self.replica {
+                    Some(replica) => source.with_replica(Arc::clone(replica)),
+                    None => source,
+                }
+            }
         }
+    }
+
+    /// Another instance's view of this database: the same pool, and a replica monitor of
+    /// its own (instances share nothing but the databases).
+    pub async fn other_instance_source(&self) -> DbSource {
+        let source = DbSource::pool(self.pool.clone(), self.settings().db_acquire_timeout);
+        if self.replica.is_none() {
+            return source;
+        }
+        let replica = api::db::Replica::start(&self.settings(), self.pool.clone())
+            .await
+            .expect("the replica's pool");
+        source.with_replica(replica)
     }
 
     /// An executor for the test's own queries; it sees what the app wrote.
@@ -222,6 +286,17 @@ impl TestDb {
     /// The full app on a real port on 127.0.0.1, for tests that need real sockets.
     pub async fn spawn_server(&self) -> http::TestServer {
         http::TestServer::start(self.source(), self.settings())
+    }
+
+    /// Another instance of the app on a real port, sharing nothing with the first but the
+    /// databases ([`TestDb::other_instance_source`]).
+    pub async fn spawn_other_server(&self) -> http::TestServer {
+        http::TestServer::start(self.other_instance_source().await, self.settings())
+    }
+
+    /// The read replica the app reads on, if it has one.
+    pub fn replica(&self) -> Option<&Arc<api::db::Replica>> {
+        self.replica.as_ref()
     }
 
     /// End the test: roll back (rollback mode), close the pool, and drop the private database

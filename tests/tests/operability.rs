@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tests::{Backend, TEST_PASSWORD, TestApp, assert_problem, backends, http::json_request};
 
 /// Every route of the contract, as `METHOD path`.
-const CONTRACT_ROUTES: [&str; 20] = [
+const CONTRACT_ROUTES: [&str; 21] = [
     "GET /notes",
     "POST /notes",
     "GET /notes/{id}",
@@ -32,6 +32,7 @@ const CONTRACT_ROUTES: [&str; 20] = [
     "GET /metrics",
     "GET /openapi.json",
     "GET /docs",
+    "GET /",
 ];
 
 fn documented_routes(doc: &Value) -> BTreeSet<String> {

@@ -5,10 +5,7 @@
 //! server exactly like a database that stopped (connections dropped, new ones refused).
 
 use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,70 +15,9 @@ use serde_json::json;
 use tests::{
     Backend, TEST_PASSWORD, TestDb, backends,
     http::{get, json_request, send, send_with_token},
+    proxy::Proxy,
     test_settings, unique_email,
 };
-use tokio::{
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
-};
-
-/// A loopback TCP proxy to `target` that can be cut and restored.
-struct Proxy {
-    port: u16,
-    up: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<JoinHandle<()>>>>,
-    accept: JoinHandle<()>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
-        let accept = tokio::spawn({
-            let (up, links) = (Arc::clone(&up), Arc::clone(&links));
-            async move {
-                while let Ok((mut client, _)) = listener.accept().await {
-                    if !up.load(Ordering::SeqCst) {
-                        continue; // dropped at once: "connection refused" for the client
-                    }
-                    let target = target.clone();
-                    links.lock().unwrap().push(tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
-                    }));
-                }
-            }
-        });
-        Self {
-            port,
-            up,
-            links,
-            accept,
-        }
-    }
-
-    /// The database "stops": every open connection is cut, new ones are dropped.
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
 
 #[backends(postgres, mysql)]
 async fn database_outage_answers_503_and_recovers(backend: Backend) {

@@ -16,9 +16,12 @@
 //! (`driver.rs`, measured cheaper than SeaORM's `DatabaseConnection`; export streams there also
 //! close an abandoned connection instead of returning it mid-result); one in a transaction
 //! runs through SeaORM's executor. The SQL of the hot statements is built by SeaORM once per
-//! shape (`statements.rs`). Both paths decode into the entities' models.
+//! shape (`statements.rs`). Both paths decode through SeaORM's `FromQueryResult`: into the
+//! entities' models, or a view such as `note::Listed` (lists and exports). With a read replica
+//! (`replica.rs`), a request that only reads may run its reads there.
 
 mod driver;
+pub mod replica;
 mod request;
 mod statements;
 
@@ -33,6 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::{Backend, Settings};
 
+pub use replica::Replica;
 pub use request::{RequestDb, UnitOfWork};
 
 /// Open the pool described by `settings` (sized per backend, SQLite in WAL mode).
@@ -68,8 +72,9 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
 /// Where requests' database work runs.
 #[derive(Clone, Debug)]
 pub enum DbSource {
-    /// Production: the pool (build it with [`DbSource::pool`]).
-    Pool(DatabaseConnection, WriterGate),
+    /// Production: the pool (build it with [`DbSource::pool`]), and the read replica, if
+    /// any ([`DbSource::with_replica`]).
+    Pool(DatabaseConnection, WriterGate, Option<Arc<Replica>>),
     /// Tests in rollback mode: every request runs inside one outer transaction that the test
     /// rolls back at its end; a request's own transaction is a savepoint in it.
     Pinned(Arc<DatabaseTransaction>),
@@ -84,7 +89,38 @@ impl DbSource {
             permits: sqlite.then(|| Arc::new(Semaphore::new(1))),
             timeout: acquire_timeout,
         };
-        Self::Pool(conn, gate)
+        Self::Pool(conn, gate, None)
+    }
+
+    /// Requests that only read use `replica` when it is fit (see `replica.rs`).
+    pub fn with_replica(self, replica: Arc<Replica>) -> Self {
+        match self {
+            Self::Pool(conn, gate, _) => Self::Pool(conn, gate, Some(replica)),
+            pinned @ Self::Pinned(_) => pinned,
+        }
+    }
+
+    /// The read replica, if one is configured.
+    pub fn replica(&self) -> Option<&Arc<Replica>> {
+        match self {
+            Self::Pool(_, _, replica) => replica.as_ref(),
+            Self::Pinned(_) => None,
+        }
+    }
+
+    /// The primary's write position after a request's writes committed, for its client's
+    /// cookie: `None` without a replica (nothing to compare it with).
+    pub async fn written_position(&self) -> Option<u64> {
+        let Self::Pool(pool, _, Some(_)) = self else {
+            return None;
+        };
+        match replica::written_position(pool).await {
+            Ok(position) => Some(position),
+            Err(error) => {
+                tracing::warn!(%error, "the write position could not be read");
+                None
+            }
+        }
     }
 
     /// Begin a write transaction. On SQLite it is `IMMEDIATE`: it takes the write lock at
@@ -97,7 +133,7 @@ impl DbSource {
         };
         let started = std::time::Instant::now();
         let write = match self {
-            Self::Pool(pool, gate) => {
+            Self::Pool(pool, gate, _) => {
                 let turn = gate.enter().await?;
                 // `BEGIN` runs to its end on a task of its own. Cancelled midway (the client
                 // went away) it would leave the server inside a transaction the driver does
@@ -122,7 +158,7 @@ impl DbSource {
     /// The pool's open and idle connections (`None` when pinned to a test's transaction).
     pub fn pool_status(&self) -> Option<(u32, usize)> {
         match self {
-            Self::Pool(pool, _) => driver::pool_status(pool),
+            Self::Pool(pool, ..) => driver::pool_status(pool),
             Self::Pinned(_) => None,
         }
     }
@@ -130,7 +166,7 @@ impl DbSource {
     /// `SELECT 1`, to tell whether the database answers.
     pub async fn ping(&self) -> Result<(), DbErr> {
         let done = match self {
-            Self::Pool(pool, _) => pool.execute_unprepared("SELECT 1").await,
+            Self::Pool(pool, ..) => pool.execute_unprepared("SELECT 1").await,
             Self::Pinned(txn) => txn.execute_unprepared("SELECT 1").await,
         };
         done.map(|_| ())

@@ -1,7 +1,7 @@
 //! One request's database handle: [`UnitOfWork`] holds its state, [`RequestDb`] is what
 //! handlers use.
 
-use std::{future::Future, pin::Pin, rc::Rc};
+use std::{cell::Cell, future::Future, pin::Pin, rc::Rc, sync::Arc};
 
 use futures_util::{StreamExt, stream::LocalBoxStream};
 use sea_orm::{
@@ -12,7 +12,7 @@ use sea_orm::{
 };
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-use super::{DbSource, Write, driver, statements};
+use super::{DbSource, Replica, Write, driver, statements};
 
 /// One request's database state: its source and, once a handler wrote, its transaction.
 ///
@@ -24,6 +24,33 @@ pub struct UnitOfWork {
     /// The connection its statements outside a transaction run on.
     conn: driver::RequestConnection,
     txn: Mutex<Option<Write>>,
+    /// Where a request that only reads may read instead of the primary.
+    reads: Option<ReplicaReads>,
+    /// Whether it wrote (its client gets the write position when it commits).
+    wrote: Cell<bool>,
+}
+
+/// A read-only request's reads on the replica: whether they go there is decided at the first
+/// read, once ([`Replica::serves`]); they run on a connection of the replica's pool.
+struct ReplicaReads {
+    replica: Arc<Replica>,
+    /// The client's last write position, from its cookie.
+    written: Option<u64>,
+    use_it: Cell<Option<bool>>,
+    conn: driver::RequestConnection,
+}
+
+impl ReplicaReads {
+    fn chosen(&self) -> bool {
+        match self.use_it.get() {
+            Some(chosen) => chosen,
+            None => {
+                let chosen = self.replica.serves(self.written).is_ok();
+                self.use_it.set(Some(chosen));
+                chosen
+            }
+        }
+    }
 }
 
 impl UnitOfWork {
@@ -32,6 +59,40 @@ impl UnitOfWork {
             source,
             conn: driver::RequestConnection::default(),
             txn: Mutex::new(None),
+            reads: None,
+            wrote: Cell::new(false),
+        }
+    }
+
+    /// A request that only reads: its reads may run on `replica`, if that has replayed the
+    /// client's last write (`written`) — see `replica.rs`.
+    pub fn reading(source: DbSource, replica: Arc<Replica>, written: Option<u64>) -> Self {
+        let mut uow = Self::new(source);
+        uow.reads = Some(ReplicaReads {
+            replica,
+            written,
+            use_it: Cell::new(None),
+            conn: driver::RequestConnection::default(),
+        });
+        uow
+    }
+
+    /// Whether the request wrote (or began a transaction to).
+    pub fn wrote(&self) -> bool {
+        self.wrote.get()
+    }
+
+    /// The replica, when this request's reads go there.
+    fn replica_reads(&self) -> Option<&ReplicaReads> {
+        self.reads.as_ref().filter(|reads| reads.chosen())
+    }
+
+    /// A read on the replica failed for want of a connection: the rest of the request reads
+    /// on the primary.
+    fn replica_failed(&self) {
+        if let Some(reads) = &self.reads {
+            reads.replica.failed();
+            reads.use_it.set(Some(false));
         }
     }
 
@@ -40,6 +101,9 @@ impl UnitOfWork {
     /// turn is released after the commit or rollback.
     pub async fn finish(&self, commit: bool) -> Result<(), DbErr> {
         self.conn.release().await;
+        if let Some(reads) = &self.reads {
+            reads.conn.release().await;
+        }
         let Some(write) = self.txn.lock().await.take() else {
             return Ok(());
         };
@@ -84,6 +148,8 @@ pub type Transaction<'a> = MappedMutexGuard<'a, DatabaseTransaction>;
 enum Target<'a> {
     /// The request's connection from the pool, outside any transaction (autocommit).
     Pool(&'a DatabaseConnection, &'a driver::RequestConnection),
+    /// Its connection from the replica's pool (a read-only request).
+    Replica(&'a DatabaseConnection, &'a driver::RequestConnection),
     /// The request's transaction.
     Request(Transaction<'a>),
     /// The test's transaction, for a read in rollback mode.
@@ -91,9 +157,13 @@ enum Target<'a> {
 }
 
 impl Target<'_> {
+    fn is_replica(&self) -> bool {
+        matches!(self, Self::Replica(..))
+    }
+
     fn on(&self) -> On<'_> {
         match self {
-            Self::Pool(pool, conn) => On::Pool(pool, conn),
+            Self::Pool(pool, conn) | Self::Replica(pool, conn) => On::Pool(pool, conn),
             Self::Request(txn) => On::Transaction(txn),
             Self::Pinned(txn) => On::Transaction(txn),
         }
@@ -166,13 +236,37 @@ impl RequestDb {
         &self,
         id: <E::PrimaryKey as PrimaryKeyTrait>::ValueType,
     ) -> Result<Option<E::Model>, DbErr> {
-        let target = self.target(false).await?;
-        let on = target.on();
-        let row = on
-            .query_one(statements::find_by_id::<E>(on.backend(), id))
+        let statement = statements::find_by_id::<E>(self.backend(), id);
+        let row = self
+            .read(statement, async |on, statement| {
+                on.query_one(statement).await
+            })
             .await?;
         row.map(|row| E::Model::from_query_result(&row, ""))
             .transpose()
+    }
+
+    /// Run the read `query` with `statement` where the request reads (see
+    /// [`RequestDb::target`]); on the replica, a failure for want of a connection runs it
+    /// again on the primary.
+    async fn read<T>(
+        &self,
+        statement: Statement,
+        query: impl AsyncFn(On<'_>, Statement) -> Result<T, DbErr>,
+    ) -> Result<T, DbErr> {
+        let target = self.target(Access::Read).await?;
+        if !target.is_replica() {
+            return query(target.on(), statement).await;
+        }
+        match query(target.on(), statement.clone()).await {
+            Err(error) if crate::http::error::is_unavailable(&error) => {
+                drop(target);
+                self.0.replica_failed();
+                let target = self.target(Access::Read).await?;
+                query(target.on(), statement).await
+            }
+            done => done,
+        }
     }
 
     /// The user bearer-token `digest` signs in at `now`, if any: [`entity::session::find_user`],
@@ -182,7 +276,8 @@ impl RequestDb {
         digest: &str,
         now: DateTimeUtc,
     ) -> Result<Option<entity::user::Model>, DbErr> {
-        let target = self.target(false).await?;
+        // On the primary: a revoked token must be refused at once, however far the replica lags.
+        let target = self.target(Access::Primary).await?;
         let on = target.on();
         let row = on
             .query_one(statements::signed_in_user(on.backend(), digest, now))
@@ -195,9 +290,12 @@ impl RequestDb {
     /// `Selector` (`select.into_model::<M>()`, or a view such as [`entity::note::Listed`])
     /// gives what it decodes into.
     pub async fn all<Q: Rows>(&self, select: Q) -> Result<Vec<Q::Item>, DbErr> {
-        let target = self.target(false).await?;
-        let on = target.on();
-        let rows = on.query_all(select.statement(on.backend())).await?;
+        let statement = select.statement(self.backend());
+        let rows = self
+            .read(statement, async |on, statement| {
+                on.query_all(statement).await
+            })
+            .await?;
         rows.into_iter().map(Q::decode).collect()
     }
 
@@ -213,9 +311,14 @@ impl RequestDb {
         select: Q,
     ) -> LocalBoxStream<'static, Result<Q::Item, DbErr>> {
         let rows = match &self.0.source {
-            DbSource::Pool(pool, _) => {
+            DbSource::Pool(pool, ..) => {
                 let statement = select.statement(pool.get_database_backend());
-                driver::stream(pool, self.0.conn.take(), statement)
+                match self.0.replica_reads() {
+                    Some(reads) => {
+                        driver::stream(reads.replica.pool(), reads.conn.take(), statement)
+                    }
+                    None => driver::stream(pool, self.0.conn.take(), statement),
+                }
             }
             DbSource::Pinned(txn) => {
                 let txn = txn.clone();
@@ -243,7 +346,7 @@ impl RequestDb {
         A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
-        let target = self.target(true).await?;
+        let target = self.target(Access::Write).await?;
         let on = target.on();
         if on.backend().support_returning() {
             insert_returning(on, model).await
@@ -273,7 +376,7 @@ impl RequestDb {
             + 'static,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
-        let target = self.target(true).await?;
+        let target = self.target(Access::Write).await?;
         let on = target.on();
         let model = match on {
             On::Pool(pool, _) => boxed(model.before_save(pool, false)).await?,
@@ -299,7 +402,7 @@ impl RequestDb {
     /// The database's backend.
     pub fn backend(&self) -> DbBackend {
         match &self.0.source {
-            DbSource::Pool(pool, _) => pool.get_database_backend(),
+            DbSource::Pool(pool, ..) => pool.get_database_backend(),
             DbSource::Pinned(txn) => ConnectionTrait::get_database_backend(&**txn),
         }
     }
@@ -308,7 +411,7 @@ impl RequestDb {
     /// owed by a request that is being dropped (its client went away). Errors are logged.
     /// Pinned to a test's transaction, it does nothing: the test rolls everything back.
     pub fn execute_later<Q: QueryTrait>(&self, statement: Q) {
-        let DbSource::Pool(pool, _) = &self.0.source else {
+        let DbSource::Pool(pool, ..) = &self.0.source else {
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -327,7 +430,7 @@ impl RequestDb {
     /// write, in autocommit when it is the only one (see [`RequestDb::insert`]); the number of
     /// rows it affected.
     pub async fn execute<Q: QueryTrait>(&self, statement: Q) -> Result<u64, DbErr> {
-        let target = self.target(true).await?;
+        let target = self.target(Access::Write).await?;
         let on = target.on();
         on.execute(statement.build(on.backend())).await
     }
@@ -336,6 +439,7 @@ impl RequestDb {
     /// The middleware commits it when the response status is below 400 and rolls it back
     /// otherwise. While a handler holds it, it queries through it.
     pub async fn transaction(&self) -> Result<Transaction<'_>, DbErr> {
+        self.0.wrote.set(true);
         let mut slot = self.0.txn.lock().await;
         if slot.is_none() {
             // The transaction takes a connection of its own: the one the request read on so
@@ -377,18 +481,28 @@ impl RequestDb {
         Ok(Explicit(self))
     }
 
-    /// Where a statement runs. A write (`write`) with no transaction yet runs in autocommit
-    /// on the pool; so does a read. Once the request has its transaction, both run in it.
-    async fn target(&self, write: bool) -> Result<Target<'_>, DbErr> {
+    /// Where a statement runs. A write with no transaction yet runs in autocommit on the
+    /// pool; so does a read — on the replica's pool, when the request only reads and the
+    /// replica is fit. Once the request has its transaction, everything runs in it.
+    async fn target(&self, access: Access) -> Result<Target<'_>, DbErr> {
+        let write = access == Access::Write;
+        if write {
+            self.0.wrote.set(true);
+        }
         let pool = match &self.0.source {
-            DbSource::Pool(pool, _) => pool,
+            DbSource::Pool(pool, ..) => pool,
             DbSource::Pinned(txn) if !write => return Ok(Target::Pinned(txn)),
             // In rollback mode a failed statement must not abort the test's transaction: a
             // write runs in the request's own (a savepoint).
             DbSource::Pinned(_) => return self.transaction().await.map(Target::Request),
         };
         match self.0.txn.try_lock() {
-            Ok(slot) if slot.is_none() => Ok(Target::Pool(pool, &self.0.conn)),
+            Ok(slot) if slot.is_none() => Ok(match self.0.replica_reads() {
+                Some(reads) if access == Access::Read => {
+                    Target::Replica(reads.replica.pool(), &reads.conn)
+                }
+                _ => Target::Pool(pool, &self.0.conn),
+            }),
             Ok(slot) => Ok(Target::Request(MutexGuard::map(slot, |write| {
                 &mut write.as_mut().expect("checked above").txn
             }))),
@@ -437,6 +551,17 @@ impl<S: SelectorTrait> Rows for Selector<S> {
     fn decode(row: QueryResult) -> Result<S::Item, DbErr> {
         S::from_raw_query_result(row)
     }
+}
+
+/// What a statement does, for [`RequestDb::target`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Reads what a read-only request may read on the replica.
+    Read,
+    /// Reads what must be current (the sign-in lookup): on the primary.
+    Primary,
+    /// Writes.
+    Write,
 }
 
 /// The request's transaction in the explicit style: see [`RequestDb::begin`].

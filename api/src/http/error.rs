@@ -189,7 +189,7 @@ fn is_lost_race(error: &DbErr) -> bool {
 }
 
 /// True for errors that mean "no usable connection" rather than a bad statement.
-fn is_unavailable(error: &DbErr) -> bool {
+pub(crate) fn is_unavailable(error: &DbErr) -> bool {
     let runtime = match error {
         DbErr::ConnectionAcquire(_) => return true,
         DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,

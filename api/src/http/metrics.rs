@@ -65,6 +65,24 @@ fn describe() {
         "time a request waited to begin its write transaction (pool acquire + BEGIN)"
     );
     metrics::describe_counter!(
+        "db_reads_total",
+        "requests that only read, by where they read: primary or replica (with DATABASE_READ_URL)"
+    );
+    metrics::describe_counter!(
+        "db_replica_bypasses_total",
+        "read-only requests sent to the primary: replica down, lagging, behind the client's \
+         last write, or a read that failed on it"
+    );
+    metrics::describe_gauge!(
+        "db_replica_lag_seconds",
+        metrics::Unit::Seconds,
+        "how far the read replica was behind the primary at its last check"
+    );
+    metrics::describe_gauge!(
+        "db_replica_up",
+        "1 when the read replica answered its last check"
+    );
+    metrics::describe_counter!(
         "db_pool_acquire_timeouts_total",
         "requests answered 503 because no pooled connection came within DB_ACQUIRE_TIMEOUT_MS"
     );

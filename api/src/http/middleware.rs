@@ -10,6 +10,7 @@ use std::{
     borrow::Cow,
     panic::AssertUnwindSafe,
     rc::Rc,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -18,7 +19,7 @@ use actix_web::{
     body::{EitherBody, MessageBody},
     dev::{Payload, ServiceRequest, ServiceResponse},
     http::{
-        StatusCode,
+        Method, StatusCode,
         header::{self, HeaderMap, HeaderName, HeaderValue},
     },
     middleware::Next,
@@ -28,7 +29,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::{
-    db::{RequestDb, UnitOfWork},
+    db::{RequestDb, UnitOfWork, replica},
     http::error::ApiError,
     state::AppState,
 };
@@ -259,7 +260,21 @@ async fn unit_of_work<B: MessageBody>(
     let Some(state) = req.app_data::<web::Data<AppState>>() else {
         return Err(ApiError::Internal("application state is missing".into()).into());
     };
-    let uow = Rc::new(UnitOfWork::new(state.db.clone()));
+    // A request that only reads may read on the replica, if its client's last write is there.
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    let uow = if read_only && let Some(replica) = state.db.replica() {
+        let written = req
+            .headers()
+            .get(header::COOKIE)
+            .and_then(|cookie| replica::written_by_client(cookie.as_bytes()));
+        UnitOfWork::reading(state.db.clone(), Arc::clone(replica), written)
+    } else {
+        UnitOfWork::new(state.db.clone())
+    };
+    let uow = Rc::new(uow);
+    let cookie_secure = state.settings.cookie_secure;
+    let max_lag = state.settings.read_max_lag;
+    let db = state.db.clone();
     req.extensions_mut().insert(Rc::clone(&uow));
 
     let result = inner(req).await;
@@ -267,13 +282,34 @@ async fn unit_of_work<B: MessageBody>(
     let settled = uow.finish(commit).await;
     match (result, settled) {
         (Err(error), _) => Err(error),
-        (Ok(response), Ok(())) => Ok(response.map_into_left_body()),
+        (Ok(mut response), Ok(())) => {
+            if response.status().is_success()
+                && uow.wrote()
+                && let Some(position) = db.written_position().await
+            {
+                let cookie = written_cookie(position, max_lag, cookie_secure);
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            Ok(response.map_into_left_body())
+        }
         (Ok(response), Err(error)) => {
             let (req, _) = response.into_parts();
             let failure = ApiError::from_db(&error, "commit");
             Ok(ServiceResponse::from_err(failure, req).map_into_right_body())
         }
     }
+}
+
+/// `Set-Cookie` for a client whose write committed at `position`: kept long enough for any
+/// replica still in use to replay it (one lagging more than `max_lag` is bypassed anyway).
+fn written_cookie(position: u64, max_lag: Duration, secure: bool) -> HeaderValue {
+    let max_age = max_lag.as_secs() + 60;
+    let secure = if secure { "; Secure" } else { "" };
+    let cookie = format!(
+        "{}={position}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}",
+        replica::WRITTEN_COOKIE
+    );
+    HeaderValue::from_str(&cookie).expect("a cookie of digits is a valid header value")
 }
 
 /// A panicking handler answers a 500 problem instead of closing the connection.
