@@ -226,7 +226,7 @@ impl FromJson for NotePatch {
         ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "page size (default 100)"),
         ("after" = Option<i64>, Query, minimum = 0, description = "return notes with a larger id than this one (the last id of the previous page)"),
         ("completed" = Option<bool>, Query, description = "only notes in this state"),
-        ("order" = Option<String>, Query, description = "`asc` (default: oldest first) or `desc` (newest first; `after` then returns smaller ids)"),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "`asc` (default: oldest first) or `desc` (newest first; `after` then returns smaller ids)"),
     ),
     responses(
         (status = 200, description = "the page, in id order", body = [NoteView],
