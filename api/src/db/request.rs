@@ -77,9 +77,13 @@ impl UnitOfWork {
         uow
     }
 
-    /// Whether the request wrote (or began a transaction to).
-    pub fn wrote(&self) -> bool {
-        self.wrote.get()
+    /// The primary's write position after this request's writes committed, for its client's
+    /// cookie: `None` when it wrote nothing or there is no replica to compare it with.
+    pub async fn written_position(&self) -> Option<u64> {
+        if !self.wrote.get() {
+            return None;
+        }
+        self.source.written_position().await
     }
 
     /// The replica, when this request's reads go there.

@@ -274,7 +274,6 @@ async fn unit_of_work<B: MessageBody>(
     let uow = Rc::new(uow);
     let cookie_secure = state.settings.cookie_secure;
     let max_lag = state.settings.read_max_lag;
-    let db = state.db.clone();
     req.extensions_mut().insert(Rc::clone(&uow));
 
     let result = inner(req).await;
@@ -284,8 +283,7 @@ async fn unit_of_work<B: MessageBody>(
         (Err(error), _) => Err(error),
         (Ok(mut response), Ok(())) => {
             if response.status().is_success()
-                && uow.wrote()
-                && let Some(position) = db.written_position().await
+                && let Some(position) = uow.written_position().await
             {
                 let cookie = written_cookie(position, max_lag, cookie_secure);
                 response.headers_mut().append(header::SET_COOKIE, cookie);
