@@ -3,27 +3,40 @@
 //!
 //! After the IETF httpapi draft "The Idempotency-Key HTTP Header Field". A keyed request:
 //!
-//! 1. *claims* its key — a row in `idempotency_keys` with no answer yet, committed on its
-//!    own so that a concurrent repeat sees it (409) instead of waiting on it;
-//! 2. does its work and *completes* the row with its answer (status, body, `Location`,
-//!    `ETag`) in the same transaction as the work: the answer is stored exactly when the work
-//!    is, and a crash between them leaves neither;
-//! 3. on failure (any error, a 5xx above all) *releases* the claim, so a retry starts
-//!    afresh; a request dropped midway (its client went away) releases it from a task, and
-//!    one whose process died is taken over after the lease
-//!    ([`entity::idempotency_key::IN_FLIGHT_LEASE_S`]).
+//! 1. *enters* its key in this instance's set of keys in flight ([`InFlight`]): a repeat
+//!    that arrives here while it runs is 409 at once, before any work (422 if its body
+//!    differs);
+//! 2. does its work in the request's transaction and, as the transaction's last statement,
+//!    *inserts* its answer (status, body, `Location`, `ETag`) under the key — one more
+//!    statement, no extra commit: the answer is stored exactly when the work is, and a
+//!    request that fails (any error, a 5xx above all), is cancelled or dies leaves nothing;
+//! 3. when the key is already stored (the unique index on `(scope, key)` refuses the
+//!    insert), rolls its work back and answers with what is stored: the first answer again
+//!    (`Idempotent-Replayed: true`), or 422 when the key was used for another request.
 //!
 //! A repeat is compared by fingerprint: a digest of the route and the parsed body (so
-//! `{"text":"a"}` and `{"completed":false,"text":"a"}` are one request). Where this deviates
-//! from the draft: the key is taken as the header's raw value (1 to 255 visible ASCII
-//! characters; a draft-style quoted string works, its quotes included), not parsed as a
-//! structured-field string; a repeat in flight is 409 rather than waiting; only successful
-//! answers are stored (an error releases the key, and the repeat is answered afresh, which
-//! for a validation error is the same answer); and a sign-up's password never enters the
-//! fingerprint — a repeated sign-up's password is checked against the argon2id hash stored
-//! with the answer (the hash the account got, so no extra hashing).
+//! `{"text":"a"}` and `{"completed":false,"text":"a"}` are one request).
+//!
+//! Where this deviates from the draft:
+//! - the key is taken as the header's raw value (1 to 255 visible ASCII characters; a
+//!   draft-style quoted string works, its quotes included), not parsed as a structured-field
+//!   string;
+//! - a repeat is 409 while the first runs *on the same instance*; on another instance it
+//!   does its own work, and when it reaches its key the database decides: if the first has
+//!   committed, the repeat's work is rolled back and it answers the first answer; if the
+//!   first is about to commit, the repeat waits for that commit (never longer: the key is
+//!   each transaction's last statement) and then does the same. Exactly one of them writes;
+//! - only successful answers are stored: an error leaves the key free, and the repeat is
+//!   answered afresh (for a validation error, the same answer);
+//! - a sign-up's password never enters the fingerprint: a repeated sign-up's password is
+//!   checked against the argon2id hash stored with the answer (the hash the account got, so
+//!   no extra hashing).
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse,
@@ -33,8 +46,7 @@ use actix_web::{
 };
 use entity::idempotency_key::{self, Scope};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    sea_query::OnConflict,
+    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, SqlErr,
 };
 use serde::Serialize;
 
@@ -46,10 +58,62 @@ use crate::{
 
 /// The longest key taken.
 const MAX_KEY_CHARS: usize = 255;
-/// Claims tried before answering 409 (each lost only to a concurrent claim or clean-up).
-const CLAIM_ATTEMPTS: usize = 3;
+/// Tries of a keyed request's work: a second one only after an expired key was cleared or a
+/// conflict found nothing stored.
+const ATTEMPTS: usize = 2;
 /// Response header of a replayed answer.
 pub const REPLAYED: &str = "idempotent-replayed";
+
+/// The keys this instance is answering right now, by scope, with their requests'
+/// fingerprints.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashMap<(String, String), String>>);
+
+impl InFlight {
+    /// Enter `key` of `scope` for a request with `fingerprint`: 409 when the same request is
+    /// running here, 422 when another request with the key is.
+    fn enter(
+        self: &Arc<Self>,
+        scope: Scope,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Entry, ApiError> {
+        let id = (scope.as_str(), key.to_owned());
+        let mut keys = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(running) = keys.get(&id) {
+            return Err(if running == fingerprint {
+                ApiError::InProgress
+            } else {
+                reused()
+            });
+        }
+        keys.insert(id.clone(), fingerprint.to_owned());
+        Ok(Entry {
+            keys: Arc::clone(self),
+            id,
+        })
+    }
+}
+
+/// A key in flight here; dropped (answered, failed or cancelled), it leaves the set.
+struct Entry {
+    keys: Arc<InFlight>,
+    id: (String, String),
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        let mut keys = self
+            .keys
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        keys.remove(&self.id);
+    }
+}
 
 /// Extractor: the request's `Idempotency-Key`, if it sent one; 400 when it is not 1 to 255
 /// visible ASCII characters or comes more than once. Take it as
@@ -57,18 +121,23 @@ pub const REPLAYED: &str = "idempotent-replayed";
 pub struct IdempotencyKey {
     key: Option<String>,
     ttl: Duration,
+    in_flight: Arc<InFlight>,
 }
 
 impl IdempotencyKey {
     fn parse(req: &HttpRequest) -> Result<Self, ApiError> {
-        let ttl = req
-            .app_data::<web::Data<AppState>>()
-            .map_or(Duration::from_secs(86_400), |state| {
-                state.settings.idempotency_ttl
-            });
+        let state = req.app_data::<web::Data<AppState>>();
+        let ttl = state.map_or(Duration::from_secs(86_400), |state| {
+            state.settings.idempotency_ttl
+        });
+        let in_flight = state.map_or_else(Arc::default, |state| Arc::clone(&state.in_flight));
         let mut values = req.headers().get_all("idempotency-key");
         let Some(value) = values.next() else {
-            return Ok(Self { key: None, ttl });
+            return Ok(Self {
+                key: None,
+                ttl,
+                in_flight,
+            });
         };
         let malformed = || {
             ApiError::BadRequest(format!(
@@ -89,6 +158,7 @@ impl IdempotencyKey {
         Ok(Self {
             key: Some(key),
             ttl,
+            in_flight,
         })
     }
 
@@ -97,83 +167,27 @@ impl IdempotencyKey {
         self.key.as_deref()
     }
 
-    /// Claim the key for a request with `fingerprint` in `scope`: the stored answer when
-    /// the same request was answered before, 409 while it is still in flight, 422 when the
-    /// key was used for another request.
-    pub async fn begin(
-        &self,
-        db: &RequestDb,
+    /// Take up the key in `scope` for a request whose fingerprint `fingerprint` computes:
+    /// 409 while the same request runs on this instance, 422 while another one with the key
+    /// does. `None` (and no fingerprint
+    /// computed) when the request has no key.
+    pub fn enter(
+        self,
         scope: Scope,
-        fingerprint: String,
-    ) -> Result<Begun, ApiError> {
-        let key = self.key.as_deref().expect("begin is called with a key");
-        let claim = idempotency_key::new_claim()
-            .map_err(|e| ApiError::Internal(format!("no random claim: {e}")))?;
-        for _ in 0..CLAIM_ATTEMPTS {
-            let now = entity::now();
-            let expires_at =
-                now + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::days(1));
-            let row = idempotency_key::ActiveModel {
-                scope: Set(scope.as_str()),
-                user_id: Set(scope.user_id()),
-                key: Set(key.to_owned()),
-                fingerprint: Set(fingerprint.clone()),
-                claim: Set(claim.clone()),
-                status: Set(None),
-                location: Set(None),
-                etag: Set(None),
-                body: Set(None),
-                password_hash: Set(None),
-                created_at: Set(now),
-                expires_at: Set(expires_at),
-                ..Default::default()
-            };
-            // A conflict on (scope, key) is no error: the row is read back below. (MySQL
-            // has no DO NOTHING; `scope = scope` changes nothing, and its affected-row count
-            // does not tell an insert from a conflict, so it always reads back.)
-            let mut on_conflict =
-                OnConflict::columns([idempotency_key::Column::Scope, idempotency_key::Column::Key]);
-            match db.backend() {
-                DbBackend::MySql => on_conflict.do_nothing_on([idempotency_key::Column::Scope]),
-                _ => on_conflict.do_nothing(),
-            };
-            let insert = idempotency_key::Entity::insert(row.clone()).on_conflict(on_conflict);
-            let inserted = db.execute(insert).await?;
-            if inserted == 1 && db.backend() != DbBackend::MySql {
-                return Ok(Begun::Claimed(Claim::new(db, key, scope, claim)));
-            }
-            let Some(stored) = db.all(idempotency_key::find(scope, key)).await?.pop() else {
-                continue; // released or purged meanwhile: claim again
-            };
-            if stored.claim == claim {
-                return Ok(Begun::Claimed(Claim::new(db, key, scope, claim)));
-            }
-            if idempotency_key::is_stale(&stored, now) {
-                // Expired, or claimed by a request that never completed: take it over, if
-                // nobody else did first.
-                let take_over = idempotency_key::Entity::update_many()
-                    .set(idempotency_key::ActiveModel {
-                        id: sea_orm::ActiveValue::NotSet,
-                        scope: sea_orm::ActiveValue::NotSet,
-                        key: sea_orm::ActiveValue::NotSet,
-                        ..row
-                    })
-                    .filter(idempotency_key::Column::Id.eq(stored.id))
-                    .filter(idempotency_key::Column::Claim.eq(stored.claim));
-                if db.execute(take_over).await? == 1 {
-                    return Ok(Begun::Claimed(Claim::new(db, key, scope, claim)));
-                }
-                continue;
-            }
-            if stored.fingerprint != fingerprint {
-                return Err(reused());
-            }
-            if stored.status.is_none() {
-                return Err(ApiError::InProgress);
-            }
-            return Ok(Begun::Replay(Replay(stored)));
-        }
-        Err(ApiError::InProgress)
+        fingerprint: impl FnOnce() -> String,
+    ) -> Result<Option<Keyed>, ApiError> {
+        let Some(key) = self.key else {
+            return Ok(None);
+        };
+        let fingerprint = fingerprint();
+        let entry = self.in_flight.enter(scope, &key, &fingerprint)?;
+        Ok(Some(Keyed {
+            key,
+            scope,
+            fingerprint,
+            ttl: self.ttl,
+            _entry: entry,
+        }))
     }
 }
 
@@ -194,16 +208,177 @@ impl FromRequest for IdempotencyKey {
     }
 }
 
-/// What claiming a key found.
-pub enum Begun {
-    /// The same request was answered before: send its answer again.
+/// What the database holds under a key.
+enum Stored {
+    /// Nothing.
+    Nothing,
+    /// An expired answer, not purged yet: row id.
+    Expired(i64),
+    /// The answer to the same request.
+    Same(Replay),
+    /// The answer to another request (422).
+    Other,
+}
+
+/// Why a keyed transaction failed.
+enum Failed {
+    /// The work, or the commit.
+    Work(ApiError),
+    /// The key is stored already (by an earlier request, or one that just committed).
+    KeyTaken,
+}
+
+impl From<DbErr> for Failed {
+    fn from(error: DbErr) -> Self {
+        Self::Work(error.into())
+    }
+}
+
+impl From<ApiError> for Failed {
+    fn from(error: ApiError) -> Self {
+        Self::Work(error)
+    }
+}
+
+/// A key taken up by this request ([`IdempotencyKey::enter`]), until it is dropped.
+pub struct Keyed {
+    key: String,
+    scope: Scope,
+    fingerprint: String,
+    ttl: Duration,
+    _entry: Entry,
+}
+
+/// How a keyed request was answered.
+pub enum Outcome {
+    /// It did the work: its own answer, now stored.
+    Answered(HttpResponse),
+    /// The same request was answered before: its answer, to send again.
     Replay(Replay),
-    /// The key is this request's: do the work with [`Claim::run`].
-    Claimed(Claim),
+}
+
+impl Outcome {
+    /// The response to send.
+    pub fn into_response(self) -> HttpResponse {
+        match self {
+            Self::Answered(response) => response,
+            Self::Replay(replay) => replay.into_response(),
+        }
+    }
+}
+
+impl Keyed {
+    /// The stored answer to this request, if there is one; 422 when the key was used for
+    /// another request. For work worth skipping even once (a sign-up's password hashing):
+    /// [`Keyed::run`] finds a stored answer by itself.
+    pub async fn stored(&self, db: &RequestDb) -> Result<Option<Replay>, ApiError> {
+        match self.lookup(db).await? {
+            Stored::Same(replay) => Ok(Some(replay)),
+            Stored::Other => Err(reused()),
+            Stored::Nothing | Stored::Expired(_) => Ok(None),
+        }
+    }
+
+    /// Do `work` in the request's transaction and store its answer under the key, in the
+    /// same transaction, committed before the answer is sent. When the key turns out to be
+    /// stored already, the work is rolled back and the stored answer replayed (422 for
+    /// another request's). `work` may run twice: again after an expired key was cleared, or
+    /// after a conflict when nothing is stored under the key.
+    pub async fn run(
+        self,
+        db: &RequestDb,
+        work: impl AsyncFn(&DatabaseTransaction) -> Result<Answer, ApiError>,
+    ) -> Result<Outcome, ApiError> {
+        let mut last = ApiError::InProgress;
+        for _ in 0..ATTEMPTS {
+            let outcome = db
+                .scoped(async |txn| {
+                    let answer = work(txn).await?;
+                    let row = self.row(&answer);
+                    idempotency_key::Entity::insert(row)
+                        .exec_without_returning(txn)
+                        .await
+                        .map_err(|error| match error.sql_err() {
+                            Some(SqlErr::UniqueConstraintViolation(_)) => Failed::KeyTaken,
+                            _ => Failed::Work(error.into()),
+                        })?;
+                    Ok::<_, Failed>(answer)
+                })
+                .await;
+            let error = match outcome {
+                Ok(answer) => return Ok(Outcome::Answered(answer.into_response())),
+                Err(Failed::KeyTaken) => None,
+                // A conflict in the work itself may be the key's twin on another instance
+                // (the same sign-up's e-mail address): what the key holds decides.
+                Err(Failed::Work(error @ ApiError::Conflict(_))) => Some(error),
+                Err(Failed::Work(error)) => return Err(error),
+            };
+            match (self.lookup(db).await?, error) {
+                (Stored::Same(replay), _) => return Ok(Outcome::Replay(replay)),
+                (Stored::Other, _) => return Err(reused()),
+                (Stored::Expired(id), None) => self.clear(db, id).await?,
+                // Purged meanwhile: the key is free again.
+                (Stored::Nothing, None) => last = ApiError::InProgress,
+                // A conflict with nothing stored: a real one (an address another account
+                // has), or a deadlock with the twin that is about to commit (MariaDB, when a
+                // third transaction held both up). Once more tells them apart.
+                (Stored::Nothing, Some(error)) => last = error,
+                (Stored::Expired(_), Some(error)) => return Err(error),
+            }
+        }
+        Err(last)
+    }
+
+    /// What the database holds under the key.
+    async fn lookup(&self, db: &RequestDb) -> Result<Stored, ApiError> {
+        let Some(stored) = db
+            .all(idempotency_key::find(self.scope, &self.key))
+            .await?
+            .pop()
+        else {
+            return Ok(Stored::Nothing);
+        };
+        Ok(if idempotency_key::is_expired(&stored, entity::now()) {
+            Stored::Expired(stored.id)
+        } else if stored.fingerprint != self.fingerprint {
+            Stored::Other
+        } else {
+            Stored::Same(Replay(Box::new(stored)))
+        })
+    }
+
+    /// Delete the expired answer `id` (unless someone stored a fresh one meanwhile).
+    async fn clear(&self, db: &RequestDb, id: i64) -> Result<(), ApiError> {
+        let expired = idempotency_key::Entity::delete_many()
+            .filter(idempotency_key::Column::Id.eq(id))
+            .filter(idempotency_key::Column::ExpiresAt.lte(entity::now()));
+        db.execute(expired).await?;
+        Ok(())
+    }
+
+    /// The row that stores `answer` under the key.
+    fn row(&self, answer: &Answer) -> idempotency_key::ActiveModel {
+        let now = entity::now();
+        let ttl = chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::days(1));
+        idempotency_key::ActiveModel {
+            scope: Set(self.scope.as_str()),
+            user_id: Set(answer.owner.or(self.scope.user_id())),
+            key: Set(self.key.clone()),
+            fingerprint: Set(self.fingerprint.clone()),
+            status: Set(i32::from(answer.status)),
+            location: Set(answer.location.clone()),
+            etag: Set(answer.etag.clone()),
+            body: Set(answer.body.clone()),
+            password_hash: Set(answer.password_hash.clone()),
+            created_at: Set(now),
+            expires_at: Set(now + ttl),
+            ..Default::default()
+        }
+    }
 }
 
 /// A stored answer, to send again.
-pub struct Replay(idempotency_key::Model);
+pub struct Replay(Box<idempotency_key::Model>);
 
 impl Replay {
     /// The password hash a sign-up stored with its answer.
@@ -213,12 +388,12 @@ impl Replay {
 
     /// The stored answer, marked `Idempotent-Replayed: true`.
     pub fn into_response(self) -> HttpResponse {
-        let key = self.0;
+        let key = *self.0;
         let answer = Answer {
-            status: u16::try_from(key.status.unwrap_or(200)).unwrap_or(200),
+            status: u16::try_from(key.status).unwrap_or(200),
             location: key.location,
             etag: key.etag,
-            body: key.body.unwrap_or_default(),
+            body: key.body,
             owner: None,
             password_hash: None,
         };
@@ -282,115 +457,5 @@ impl Answer {
             response.insert_header((header::ETAG, etag));
         }
         response.body(self.body)
-    }
-}
-
-/// A claimed key: this request answers it. Dropped without completing (the request was
-/// cancelled), it releases the key from a task.
-pub struct Claim {
-    db: RequestDb,
-    scope: Scope,
-    key: String,
-    claim: String,
-    armed: bool,
-}
-
-impl Claim {
-    fn new(db: &RequestDb, key: &str, scope: Scope, claim: String) -> Self {
-        Self {
-            db: db.clone(),
-            scope,
-            key: key.to_owned(),
-            claim,
-            armed: true,
-        }
-    }
-
-    /// Do `work` in the request's transaction and store its answer in the same one,
-    /// committed before the answer is sent. When `work` (or the commit) fails, the key is
-    /// released and the error answered.
-    pub async fn run(
-        mut self,
-        work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<Answer, ApiError>,
-    ) -> Result<HttpResponse, ApiError> {
-        let db = self.db.clone();
-        let complete = self.complete_statement();
-        let outcome = db
-            .scoped(async move |txn| {
-                let answer = work(txn).await?;
-                let mut complete = complete;
-                complete = complete.col_expr(
-                    idempotency_key::Column::Status,
-                    i32::from(answer.status).into(),
-                );
-                complete = complete.col_expr(
-                    idempotency_key::Column::Location,
-                    answer.location.clone().into(),
-                );
-                complete =
-                    complete.col_expr(idempotency_key::Column::Etag, answer.etag.clone().into());
-                complete =
-                    complete.col_expr(idempotency_key::Column::Body, answer.body.clone().into());
-                if let Some(owner) = answer.owner {
-                    complete =
-                        complete.col_expr(idempotency_key::Column::UserId, Some(owner).into());
-                }
-                if let Some(hash) = &answer.password_hash {
-                    complete = complete.col_expr(
-                        idempotency_key::Column::PasswordHash,
-                        Some(hash.clone()).into(),
-                    );
-                }
-                if complete.exec(txn).await?.rows_affected == 0 {
-                    // Taken over after the lease: the other request answers this key.
-                    return Err(ApiError::InProgress);
-                }
-                Ok(answer)
-            })
-            .await;
-        match outcome {
-            Ok(answer) => {
-                self.armed = false;
-                Ok(answer.into_response())
-            }
-            Err(error) => {
-                self.release().await;
-                Err(error)
-            }
-        }
-    }
-
-    /// Give the key up without an answer (the request failed before its work): a retry
-    /// starts afresh.
-    pub async fn release(mut self) {
-        self.armed = false;
-        if let Err(error) = self.db.execute(self.release_statement()).await {
-            tracing::warn!(%error, "releasing an idempotency key failed");
-        }
-    }
-
-    /// `UPDATE` of this claim's row, to which the answer's columns are added.
-    fn complete_statement(&self) -> sea_orm::UpdateMany<idempotency_key::Entity> {
-        idempotency_key::Entity::update_many()
-            .filter(idempotency_key::Column::Scope.eq(self.scope.as_str()))
-            .filter(idempotency_key::Column::Key.eq(self.key.as_str()))
-            .filter(idempotency_key::Column::Claim.eq(self.claim.as_str()))
-    }
-
-    /// `DELETE` of this claim's row while it has no answer.
-    fn release_statement(&self) -> sea_orm::DeleteMany<idempotency_key::Entity> {
-        idempotency_key::Entity::delete_many()
-            .filter(idempotency_key::Column::Scope.eq(self.scope.as_str()))
-            .filter(idempotency_key::Column::Key.eq(self.key.as_str()))
-            .filter(idempotency_key::Column::Claim.eq(self.claim.as_str()))
-            .filter(idempotency_key::Column::Status.is_null())
-    }
-}
-
-impl Drop for Claim {
-    fn drop(&mut self) {
-        if self.armed {
-            self.db.execute_later(self.release_statement());
-        }
     }
 }

@@ -11,7 +11,7 @@
 //! - [`state`] — what every handler can reach;
 //! - [`http`] — plumbing shared by the routes: errors as problem+json, request parsing,
 //!   pagination, conditional requests, metrics and the middleware every request goes through;
-//! - [`idempotency`] — `Idempotency-Key`: claimed, answered and replayed through the database;
+//! - [`idempotency`] — `Idempotency-Key`: answers stored with the write they answer, and replayed;
 //! - [`routes`] — one module per resource; [`openapi`] — the document and the docs page;
 //! - [`seed`] — the demo data; [`startup`] — the app, the server and the process's life.
 

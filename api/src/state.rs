@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::{
     config::Settings,
     db::DbSource,
+    idempotency::InFlight,
     limits::{ExportSlots, SigninThrottle},
     password::Hasher,
     session_cache::SessionCache,
@@ -22,6 +23,8 @@ pub struct AppState {
     pub exports: ExportSlots,
     /// Who each bearer token signed in, for a moment (see [`SessionCache`]).
     pub sessions: Arc<SessionCache>,
+    /// The `Idempotency-Key`s this instance is answering right now.
+    pub in_flight: Arc<InFlight>,
 }
 
 impl AppState {
@@ -32,6 +35,7 @@ impl AppState {
             signin_throttle: Arc::new(SigninThrottle::new(settings.signin_max_failures)),
             exports: ExportSlots::new(settings.export_max_concurrent),
             sessions: Arc::default(),
+            in_flight: Arc::default(),
             db,
             settings,
         }

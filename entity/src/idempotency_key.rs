@@ -2,10 +2,10 @@
 //! that a retry of the same request gets the same answer instead of doing the work twice.
 //!
 //! A key is unique within its scope ([`Scope`]): one user's keys never meet another's. A row
-//! is written in two steps: *claimed* when the first request arrives (no `status` yet: the
-//! request is in flight), then *completed* with the answer, in the same transaction as the
-//! request's own writes — so the answer is stored exactly when the work is. A claim whose
-//! request never completed (the process died) is taken over after [`IN_FLIGHT_LEASE_S`].
+//! is written once, with its answer, in the same transaction as the request's own writes — so
+//! the answer is stored exactly when the work is, and a request that failed or never finished
+//! leaves nothing behind. Two requests with one key cannot both store it: the unique index on
+//! `(scope, key)` lets one commit and refuses the other.
 //!
 //! The request itself is kept only as a [`fingerprint`]: a SHA-256 digest of what was asked,
 //! never a password (a sign-up's password is kept as the account keeps it, an argon2id hash).
@@ -31,11 +31,8 @@ pub struct Model {
     /// [`fingerprint`] of the first request: a repeat must match it.
     #[sea_orm(column_type = "String(StringLen::N(64))")]
     pub fingerprint: String,
-    /// Random, per claim: only the request holding the claim may complete or release it.
-    #[sea_orm(column_type = "String(StringLen::N(32))")]
-    pub claim: String,
-    /// The stored answer's HTTP status; `None` while the first request is in flight.
-    pub status: Option<i32>,
+    /// The stored answer's HTTP status.
+    pub status: i32,
     /// The stored answer's `Location`, if any.
     #[sea_orm(column_type = "String(StringLen::N(255))", nullable)]
     pub location: Option<String>,
@@ -43,13 +40,13 @@ pub struct Model {
     #[sea_orm(column_type = "String(StringLen::N(64))", nullable)]
     pub etag: Option<String>,
     /// The stored answer's JSON body.
-    #[sea_orm(column_type = "Text", nullable)]
-    pub body: Option<String>,
+    #[sea_orm(column_type = "Text")]
+    pub body: String,
     /// For a sign-up, the password as the account's argon2id hash (never the password): a
     /// repeat is the same request only with the same password.
     #[sea_orm(column_type = "Text", nullable)]
     pub password_hash: Option<String>,
-    /// When the key was claimed (UTC).
+    /// When the answer was stored (UTC).
     pub created_at: DateTimeUtc,
     /// After this instant the key is forgotten (UTC).
     pub expires_at: DateTimeUtc,
@@ -95,9 +92,6 @@ impl Related<super::user::Entity> for Entity {
 
 impl ActiveModelBehavior for ActiveModel {}
 
-/// Seconds after which a claim that never completed may be taken over by a retry.
-pub const IN_FLIGHT_LEASE_S: i64 = 30;
-
 /// Whose keys a key is compared with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -137,12 +131,9 @@ pub fn delete_expired(now: DateTimeUtc) -> sea_orm::DeleteMany<Entity> {
     Entity::delete_many().filter(Column::ExpiresAt.lte(now))
 }
 
-/// Whether a stored key no longer holds at `now`: expired, or claimed by a request that has
-/// not completed within [`IN_FLIGHT_LEASE_S`].
-pub fn is_stale(key: &Model, now: DateTimeUtc) -> bool {
+/// Whether a stored key no longer holds at `now` (it expired, and awaits the purge).
+pub fn is_expired(key: &Model, now: DateTimeUtc) -> bool {
     key.expires_at <= now
-        || (key.status.is_none()
-            && key.created_at + chrono::Duration::seconds(IN_FLIGHT_LEASE_S) <= now)
 }
 
 /// A request's fingerprint: the SHA-256 of its parts (say the method and route, then a
@@ -154,13 +145,6 @@ pub fn fingerprint(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
     }
     hex::encode(hasher.finalize())
-}
-
-/// A new claim: 128 bits from the operating system's CSPRNG, in hex.
-pub fn new_claim() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes)?;
-    Ok(hex::encode(bytes))
 }
 
 #[cfg(test)]
@@ -182,33 +166,24 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_that_never_completed_goes_stale() {
+    fn a_key_expires_at_its_instant() {
         let now = crate::now();
-        let mut key = Model {
+        let key = Model {
             id: 1,
             scope: Scope::SignUp.as_str(),
             user_id: None,
             key: "k".into(),
             fingerprint: fingerprint(&["x"]),
-            claim: new_claim().unwrap(),
-            status: None,
+            status: 201,
             location: None,
             etag: None,
-            body: None,
+            body: "{}".into(),
             password_hash: None,
             created_at: now,
             expires_at: now + chrono::Duration::days(1),
         };
-        assert!(!is_stale(&key, now));
-        assert!(is_stale(
-            &key,
-            now + chrono::Duration::seconds(IN_FLIGHT_LEASE_S)
-        ));
-        key.status = Some(201);
-        assert!(!is_stale(
-            &key,
-            now + chrono::Duration::seconds(IN_FLIGHT_LEASE_S)
-        ));
-        assert!(is_stale(&key, now + chrono::Duration::days(1)));
+        assert!(!is_expired(&key, now));
+        assert!(!is_expired(&key, now + chrono::Duration::hours(23)));
+        assert!(is_expired(&key, now + chrono::Duration::days(1)));
     }
 }

@@ -11,6 +11,7 @@ mod m20261201_000003_add_ownership;
 mod m20261201_000004_create_sessions;
 mod m20261202_000005_add_versions;
 mod m20261202_000006_create_idempotency_keys;
+mod m20261205_000007_answered_idempotency_keys;
 
 pub use lock::{migrate_up, with_migration_lock};
 pub use m20261201_000003_add_ownership::EARLIER_NOTES_EMAIL;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_create_sessions::Migration),
             Box::new(m20261202_000005_add_versions::Migration),
             Box::new(m20261202_000006_create_idempotency_keys::Migration),
+            Box::new(m20261205_000007_answered_idempotency_keys::Migration),
         ]
     }
 }

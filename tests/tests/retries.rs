@@ -11,10 +11,8 @@ use actix_web::{
 };
 use entity::{idempotency_key, note, user};
 use sea_orm::{
-    ActiveModelTrait,
-    ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    sea_query::{Expr, Value as SqlValue},
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
+    EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait, sea_query::Expr,
 };
 use serde_json::{Value, json};
 use tests::{
@@ -733,13 +731,15 @@ async fn a_keyed_sign_up_is_replayed_only_with_the_same_password(backend: Backen
 async fn a_dozen_racing_retries_with_one_key_write_exactly_one_note(backend: Backend) {
     const RETRIES: usize = 12;
     let (app, user) = TestApp::signed_in(backend).await;
-    let server = app.serve().await;
+    // Half of them to each of two instances: in flight on one, committed by the other.
+    let servers = [app.serve().await, app.serve().await];
+    let server = &servers[0];
     let client = client();
     let body = json!({"text": "raced once"});
-    let racing = (0..RETRIES).map(|_| {
+    let racing = (0..RETRIES).map(|i| {
         send_over_http(
             client
-                .post(server.url("/notes"))
+                .post(servers[i % 2].url("/notes"))
                 .bearer_auth(&user.token)
                 .insert_header(("idempotency-key", "racing-key")),
             Some(&body),
@@ -775,7 +775,9 @@ async fn a_dozen_racing_retries_with_one_key_write_exactly_one_note(backend: Bac
     )
     .await;
     assert_eq!((status, &replay), (201, created[0]));
-    server.stop().await;
+    for server in servers {
+        server.stop().await;
+    }
     app.finish().await;
 }
 
@@ -898,44 +900,128 @@ async fn two_instances_share_keys(backend: Backend) {
     app.finish().await;
 }
 
-#[backends(sqlite, postgres, mysql)]
-async fn a_key_in_flight_is_409_and_an_abandoned_claim_is_taken_over(backend: Backend) {
-    let (app, _user) = TestApp::signed_in(backend).await;
-    let body = json!({"text": "in flight"});
-    let first = app.send(keyed(post("/notes", &body), "flight")).await;
-    assert_eq!(first.status, StatusCode::CREATED);
-    // As if the first request were still running: its claim has no answer yet.
-    idempotency_key::Entity::update_many()
-        .col_expr(
-            idempotency_key::Column::Status,
-            Expr::value(SqlValue::Int(None)),
-        )
-        .exec(app.conn())
+/// Status, `Idempotent-Replayed` and body of a keyed `POST` over HTTP.
+async fn post_keyed(
+    server: &TestServer,
+    token: Option<&str>,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> (u16, bool, String) {
+    let mut request = client()
+        .post(server.url(path))
+        .insert_header(("idempotency-key", key.to_owned()));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request
+        .send_json(body)
         .await
-        .unwrap();
-    let reply = app.send(keyed(post("/notes", &body), "flight")).await;
-    assert_problem(&reply, StatusCode::CONFLICT);
-    assert!(reply.header("retry-after").is_some(), "{reply:?}");
-    // Another body is still 422, in flight or not.
-    let reply = app
-        .send(keyed(post("/notes", &json!({"text": "else"})), "flight"))
-        .await;
-    assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        .unwrap_or_else(|e| panic!("request failed: {e}"));
+    let replayed = response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|v| v == "true");
+    let bytes = response.body().limit(1 << 24).await.unwrap_or_default();
+    let body = String::from_utf8_lossy(&bytes).into_owned();
+    if body.contains("in progress") {
+        assert!(
+            response.headers().contains_key("retry-after"),
+            "{response:?}"
+        );
+    }
+    (response.status().as_u16(), replayed, body)
+}
 
-    // A claim older than the lease belongs to a request that died: a retry takes it over.
-    let long_ago =
-        entity::now() - chrono::Duration::seconds(idempotency_key::IN_FLIGHT_LEASE_S + 1);
-    idempotency_key::Entity::update_many()
-        .col_expr(idempotency_key::Column::CreatedAt, Expr::value(long_ago))
-        .exec(app.conn())
+/// Open, on a connection of the test's own, a transaction that holds what a write of `user`'s
+/// waits for: the user's row (PostgreSQL, MariaDB: inserting a note or a user with its
+/// address checks it), or the database's write lock (SQLite). Roll it back to let them go.
+async fn hold_writes(app: &TestApp, user: i64) -> sea_orm::DatabaseTransaction {
+    let txn = app.conn().begin().await.unwrap();
+    let sql = match app.db().backend() {
+        Backend::Sqlite => format!("UPDATE users SET name = name WHERE id = {user}"),
+        _ => format!("SELECT id FROM users WHERE id = {user} FOR UPDATE"),
+    };
+    txn.execute_unprepared(&sql).await.unwrap();
+    txn
+}
+
+/// Long enough for a request sent just before to be stuck on [`hold_writes`].
+const SETTLE: Duration = Duration::from_millis(300);
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_key_in_flight_here_is_409_and_another_body_422_until_it_is_answered(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let server = app.serve().await;
+    let token = Some(user.token.as_str());
+    let body = json!({"text": "in flight"});
+    let held = hold_writes(&app, user.id).await;
+    let first = post_keyed(&server, token, "/notes", "flight", &body);
+    let meanwhile = async {
+        tokio::time::sleep(SETTLE).await;
+        let again = post_keyed(&server, token, "/notes", "flight", &body).await;
+        let other = post_keyed(&server, token, "/notes", "flight", &json!({"text": "else"})).await;
+        // Another key is not held up by this one's (only by the database).
+        let stored = notes_with_text(&app, "in flight").await;
+        held.rollback().await.unwrap();
+        (again, other, stored)
+    };
+    let (first, (again, other, stored)) = futures_util::future::join(first, meanwhile).await;
+    assert_eq!((again.0, again.1), (409, false), "{again:?}");
+    assert!(again.2.contains("in progress"), "{again:?}");
+    assert_eq!(other.0, 422, "{other:?}");
+    assert!(other.2.contains("Idempotency-Key"), "{other:?}");
+    assert_eq!(stored, 0, "the first was still running");
+    assert_eq!((first.0, first.1), (201, false), "{first:?}");
+
+    // Answered, it is replayed.
+    let replay = post_keyed(&server, token, "/notes", "flight", &body).await;
+    assert_eq!(replay, (201, true, first.2.clone()));
+    assert_eq!(notes_with_text(&app, "in flight").await, 1);
+    server.stop().await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_sign_up_raced_on_two_instances_signs_up_once_and_replays(backend: Backend) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let (one, two) = (app.serve().await, app.serve().await);
+    let email = unique_email("raced");
+    let body = json!({"email": email, "password": TEST_PASSWORD});
+    // An uncommitted sign-up with the same address holds both until it is rolled back;
+    // then one of them signs up and the other finds the address taken: by its own twin,
+    // so it answers the same.
+    let held = hold_writes(&app, user.id).await;
+    user::ActiveModel {
+        email: Set(email.clone()),
+        hashed_password: Set("$argon2id$placeholder".to_owned()),
+        ..user::ActiveModel::new()
+    }
+    .insert(&held)
+    .await
+    .unwrap();
+    let racing = futures_util::future::join(
+        post_keyed(&one, None, "/users", "twin", &body),
+        post_keyed(&two, None, "/users", "twin", &body),
+    );
+    let release = async {
+        tokio::time::sleep(SETTLE * 2).await;
+        held.rollback().await.unwrap();
+    };
+    let ((a, b), ()) = futures_util::future::join(racing, release).await;
+    eprintln!("{backend:?}: {a:?} {b:?}");
+    let users = user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .count(app.conn())
         .await
         .unwrap();
-    let reply = app.send(keyed(post("/notes", &body), "flight")).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    assert!(!replayed(&reply));
-    let replay = app.send(keyed(post("/notes", &body), "flight")).await;
-    assert!(replayed(&replay));
-    assert_eq!(replay.body, reply.body);
+    assert_eq!(users, 1);
+    let (done, other) = if a.1 || a.0 != 201 { (b, a) } else { (a, b) };
+    assert_eq!((done.0, done.1), (201, false), "{done:?}");
+    // (On MariaDB the loser may first lose a deadlock with its twin: it tries once more.)
+    assert_eq!(other, (201, true, done.2.clone()), "the twin is replayed");
+    one.stop().await;
+    two.stop().await;
     app.finish().await;
 }
 

@@ -411,25 +411,6 @@ impl RequestDb {
         }
     }
 
-    /// Run `statement` on the pool later, on a task of its own, in autocommit: for clean-up
-    /// owed by a request that is being dropped (its client went away). Errors are logged.
-    /// Pinned to a test's transaction, it does nothing: the test rolls everything back.
-    pub fn execute_later<Q: QueryTrait>(&self, statement: Q) {
-        let DbSource::Pool(pool, ..) = &self.0.source else {
-            return;
-        };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let statement = statement.build(pool.get_database_backend());
-        let pool = pool.clone();
-        runtime.spawn(async move {
-            if let Err(error) = pool.execute_raw(statement).await {
-                tracing::warn!(%error, "a clean-up statement failed");
-            }
-        });
-    }
-
     /// Run one statement (a delete or an update built from an entity) as the request's
     /// write, in autocommit when it is the only one (see [`RequestDb::insert`]); the number of
     /// rows it affected.

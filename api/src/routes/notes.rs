@@ -32,7 +32,7 @@ use crate::{
         input::{Fields, FromJson, Json, PathId, join},
         pagination::ListQuery,
     },
-    idempotency::{Answer, Begun, IdempotencyKey},
+    idempotency::{Answer, IdempotencyKey},
     limits::ExportRefused,
     openapi::{IdempotencyKeyHeader, IfMatchHeader, IfNoneMatchHeader},
     state::AppState,
@@ -116,7 +116,7 @@ impl From<note::Listed> for NoteView {
 }
 
 /// `POST /notes` body (also each item of `POST /notes/bulk`).
-#[derive(ToSchema)]
+#[derive(Clone, ToSchema)]
 pub struct NewNote {
     /// 1 to 10 000 characters.
     #[schema(min_length = 1, max_length = 10000)]
@@ -300,21 +300,16 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     // The body's error comes after the caller's: an anonymous bad body is 401, not 422.
     let Json(new) = new?;
-    let key = key?;
-    if key.get().is_none() {
+    let fingerprint = || idempotency_key::fingerprint(&["POST /notes", &new.canonical()]);
+    let Some(keyed) = key?.enter(Scope::User(me.id()), fingerprint)? else {
         let note = db.insert(new.into_active_model(me.id())).await?;
         return Ok(created(note)?.into_response());
-    }
-    let fingerprint = idempotency_key::fingerprint(&["POST /notes", &new.canonical()]);
-    match key.begin(&db, Scope::User(me.id()), fingerprint).await? {
-        Begun::Replay(replay) => Ok(replay.into_response()),
-        Begun::Claimed(claim) => {
-            let model = new.into_active_model(me.id());
-            claim
-                .run(async move |txn| created(model.insert(txn).await?))
-                .await
-        }
-    }
+    };
+    let model = new.into_active_model(me.id());
+    let outcome = keyed
+        .run(&db, async |txn| created(model.clone().insert(txn).await?))
+        .await?;
+    Ok(outcome.into_response())
 }
 
 /// 201 with the note, its `Location` and its `ETag`.
@@ -486,25 +481,21 @@ pub async fn bulk_create(
     notes: Result<Json<NewNotes>, ApiError>,
 ) -> Result<HttpResponse, ApiError> {
     let Json(NewNotes(notes)) = notes?;
-    let key = key?;
-    if key.get().is_some() {
+    let fingerprint = || {
         let canonical: Vec<String> = notes.iter().map(NewNote::canonical).collect();
         let mut parts = vec!["POST /notes/bulk"];
         parts.extend(canonical.iter().map(String::as_str));
-        let fingerprint = idempotency_key::fingerprint(&parts);
-        return match key.begin(&db, Scope::User(me.id()), fingerprint).await? {
-            Begun::Replay(replay) => Ok(replay.into_response()),
-            Begun::Claimed(claim) => {
-                claim
-                    .run(async move |txn| {
-                        let created = insert_notes(txn, me.id(), notes).await?;
-                        let views: Vec<NoteView> =
-                            created.into_iter().map(NoteView::from).collect();
-                        Answer::created(None, None, &views)
-                    })
-                    .await
-            }
-        };
+        idempotency_key::fingerprint(&parts)
+    };
+    if let Some(keyed) = key?.enter(Scope::User(me.id()), fingerprint)? {
+        let outcome = keyed
+            .run(&db, async |txn| {
+                let created = insert_notes(txn, me.id(), notes.clone()).await?;
+                let views: Vec<NoteView> = created.into_iter().map(NoteView::from).collect();
+                Answer::created(None, None, &views)
+            })
+            .await?;
+        return Ok(outcome.into_response());
     }
     // Scoped: committed (or rolled back) here, before thousands of notes are serialised.
     let created = db

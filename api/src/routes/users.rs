@@ -33,7 +33,7 @@ use crate::{
         input::{Fields, FromJson, Json, PathId},
         pagination::ListQuery,
     },
-    idempotency::{self, Answer, Begun, IdempotencyKey},
+    idempotency::{self, Answer, IdempotencyKey, Outcome, Replay},
     openapi::{IdempotencyKeyHeader, IfMatchHeader, IfNoneMatchHeader},
     password::{self, Password},
     state::AppState,
@@ -294,49 +294,58 @@ pub async fn create(
     key: IdempotencyKey,
     Json(new): Json<NewUser>,
 ) -> Result<HttpResponse, ApiError> {
-    if key.get().is_none() {
-        let user = insert_user(&state, &db, new).await?;
-        return Ok(signed_up(user)?.into_response());
-    }
     // The password stays out of the fingerprint (a fast digest of it would help guess it);
     // a repeat must match the argon2id hash stored with the answer instead.
-    let name = new
-        .name
-        .as_deref()
-        .map_or("-".to_owned(), |name| format!("+{name}"));
-    let fingerprint = idempotency_key::fingerprint(&["POST /users", &new.email, &name]);
-    match key.begin(&db, Scope::SignUp, fingerprint).await? {
-        Begun::Replay(replay) => {
-            let stored = replay.password_hash().map(str::to_owned);
-            if !db
-                .without_connection(state.hasher.verify(new.password, stored))
-                .await?
-            {
-                return Err(idempotency::reused());
-            }
-            Ok(replay.into_response())
-        }
-        Begun::Claimed(claim) => {
-            // Hashed outside the transaction (it takes a while); a busy hasher (503)
-            // releases the key for the retry.
-            let hashed_password = match db.without_connection(state.hasher.hash(new.password)).await
-            {
-                Ok(hashed) => hashed,
-                Err(error) => {
-                    claim.release().await;
-                    return Err(error.into());
-                }
-            };
-            let model = new_user(new.email, new.name, hashed_password);
-            claim
-                .run(async move |txn| {
-                    let user = model.insert(txn).await.map_err(conflict_on_email)?;
-                    let (id, hash) = (user.id, user.hashed_password.clone());
-                    Ok(signed_up(user)?.signed_up(id, hash))
-                })
-                .await
-        }
+    let fingerprint = || {
+        let name = new
+            .name
+            .as_deref()
+            .map_or("-".to_owned(), |name| format!("+{name}"));
+        idempotency_key::fingerprint(&["POST /users", &new.email, &name])
+    };
+    let Some(keyed) = key.enter(Scope::SignUp, fingerprint)? else {
+        let user = insert_user(&state, &db, new).await?;
+        return Ok(signed_up(user)?.into_response());
+    };
+    // A retry of a sign-up that was answered is answered before any hashing.
+    if let Some(replay) = keyed.stored(&db).await? {
+        return replay_sign_up(&state, &db, replay, new.password).await;
     }
+    // Hashed outside the transaction (it takes a while); a busy hasher is 503 and stores
+    // nothing. The password is kept for a repeat that another instance answered meanwhile.
+    let password = Password::new(new.password.expose().to_owned());
+    let hashed_password = db.without_connection(state.hasher.hash(password)).await?;
+    let model = new_user(new.email, new.name, hashed_password);
+    let outcome = keyed
+        .run(&db, async |txn| {
+            let user = model.clone().insert(txn).await.map_err(conflict_on_email)?;
+            let (id, hash) = (user.id, user.hashed_password.clone());
+            Ok(signed_up(user)?.signed_up(id, hash))
+        })
+        .await?;
+    match outcome {
+        // The same sign-up, answered on another instance meanwhile.
+        Outcome::Replay(replay) => replay_sign_up(&state, &db, replay, new.password).await,
+        answered @ Outcome::Answered(_) => Ok(answered.into_response()),
+    }
+}
+
+/// The stored answer to a sign-up, when `password` is the one it signed up with (422
+/// otherwise: the key was used for another request).
+async fn replay_sign_up(
+    state: &AppState,
+    db: &RequestDb,
+    replay: Replay,
+    password: Password,
+) -> Result<HttpResponse, ApiError> {
+    let stored = replay.password_hash().map(str::to_owned);
+    if !db
+        .without_connection(state.hasher.verify(password, stored))
+        .await?
+    {
+        return Err(idempotency::reused());
+    }
+    Ok(replay.into_response())
 }
 
 /// Hash the password and insert the user.
