@@ -162,11 +162,6 @@ impl IdempotencyKey {
         })
     }
 
-    /// The key, if the request has one.
-    pub fn get(&self) -> Option<&str> {
-        self.key.as_deref()
-    }
-
     /// Take up the key in `scope` for a request whose fingerprint `fingerprint` computes:
     /// 409 while the same request runs on this instance, 422 while another one with the key
     /// does. `None` (and no fingerprint
