@@ -19,7 +19,7 @@ SCENARIOS = {
     "mix": "90/10 GET/POST",
     "postkey": "POST /notes + Idempotency-Key",
 }
-# Issue 7's targets (kept by issue 15, with signed-in requests): api/baseline requests/s per
+# The speed targets (signed-in requests): api/baseline requests/s per
 # scenario, and absolute bounds.
 MIN_RATIO = {"get": 0.90, "list": 0.90, "post": 0.85, "mix": 0.85}
 MAX_P99_MS_GET_POSTGRES = 10.0
@@ -365,7 +365,7 @@ def main(raw_path, json_path, md_path):
     out.append("- Every request is signed in: it carries the bench user's bearer token, and every note read "
                "or written is that user's. The baseline looks the token up on every request (SHA-256 "
                "digest, one query joining `sessions` and `users`); the api makes the same lookup but "
-               "trusts what it read for 500 ms (`api/src/session_cache.rs`; the contract lets a "
+               "trusts what it read for 500 ms (`api/src/session_cache.rs`; the API's documented rules lets a "
                "revocation take up to 1 s to reach every instance), so under load it rarely queries. "
                "Like for like (commit `d3d2cd2`, before that memory), callgrind counted 143.7 k instructions per "
                "`GET /notes/{id}` for the api against 119.0 k for the baseline (SQLite); with it, 100.1 k "
@@ -392,7 +392,7 @@ def main(raw_path, json_path, md_path):
     keyed = [(b, by.get((b, "post", "api")), by.get((b, "postkey", "api"))) for b in backends]
     keyed = [(b, plain, key) for b, plain, key in keyed if plain and key]
     if keyed:
-        out.append("\n## What an `Idempotency-Key` costs (issue 16)\n")
+        out.append("\n## What an `Idempotency-Key` costs\n")
         out.append("`POST /notes` without a key runs as before (one autocommitted `INSERT … RETURNING`); "
                    "with a fresh key per request, the api runs the insert in a transaction and stores "
                    "the answer with one more statement in it (`BEGIN`, the note's `INSERT … RETURNING`, "

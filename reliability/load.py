@@ -83,7 +83,7 @@ class Rec:
 
     @property
     def ok(self) -> bool:
-        """Answered as the contract wants: 2xx (probes: their refusal), or an export limited."""
+        """Answered as the API documents: 2xx (probes: their refusal), or an export limited."""
         if self.status is None or self.error:
             return False
         if is_probe(self.op):
@@ -451,7 +451,7 @@ async def _keyed_send(load: "Load", session, user: dict, key: str, text: str):
 
 def tally(records) -> dict:
     """Figures for a summary line. `5xx`/`4xx` count only answers that are not what the
-    contract wants (the refusals of probes and well-formed export limits are not counted);
+    API documents (the refusals of probes and well-formed export limits are not counted);
     `probe_bad` counts probes answered otherwise than refused, 2xx included."""
     statuses = Counter(r.status for r in records if r.status is not None)
     errors = Counter(r.error for r in records if r.error)

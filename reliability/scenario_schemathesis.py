@@ -9,20 +9,20 @@ identity whenever a generated request ended or changed it (see st_hooks.py: sche
 signs out, deletes its own user or deactivates it now and then). Schemathesis runs every phase (examples, coverage,
 fuzzing, stateful) with `--checks all`, at most SCHEMATHESIS_MAX_EXAMPLES examples per operation
 (default 25) within SCHEMATHESIS_MAX_TIME seconds (default 90). Any failure fails the scenario;
-the full report is printed then. Adjustments to the contract (each explained):
-  - it runs as an admin (as a plain user, `POST /users` then `GET /users/{id}` is 404 by the
-    contract, which `ensure_resource_availability` reports, and `GET /users` is only ever 403);
+the full report is printed then. Adjustments (each explained):
+  - it runs as an admin (as a plain user, `POST /users` then `GET /users/{id}` is 404 by
+    design, which `ensure_resource_availability` reports, and `GET /users` is only ever 403);
   - st_hooks.py gives the token through an auth provider, not a fixed `--header`, and restores
     the identity (`api create-admin` + sign-in) when a generated request ended or changed it;
   - st_hooks.py adds `minItems: 1, maxItems: 5000` to the `POST /notes/bulk` body, as the
-    contract mandates 422 for an empty array;
-  - `--generation-allow-x00 false`: the contract says "non-empty string"; the server rejects NUL
+    the API requires 422 for an empty array;
+  - `--generation-allow-x00 false`: the README says "non-empty string"; the server rejects NUL
     characters in strings with 422 (PostgreSQL text cannot hold them), which the schema does not
-    express. Not generating NULs keeps `positive_data_acceptance` about what the contract defines.
+    express. Not generating NULs keeps `positive_data_acceptance` about what the API documents.
   - schemathesis.toml adds 413 to the statuses that count as rejecting an invalid request
-    (the contract answers 413 for bodies over the limit, also for bulk bodies over 5000 items);
+    (the API answers 413 for bodies over the limit, also for bulk bodies over 5000 items);
   - SIGNIN_MAX_FAILURES=1000: schemathesis repeats a few e-mail addresses, so with the default
-    of 5 most generated sign-ins would answer 429 (the contract's throttle, tested by the test
+    of 5 most generated sign-ins would answer 429 (the sign-in throttle, tested by the test
     suite) and the route's own validation and 401s would go untested;
   - schemathesis.toml leaves `DELETE /users/{id}` out of the stateful phase only (see there);
   - `--workers 1`: with several threads, hypothesis' lambda description trips a CPython 3.11

@@ -1,10 +1,10 @@
-"""Schemathesis hooks (SCHEMATHESIS_HOOKS=st_hooks): align /openapi.json with the contract, and
+"""Schemathesis hooks (SCHEMATHESIS_HOOKS=st_hooks): align /openapi.json with the API's documented rules, and
 keep schemathesis signed in.
 
-Bulk bounds. The contract (CONTRACT.md) mandates that `POST /notes/bulk` takes 1..=5000 items
+Bulk bounds. The API requires that `POST /notes/bulk` takes 1..=5000 items
 and answers 422 for an empty array, but /openapi.json declares a bare array. Without this, the
 `positive_data_acceptance` check reports `POST /notes/bulk []` -> 422 as a schema-valid request
-rejected. We add `minItems`/`maxItems` here (what the contract says) instead of switching the
+rejected. We add `minItems`/`maxItems` here (what the API documents) instead of switching the
 check off for every operation. (Reported to the lead: the schema should carry these bounds.)
 
 Identity. Every `/notes` route and most `/users` routes need `Authorization: Bearer <token>`.
@@ -12,7 +12,7 @@ The scenario signs up one user, makes it an admin with `api create-admin` and si
 hands the credentials over in the environment (REL_ST_BASE, REL_ST_EMAIL, REL_ST_PASSWORD,
 REL_ST_TOKEN, and REL_ST_API_BIN + REL_ST_DATABASE_URL for `api create-admin`). An admin, so
 that the users routes answer as they do for someone allowed to use them: as a plain user,
-`POST /users` then `GET /users/{id}` is 404 by the contract (another user's account), which
+`POST /users` then `GET /users/{id}` is 404 by design (another user's account), which
 schemathesis' `ensure_resource_availability` reports as a created resource not found, and
 `GET /users` would only ever answer 403. Notes stay private for admins too.
 
@@ -126,12 +126,12 @@ def _on_itself(case) -> bool:
 
 @schemathesis.hook
 def before_call(context, case, **kwargs):
-    """Changing one's own password needs `current_password` (contract; missing: 422). The
+    """Changing one's own password needs `current_password` (missing: 422). The
     schema cannot say "required when the target is oneself", so a generated self-service
     password change gets the current password, as any client would send it.
 
-    An `Idempotency-Key` names one request: the same key with another body is 422 by the
-    contract. Schemathesis draws keys from a small space ("0", "00", ...) and sends them with
+    An `Idempotency-Key` names one request: the same key with another body is 422 by
+    design. Schemathesis draws keys from a small space ("0", "00", ...) and sends them with
     every body it makes, as no client would, so the generated key gets a digest of the
     operation and body appended: the same request keeps its key (and is replayed), another
     request gets another key."""

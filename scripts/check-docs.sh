@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Render /docs in headless Chromium with no network but loopback, and check that the page lists
-# every route of the API. Usage: scripts/check-docs.sh PATH_TO_API_BINARY
+# every route of the API; validate the served /openapi.json with a standard validator
+# (openapi-spec-validator, from PyPI) and check every operationId is unique.
+# Usage: scripts/check-docs.sh PATH_TO_API_BINARY
 set -euo pipefail
 api_bin=${1:?usage: check-docs.sh PATH_TO_API_BINARY}
 
 if ! command -v chromium >/dev/null; then
   echo "installing chromium (Debian package)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  echo "installing openapi-spec-validator (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check 'openapi-spec-validator>=0.7,<0.8'
 fi
 
 work=$(mktemp -d)
@@ -23,6 +30,21 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 [ -n "$address" ] || { echo "the server did not start:"; cat "$log"; exit 1; }
+
+curl -fsS "http://$address/openapi.json" -o "$work/openapi.json"
+python3 - "$work/openapi.json" <<'PY'
+import collections, json, sys
+from openapi_spec_validator import validate
+with open(sys.argv[1]) as f:
+    document = json.load(f)
+validate(document)
+ids = [op.get("operationId") for item in document["paths"].values()
+       for method, op in item.items() if isinstance(op, dict) and "responses" in op]
+repeated = [i for i, n in collections.Counter(ids).items() if n > 1 or i is None]
+if repeated:
+    sys.exit(f"operationIds missing or used more than once: {repeated}")
+print(f"/openapi.json is valid OpenAPI {document['openapi']}; {len(ids)} operations, unique operationIds")
+PY
 
 dom="$work/dom.html"
 timeout 90 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \

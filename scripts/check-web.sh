@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end test of the notes web page at GET / (issue 18): start the server on a fresh SQLite
+# End-to-end test of the notes web page at GET /: start the server on a fresh SQLite
 # database and drive Debian's headless Chromium through web-tests/flow.mjs (playwright-core, no
 # browser download). Screenshots go to target/web/. Usage: scripts/check-web.sh PATH_TO_API_BINARY
 set -euo pipefail

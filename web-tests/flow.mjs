@@ -1,4 +1,4 @@
-// End-to-end test of the notes web page (issue 18), driving Debian's headless Chromium through
+// End-to-end test of the notes web page, driving Debian's headless Chromium through
 // playwright-core (no browser download). Locators follow api/web/UI.md (roles and accessible
 // names only). Usage: node web-tests/flow.mjs http://127.0.0.1:PORT OUTDIR
 //

@@ -1,4 +1,4 @@
-//! Settings: every variable of the contract, parsed once at start into its type.
+//! Settings: every variable README.md lists, parsed once at start into its type.
 //!
 //! `.env` is read if present and the real environment wins over it. A missing or malformed
 //! value is a [`ConfigError`] that names the variable and what was expected; `main` prints it

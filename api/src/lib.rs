@@ -1,34 +1,42 @@
 //! The notes service: an actix-web server over SeaORM.
 //!
-//! The modules are layers, listed bottom to top; each uses only the ones listed before it:
+//! The modules are layers, listed bottom to top; each uses only the ones listed before it
+//! (`api/tests/layers.rs` fails on an import that runs upward, and on a cycle between files):
 //!
-//! - [`config`] — settings from the environment; [`telemetry`] — the log subscriber;
-//!   [`password`] — the password rule and its bounded hashing (a domain type, no HTTP);
-//!   [`limits`] — the sign-in throttle and the export slots; [`session_cache`] — who a
-//!   token signed in, remembered for half a second;
-//! - [`db`] — the pool and each request's handle on it ([`db::RequestDb`]): the one way
-//!   handlers reach the database, in SeaORM's terms;
-//! - [`state`] — what every handler can reach;
-//! - [`http`] — plumbing shared by the routes: errors as problem+json, request parsing,
-//!   pagination, conditional requests, metrics and the middleware every request goes through;
-//! - [`idempotency`] — `Idempotency-Key`: answers stored with the write they answer, and replayed;
-//! - [`routes`] — one module per resource; [`openapi`] — the document and the docs page;
-//! - [`seed`] — the demo data; [`startup`] — the app, the server and the process's life.
+//! 1. [`config`] — settings from the environment; [`telemetry`] — the log subscriber;
+//! 2. [`account`] — the e-mail, name and password rules and the bounded password hashing
+//!    (domain rules: no HTTP, no database);
+//! 3. [`limits`] — the sign-in throttle, the export slots, the `Idempotency-Key`s in flight;
+//!    [`session_cache`] — who a token signed in, remembered for half a second;
+//! 4. [`db`] — the pool, each request's handle on it ([`db::RequestDb`], the one way handlers
+//!    reach the database, in SeaORM's terms), the read replica, and what a database error
+//!    means ([`db::error`]);
+//! 5. [`state`] — what every handler can reach;
+//! 6. [`http`] — what the routes share: errors as problem+json, the extractors (each with its
+//!    OpenAPI parameter), the caller, conditional writes, idempotent POSTs, pages, metrics and
+//!    the middleware every request goes through;
+//! 7. [`routes`] — one module per resource;
+//! 8. [`openapi`] — the document and the docs page;
+//! 9. [`seed`] — the demo data and the first admin; [`startup`] — the app, the server and the
+//!    process's life. The binary (`main.rs`) sits on top.
 
 pub mod config;
-pub mod limits;
-pub mod password;
-pub mod session_cache;
 pub mod telemetry;
 
+pub mod account;
+
+pub mod limits;
+pub mod session_cache;
+
 pub mod db;
+
 pub mod state;
 
 pub mod http;
-pub mod idempotency;
+
+pub mod routes;
 
 pub mod openapi;
-pub mod routes;
 
 pub mod seed;
 pub mod startup;

@@ -1,4 +1,5 @@
-//! Process-wide abuse limits, without HTTP: the sign-in throttle and the export slots.
+//! Process-wide limits, without HTTP: the sign-in throttle, the export slots and the
+//! `Idempotency-Key`s in flight on this instance.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,7 +21,7 @@ const MAX_TRACKED: usize = 100_000;
 /// them is older than the window.
 ///
 /// Written here rather than taken from `governor`: its GCRA limiter replenishes one attempt
-/// every window/max (a sixth attempt 3 minutes later), where the contract refuses every
+/// every window/max (a sixth attempt 3 minutes later), where the API refuses every
 /// attempt until the window has passed, and it counts requests, not failures.
 #[derive(Debug)]
 pub struct SigninThrottle {
@@ -224,5 +225,64 @@ mod tests {
             slots.try_start(1).is_ok(),
             "a finished export frees its slots"
         );
+    }
+}
+
+/// The `Idempotency-Key`s this instance is answering right now, by scope, with their
+/// requests' fingerprints: a repeat that arrives while the first runs here is refused at
+/// once, before any work.
+#[derive(Default)]
+pub struct InFlight(Mutex<HashMap<(String, String), String>>);
+
+/// Why a key could not be entered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyTaken {
+    /// The same request (same fingerprint) is running here.
+    BySameRequest,
+    /// Another request with this key is running here.
+    ByOtherRequest,
+}
+
+impl InFlight {
+    /// Enter `key` of `scope` for a request with `fingerprint`, until the returned entry is
+    /// dropped.
+    pub fn enter(
+        self: &Arc<Self>,
+        scope: String,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<KeyInFlight, KeyTaken> {
+        let id = (scope, key.to_owned());
+        let mut keys = self.keys();
+        if let Some(running) = keys.get(&id) {
+            return Err(if running == fingerprint {
+                KeyTaken::BySameRequest
+            } else {
+                KeyTaken::ByOtherRequest
+            });
+        }
+        keys.insert(id.clone(), fingerprint.to_owned());
+        Ok(KeyInFlight {
+            keys: Arc::clone(self),
+            id,
+        })
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), String>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A key in flight here; dropped (answered, failed or cancelled), it leaves the set.
+pub struct KeyInFlight {
+    keys: Arc<InFlight>,
+    id: (String, String),
+}
+
+impl Drop for KeyInFlight {
+    fn drop(&mut self) {
+        self.keys.keys().remove(&self.id);
     }
 }

@@ -4,9 +4,11 @@
 use std::{io::IsTerminal, process::ExitCode};
 
 use api::{
+    account::{
+        parse_email,
+        password::{self, Hasher, Password},
+    },
     config::Settings,
-    password::{self, Hasher, Password},
-    routes::users::parse_email,
     seed, startup, telemetry,
 };
 use sea_orm::DatabaseConnection;
@@ -129,7 +131,7 @@ async fn run_seed(settings: Settings) -> Result<(), String> {
     let db = connect(&settings).await?;
     let password = seed::seed_demo(&db, &hasher(&settings))
         .await
-        .map_err(|e| format!("seeding failed: {e:?}"))?;
+        .map_err(|e| format!("seeding failed: {e}"))?;
     db.close()
         .await
         .map_err(|e| format!("closing the pool failed: {e}"))?;
@@ -147,7 +149,7 @@ async fn run_create_admin(
     let db = connect(&settings).await?;
     let outcome = seed::create_admin(&db, &hasher(&settings), &email, password)
         .await
-        .map_err(|e| format!("creating the admin failed: {e:?}"))?;
+        .map_err(|e| format!("creating the admin failed: {e}"))?;
     db.close()
         .await
         .map_err(|e| format!("closing the pool failed: {e}"))?;

@@ -6,12 +6,16 @@
 use actix_web::{HttpResponse, web};
 use utoipa::{
     Modify, OpenApi,
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme},
+    openapi::{HeaderBuilder, ObjectBuilder, RefOr, Schema, Type, path::Operation},
 };
 use utoipa_swagger_ui::{Config, SwaggerUi};
 
 use crate::{
-    http::error::{FieldError, Problem},
+    http::{
+        error::{FieldError, Problem},
+        idempotency::REPLAYED,
+    },
     routes::{notes, ops, sessions, users, web as page},
 };
 
@@ -29,12 +33,12 @@ use crate::{
                        `Authorization: Bearer <token>` on every other route but the operational \
                        ones; each user sees only their own notes."
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &BodyLimits, &ResponseHeaders),
     paths(
         notes::list,
         notes::create,
-        notes::bulk_create,
-        notes::export,
+        notes::bulk::bulk_create,
+        notes::export::export,
         notes::get,
         notes::update,
         notes::delete,
@@ -63,11 +67,31 @@ use crate::{
 )]
 pub struct ApiDoc;
 
-/// The `bearer` security scheme the protected operations name.
+/// The operations anyone may call; every other one needs the bearer token (so a new route is
+/// protected in the document unless it is listed here).
+const PUBLIC_OPERATIONS: [&str; 8] = [
+    "create_user",
+    "sign_in",
+    "healthz",
+    "readyz",
+    "metrics",
+    "openapi_json",
+    "docs_index",
+    "index",
+];
+
+/// The `bearer` security scheme, named by every operation but the public ones.
 struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let bearer = SecurityRequirement::new("bearer", Vec::<String>::new());
+        for operation in operations(openapi) {
+            let id = operation.operation_id.as_deref().unwrap_or_default();
+            if !PUBLIC_OPERATIONS.contains(&id) {
+                operation.security = Some(vec![bearer.clone()]);
+            }
+        }
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
@@ -81,58 +105,108 @@ impl Modify for BearerAuth {
     }
 }
 
-/// A request header an operation reads, for its `params(…)`.
-fn header_param(
-    name: &str,
-    description: &str,
-    pattern: Option<&str>,
-) -> utoipa::openapi::path::Parameter {
-    use utoipa::openapi::{
-        ObjectBuilder, Required, Type,
-        path::{ParameterBuilder, ParameterIn},
-    };
-    let mut schema = ObjectBuilder::new().schema_type(Type::String);
-    if let Some(pattern) = pattern {
-        schema = schema
-            .pattern(Some(pattern))
-            .min_length(Some(1))
-            .max_length(Some(255));
-    }
-    ParameterBuilder::new()
-        .name(name)
-        .parameter_in(ParameterIn::Header)
-        .required(Required::False)
-        .description(Some(description))
-        .schema(Some(schema))
-        .build()
-}
+/// The response headers a parameter brings: an operation that takes an `Idempotency-Key`
+/// marks a replayed 201 with `Idempotent-Replayed: true`; one that takes a page's `limit`
+/// links its full 200 pages to the next with `Link`.
+struct ResponseHeaders;
 
-/// Declares a request header as a parameter set an operation lists (`params(IfMatchHeader)`).
-macro_rules! header_params {
-    ($($name:ident = ($header:literal, $pattern:expr, $description:literal);)+) => {$(
-        pub struct $name;
-
-        impl utoipa::IntoParams for $name {
-            fn into_params(
-                _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
-            ) -> Vec<utoipa::openapi::path::Parameter> {
-                vec![header_param($header, $description, $pattern)]
+impl Modify for ResponseHeaders {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let header = |description: &str| {
+            RefOr::T(
+                HeaderBuilder::new()
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+                    .description(Some(description))
+                    .build(),
+            )
+        };
+        let brought = [
+            (
+                "idempotency-key",
+                "201",
+                REPLAYED,
+                header(
+                    "`true` when this is the stored answer to an earlier request with the same \
+                     `Idempotency-Key`",
+                ),
+            ),
+            (
+                "limit",
+                "200",
+                "link",
+                header("`<…>; rel=\"next\"` when the page is full"),
+            ),
+        ];
+        for operation in operations(openapi) {
+            for (parameter, status, name, header) in &brought {
+                let takes = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|taken| matches!(taken, RefOr::T(taken) if taken.name == *parameter));
+                if let (true, Some(RefOr::T(response))) =
+                    (takes, operation.responses.responses.get_mut(*status))
+                {
+                    response.headers.insert((*name).to_owned(), header.clone());
+                }
             }
         }
-    )+};
+    }
 }
 
-header_params! {
-    IfMatchHeader = ("if-match", None,
-        "Change only if the resource's current `ETag` is one of these (or `*`: if it exists); \
-         412 otherwise, and nothing changes.");
-    IfNoneMatchHeader = ("if-none-match", None,
-        "304 with no body when the current `ETag` is one of these.");
-    IdempotencyKeyHeader = ("idempotency-key", Some("^[!-~]{1,255}$"),
-        "1 to 255 visible ASCII characters, new for each new request. A retry with the same \
-         key and body gets the first answer again (`Idempotent-Replayed: true`) and writes \
-         nothing; the same key with another body is 422; a retry while the first request is \
-         still running is 409. Kept for IDEMPOTENCY_TTL_S (a day by default), per user.");
+/// Every operation of the document.
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
+/// The limits the body parsers enforce, written into the bodies' schemas: each limit is
+/// defined once, as the constant its parser reads.
+struct BodyLimits;
+
+impl Modify for BodyLimits {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use crate::account::{MAX_EMAIL_CHARS, MAX_NAME_CHARS, password};
+        use notes::{MAX_BULK_ITEMS, MAX_TEXT_CHARS};
+        let (min_password, max_password) = (Some(password::MIN_CHARS), password::MAX_CHARS);
+        let lengths = [
+            ("Credentials", "email", Some(1), MAX_EMAIL_CHARS),
+            ("Credentials", "password", Some(1), max_password),
+            ("NewNote", "text", Some(1), MAX_TEXT_CHARS),
+            ("NotePatch", "text", Some(1), MAX_TEXT_CHARS),
+            ("NewUser", "email", None, MAX_EMAIL_CHARS),
+            ("NewUser", "password", min_password, max_password),
+            ("NewUser", "name", None, MAX_NAME_CHARS),
+            ("UserPatch", "email", None, MAX_EMAIL_CHARS),
+            ("UserPatch", "name", None, MAX_NAME_CHARS),
+            ("UserPatch", "password", min_password, max_password),
+            ("UserPatch", "current_password", None, max_password),
+        ];
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        for (schema, field, min, max) in lengths {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(schema)
+                && let Some(RefOr::T(Schema::Object(property))) = object.properties.get_mut(field)
+            {
+                property.min_length = min;
+                property.max_length = Some(max);
+            }
+        }
+        if let Some(RefOr::T(Schema::Array(notes))) = components.schemas.get_mut("NewNotes") {
+            notes.min_items = Some(1);
+            notes.max_items = Some(MAX_BULK_ITEMS);
+        }
+    }
 }
 
 /// `/openapi.json`, `/docs` and the docs page's assets (served from the binary: no internet
@@ -148,13 +222,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         crate::routes::resource("/openapi.json")
             .app_data(document)
-            .route(web::get().to(openapi_json))
-            .default_service(crate::routes::allow("GET")),
+            .route(crate::routes::get().to(openapi_json))
+            .default_service(crate::routes::allow("GET, HEAD")),
     )
     .service(
         crate::routes::resource("/docs")
-            .route(web::get().to(docs_index))
-            .default_service(crate::routes::allow("GET")),
+            .route(crate::routes::get().to(docs_index))
+            .default_service(crate::routes::allow("GET, HEAD")),
     )
     .service(SwaggerUi::new("/docs/{_:.*}").config(config));
 }

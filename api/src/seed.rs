@@ -7,10 +7,16 @@ use sea_orm::{
     EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, TransactionTrait,
 };
 
-use crate::{
-    http::error::ApiError,
-    password::{Hasher, Password},
-};
+use crate::account::{HashError, Hasher, Password};
+
+/// Why seeding or making an admin failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error("database error: {0}")]
+    Database(#[from] sea_orm::DbErr),
+    #[error("password hashing: {0}")]
+    Hashing(#[from] HashError),
+}
 
 pub const DEMO_EMAIL: &str = "johndoe@example.com";
 const DEMO_NOTES: [&str; 3] = [
@@ -34,7 +40,7 @@ async fn put_user(
     name: Option<&str>,
     hashed_password: String,
     admin: bool,
-) -> Result<(user::Model, Outcome), ApiError> {
+) -> Result<(user::Model, Outcome), SeedError> {
     let txn = db.begin().await?;
     let existing = user::Entity::find()
         .filter(user::Column::Email.eq(email))
@@ -79,7 +85,7 @@ pub async fn create_admin(
     hasher: &Hasher,
     email: &str,
     password: Password,
-) -> Result<Outcome, ApiError> {
+) -> Result<Outcome, SeedError> {
     let hashed = hasher.hash(password).await?;
     let (_, outcome) = put_user(db, email, None, hashed, true).await?;
     Ok(outcome)
@@ -87,7 +93,7 @@ pub async fn create_admin(
 
 /// `api seed-demo`: insert what is missing of the demo data (running it twice changes
 /// nothing but the password); the demo user gets a new random password, returned to be shown.
-pub async fn seed_demo(db: &DatabaseConnection, hasher: &Hasher) -> Result<Password, ApiError> {
+pub async fn seed_demo(db: &DatabaseConnection, hasher: &Hasher) -> Result<Password, SeedError> {
     let password = Password::random();
     let hashed = hasher
         .hash(Password::new(password.expose().to_owned()))

@@ -1,7 +1,7 @@
 //! Who a bearer token signs in, remembered for a moment: most signed-in requests then make no
 //! token lookup at all.
 //!
-//! The contract lets a revoked token be accepted for up to a second on another instance, so an
+//! A revoked token may be accepted for up to a second on another instance (docs/http.md), so an
 //! entry lives [`TTL`] (half of that) after it was read from the database. This process forgets
 //! entries itself as soon as it revokes them (sign-out, a password change, deactivation,
 //! deletion), so on the instance that made the change a revoked token is refused at once.

@@ -4,11 +4,10 @@
 use std::sync::Arc;
 
 use crate::{
+    account::Hasher,
     config::Settings,
     db::DbSource,
-    idempotency::InFlight,
-    limits::{ExportSlots, SigninThrottle},
-    password::Hasher,
+    limits::{ExportSlots, InFlight, SigninThrottle},
     session_cache::SessionCache,
 };
 

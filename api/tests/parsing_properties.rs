@@ -1,5 +1,5 @@
 //! Property-based fuzzing of request-body and query parsing: whatever the bytes, parsing
-//! never panics, answers only 400 or 422, and what it accepts holds the contract's rules.
+//! never panics, answers only 400 or 422, and what it accepts holds the API's rules.
 //!
 //! CI runs the default number of cases; run longer by hand with
 //! `PROPTEST_CASES=200000 cargo test --release -p api --test parsing_properties`.

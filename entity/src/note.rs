@@ -62,6 +62,20 @@ impl Listed {
     }
 }
 
+/// A stored note as a list shows it (its `version` left out).
+impl From<Model> for Listed {
+    fn from(note: Model) -> Self {
+        Self {
+            id: note.id,
+            user_id: note.user_id,
+            text: note.text,
+            completed: note.completed,
+            created_at: note.created_at,
+            updated_at: note.updated_at,
+        }
+    }
+}
+
 impl FromQueryResult for Listed {
     /// Without a prefix, by position: the row is what [`Listed::select`] selects, its
     /// columns in the order of [`Listed::COLUMNS`] (the unit tests below and

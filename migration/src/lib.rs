@@ -13,6 +13,12 @@ mod m20261202_000005_add_versions;
 mod m20261202_000006_create_idempotency_keys;
 mod m20261205_000007_answered_idempotency_keys;
 
+/// Constraint names the applications map to answers (a unique violation on the e-mail index
+/// is "e-mail address taken").
+pub mod constraints {
+    pub use crate::m20261123_000002_create_users::EMAIL_INDEX as USERS_EMAIL;
+}
+
 pub use lock::{migrate_up, with_migration_lock};
 pub use m20261201_000003_add_ownership::EARLIER_NOTES_EMAIL;
 

@@ -3,7 +3,8 @@ use sea_orm_migration::{prelude::*, schema::*};
 use crate::{table, utc_timestamp};
 
 /// The unique index that decides e-mail conflicts (racing sign-ups included).
-const EMAIL_INDEX: &str = "users_email_key";
+/// The unique index on `users.email`: a write it refuses is "e-mail address taken".
+pub const EMAIL_INDEX: &str = "users_email_key";
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;

@@ -13,9 +13,7 @@
 //!   migrations or of the pool itself (`migrations.rs`, `outage.rs`).
 //! - **[`TestDb::rollback`] — a transaction rolled back at the test's end**, on a database
 //!   the run's rollback-mode tests share, for tests that use SeaORM only (entity rules, the
-//!   harness's own tests). Never for app-level tests: an app pinned to a transaction
-//!   (`DbSource::Pinned`) takes SeaORM's transaction path for every request, never the fast
-//!   paths production runs.
+//!   harness's own tests). It has no app: an app always runs on the pool, as in production.
 //!
 //! # Databases
 //!
@@ -237,18 +235,17 @@ impl TestDb {
         &self.url
     }
 
-    /// Where the app's requests run: the pool as in production (the outer transaction in
-    /// rollback mode).
+    /// Where the app's requests run: the pool, as in production. A rollback-mode database
+    /// has no app: its tests use SeaORM on [`TestDb::conn`] directly.
     pub fn source(&self) -> DbSource {
-        match &self.txn {
-            Some(txn) => DbSource::Pinned(Arc::clone(txn)),
-            None => {
-                let source = DbSource::pool(self.pool.clone(), self.settings().db_acquire_timeout);
-                match &self.replica {
-                    Some(replica) => source.with_replica(Arc::clone(replica)),
-                    None => source,
-                }
-            }
+        assert!(
+            self.txn.is_none(),
+            "a rollback-mode database has no app: use TestDb::private"
+        );
+        let source = DbSource::pool(self.pool.clone(), self.settings().db_acquire_timeout);
+        match &self.replica {
+            Some(replica) => source.with_replica(Arc::clone(replica)),
+            None => source,
         }
     }
 
@@ -446,7 +443,7 @@ impl TestApp {
             self.conn(),
             &self.state.hasher,
             &user.email,
-            api::password::Password::new(TEST_PASSWORD.to_owned()),
+            api::account::password::Password::new(TEST_PASSWORD.to_owned()),
         )
         .await
         .expect("make the user an admin");

@@ -1,7 +1,6 @@
 //! Tests of the harness itself: private databases equal to migrated ones, dropped when a
 //! test finishes and when the process exits; rollback-mode isolation; refusal of leftovers.
 
-use api::db::DbSource;
 use entity::{note, user};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait,
@@ -43,17 +42,17 @@ async fn private_database_equals_a_freshly_migrated_one(backend: Backend) {
     private.finish().await;
 }
 
-/// The app under test runs on the pool, as in production — never pinned to a transaction —
+/// The app under test runs on the pool, as in production,
 /// and its database is dropped when the test finishes.
 #[backends(sqlite, postgres, mysql)]
 async fn test_app_runs_on_the_pool_and_its_database_is_dropped_at_finish(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let url = app.db().url().to_owned();
-    let pooled = matches!(app.db().source(), DbSource::Pool(..));
+    let pooled = app.db().source().pool_status().is_some();
 
     app.finish().await;
 
-    assert!(pooled, "the app runs on DbSource::Pool");
+    assert!(pooled, "the app runs on the pool");
     match backend {
         Backend::Sqlite => {
             let file = url

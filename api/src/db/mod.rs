@@ -21,6 +21,7 @@
 //! (`replica.rs`), a request that only reads may run its reads there.
 
 mod driver;
+pub mod error;
 pub mod replica;
 mod request;
 mod statements;
@@ -37,7 +38,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::config::{Backend, Settings};
 
 pub use replica::Replica;
-pub use request::{RequestDb, UnitOfWork};
+pub use request::{Begun, RequestDb, Rows, Transaction, UnitOfWork};
 
 /// Open the pool described by `settings` (sized per backend, SQLite in WAL mode).
 pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
@@ -69,52 +70,49 @@ pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
     Database::connect(options).await
 }
 
-/// Where requests' database work runs.
+/// Where requests' database work runs: the pool, its writer gate, and the read replica, if
+/// any. Cloned into every request (the clones share all three).
 #[derive(Clone, Debug)]
-pub enum DbSource {
-    /// Production: the pool (build it with [`DbSource::pool`]), and the read replica, if
-    /// any ([`DbSource::with_replica`]).
-    Pool(DatabaseConnection, WriterGate, Option<Arc<Replica>>),
-    /// Tests in rollback mode: every request runs inside one outer transaction that the test
-    /// rolls back at its end; a request's own transaction is a savepoint in it.
-    Pinned(Arc<DatabaseTransaction>),
+pub struct DbSource {
+    pool: DatabaseConnection,
+    writer_gate: WriterGate,
+    replica: Option<Arc<Replica>>,
 }
 
 impl DbSource {
     /// The pool, with a writer gate on SQLite; waiting at the gate longer than
     /// `acquire_timeout` answers 503 like waiting for a connection.
-    pub fn pool(conn: DatabaseConnection, acquire_timeout: Duration) -> Self {
-        let sqlite = conn.get_database_backend() == sea_orm::DbBackend::Sqlite;
-        let gate = WriterGate {
+    pub fn pool(pool: DatabaseConnection, acquire_timeout: Duration) -> Self {
+        let sqlite = pool.get_database_backend() == sea_orm::DbBackend::Sqlite;
+        let writer_gate = WriterGate {
             permits: sqlite.then(|| Arc::new(Semaphore::new(1))),
             timeout: acquire_timeout,
         };
-        Self::Pool(conn, gate, None)
+        Self {
+            pool,
+            writer_gate,
+            replica: None,
+        }
     }
 
     /// Requests that only read use `replica` when it is fit (see `replica.rs`).
     pub fn with_replica(self, replica: Arc<Replica>) -> Self {
-        match self {
-            Self::Pool(conn, gate, _) => Self::Pool(conn, gate, Some(replica)),
-            pinned @ Self::Pinned(_) => pinned,
+        Self {
+            replica: Some(replica),
+            ..self
         }
     }
 
     /// The read replica, if one is configured.
     pub fn replica(&self) -> Option<&Arc<Replica>> {
-        match self {
-            Self::Pool(_, _, replica) => replica.as_ref(),
-            Self::Pinned(_) => None,
-        }
+        self.replica.as_ref()
     }
 
     /// The primary's write position after a request's writes committed, for its client's
     /// cookie: `None` without a replica (nothing to compare it with).
     pub async fn written_position(&self) -> Option<u64> {
-        let Self::Pool(pool, _, Some(_)) = self else {
-            return None;
-        };
-        match replica::written_position(pool).await {
+        self.replica.as_ref()?;
+        match replica::written_position(&self.pool).await {
             Ok(position) => Some(position),
             Err(error) => {
                 tracing::warn!(%error, "the write position could not be read");
@@ -132,44 +130,27 @@ impl DbSource {
             ..TransactionOptions::default()
         };
         let started = std::time::Instant::now();
-        let write = match self {
-            Self::Pool(pool, gate, _) => {
-                let turn = gate.enter().await?;
-                // `BEGIN` runs to its end on a task of its own. Cancelled midway (the client
-                // went away) it would leave the server inside a transaction the driver does
-                // not count, and the connection would go back to the pool inside it. On the
-                // task, a transaction nobody awaits any more is dropped once begun, which
-                // rolls it back.
-                let pool = pool.clone();
-                let txn = tokio::spawn(async move { pool.begin_with_options(options).await })
-                    .await
-                    .map_err(|error| DbErr::Custom(format!("BEGIN did not finish: {error}")))??;
-                Write { txn, _turn: turn }
-            }
-            Self::Pinned(txn) => Write {
-                txn: txn.begin().await?,
-                _turn: None,
-            },
-        };
+        let turn = self.writer_gate.enter().await?;
+        // `BEGIN` runs to its end on a task of its own. Cancelled midway (the client went
+        // away) it would leave the server inside a transaction the driver does not count, and
+        // the connection would go back to the pool inside it. On the task, a transaction
+        // nobody awaits any more is dropped once begun, which rolls it back.
+        let pool = self.pool.clone();
+        let txn = tokio::spawn(async move { pool.begin_with_options(options).await })
+            .await
+            .map_err(|error| DbErr::Custom(format!("BEGIN did not finish: {error}")))??;
         metrics::histogram!("db_pool_acquire_seconds").record(started.elapsed().as_secs_f64());
-        Ok(write)
+        Ok(Write { txn, _turn: turn })
     }
 
-    /// The pool's open and idle connections (`None` when pinned to a test's transaction).
+    /// The pool's open and idle connections.
     pub fn pool_status(&self) -> Option<(u32, usize)> {
-        match self {
-            Self::Pool(pool, ..) => driver::pool_status(pool),
-            Self::Pinned(_) => None,
-        }
+        driver::pool_status(&self.pool)
     }
 
     /// `SELECT 1`, to tell whether the database answers.
     pub async fn ping(&self) -> Result<(), DbErr> {
-        let done = match self {
-            Self::Pool(pool, ..) => pool.execute_unprepared("SELECT 1").await,
-            Self::Pinned(txn) => txn.execute_unprepared("SELECT 1").await,
-        };
-        done.map(|_| ())
+        self.pool.execute_unprepared("SELECT 1").await.map(|_| ())
     }
 }
 

@@ -8,11 +8,11 @@ use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
     PrimaryKeyTrait, QueryFilter, QueryResult, QueryTrait, Select, Selector, SelectorTrait,
-    Statement, StreamTrait as _, TryIntoModel, prelude::DateTimeUtc,
+    Statement, TryIntoModel, prelude::DateTimeUtc,
 };
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-use super::{DbSource, Replica, Write, driver, statements};
+use super::{DbSource, Replica, Write, driver, error::is_unavailable, statements};
 
 /// One request's database state: its source and, once a handler wrote, its transaction.
 ///
@@ -25,7 +25,7 @@ pub struct UnitOfWork {
     conn: driver::RequestConnection,
     txn: Mutex<Option<Write>>,
     /// Where a request that only reads may read instead of the primary.
-    reads: Option<ReplicaReads>,
+    replica_reads: Option<ReplicaReads>,
     /// Whether it wrote (its client gets the write position when it commits).
     wrote: Cell<bool>,
 }
@@ -36,17 +36,17 @@ struct ReplicaReads {
     replica: Arc<Replica>,
     /// The client's last write position, from its cookie.
     written: Option<u64>,
-    use_it: Cell<Option<bool>>,
+    chosen: Cell<Option<bool>>,
     conn: driver::RequestConnection,
 }
 
 impl ReplicaReads {
     fn chosen(&self) -> bool {
-        match self.use_it.get() {
+        match self.chosen.get() {
             Some(chosen) => chosen,
             None => {
                 let chosen = self.replica.serves(self.written).is_ok();
-                self.use_it.set(Some(chosen));
+                self.chosen.set(Some(chosen));
                 chosen
             }
         }
@@ -59,7 +59,7 @@ impl UnitOfWork {
             source,
             conn: driver::RequestConnection::default(),
             txn: Mutex::new(None),
-            reads: None,
+            replica_reads: None,
             wrote: Cell::new(false),
         }
     }
@@ -68,10 +68,10 @@ impl UnitOfWork {
     /// client's last write (`written`) — see `replica.rs`.
     pub fn reading(source: DbSource, replica: Arc<Replica>, written: Option<u64>) -> Self {
         let mut uow = Self::new(source);
-        uow.reads = Some(ReplicaReads {
+        uow.replica_reads = Some(ReplicaReads {
             replica,
             written,
-            use_it: Cell::new(None),
+            chosen: Cell::new(None),
             conn: driver::RequestConnection::default(),
         });
         uow
@@ -87,16 +87,16 @@ impl UnitOfWork {
     }
 
     /// The replica, when this request's reads go there.
-    fn replica_reads(&self) -> Option<&ReplicaReads> {
-        self.reads.as_ref().filter(|reads| reads.chosen())
+    fn replica(&self) -> Option<&ReplicaReads> {
+        self.replica_reads.as_ref().filter(|reads| reads.chosen())
     }
 
     /// A read on the replica failed for want of a connection: the rest of the request reads
     /// on the primary.
     fn replica_failed(&self) {
-        if let Some(reads) = &self.reads {
+        if let Some(reads) = &self.replica_reads {
             reads.replica.failed();
-            reads.use_it.set(Some(false));
+            reads.chosen.set(Some(false));
         }
     }
 
@@ -105,7 +105,7 @@ impl UnitOfWork {
     /// turn is released after the commit or rollback.
     pub async fn finish(&self, commit: bool) -> Result<(), DbErr> {
         self.conn.release().await;
-        if let Some(reads) = &self.reads {
+        if let Some(reads) = &self.replica_reads {
             reads.conn.release().await;
         }
         let Some(write) = self.txn.lock().await.take() else {
@@ -142,77 +142,73 @@ impl Drop for UnitOfWork {
 }
 
 /// The request's database handle (an extractor): every query a handler makes goes through it.
+///
+/// Whatever the request's transaction style, a handler reads and writes through these
+/// methods; where each statement runs (the pool, the replica, the request's transaction) is
+/// decided here, per statement ([`RequestDb::target`]).
 #[derive(Clone)]
 pub struct RequestDb(Rc<UnitOfWork>);
 
 /// The request's transaction, borrowed: run SeaORM statements on it with `&*txn`.
 pub type Transaction<'a> = MappedMutexGuard<'a, DatabaseTransaction>;
 
-/// Where a statement runs, decided per call.
+/// Where a statement runs: a pooled connection in autocommit, through the fast executor
+/// ([`driver`]), or the request's transaction, through SeaORM's executor (boxed, see
+/// [`boxed`]).
 enum Target<'a> {
-    /// The request's connection from the pool, outside any transaction (autocommit).
-    Pool(&'a DatabaseConnection, &'a driver::RequestConnection),
-    /// Its connection from the replica's pool (a read-only request).
-    Replica(&'a DatabaseConnection, &'a driver::RequestConnection),
+    /// The request's connection of `pool` — the primary's, or the replica's for a read-only
+    /// request (`replica`) — outside any transaction.
+    Pool {
+        pool: &'a DatabaseConnection,
+        conn: &'a driver::RequestConnection,
+        replica: bool,
+    },
     /// The request's transaction.
-    Request(Transaction<'a>),
-    /// The test's transaction, for a read in rollback mode.
-    Pinned(&'a DatabaseTransaction),
+    Transaction(Transaction<'a>),
 }
 
 impl Target<'_> {
-    fn is_replica(&self) -> bool {
-        matches!(self, Self::Replica(..))
-    }
-
-    fn on(&self) -> On<'_> {
+    fn backend(&self) -> DbBackend {
         match self {
-            Self::Pool(pool, conn) | Self::Replica(pool, conn) => On::Pool(pool, conn),
-            Self::Request(txn) => On::Transaction(txn),
-            Self::Pinned(txn) => On::Transaction(txn),
-        }
-    }
-}
-
-/// A connection to run statements on: the request's own, through the fast executor
-/// ([`driver`]), or a transaction, through SeaORM's executor (boxed, see [`boxed`]).
-#[derive(Clone, Copy)]
-enum On<'a> {
-    Pool(&'a DatabaseConnection, &'a driver::RequestConnection),
-    Transaction(&'a DatabaseTransaction),
-}
-
-impl On<'_> {
-    fn backend(self) -> DbBackend {
-        match self {
-            Self::Pool(pool, _) => pool.get_database_backend(),
-            Self::Transaction(txn) => ConnectionTrait::get_database_backend(txn),
+            Self::Pool { pool, .. } => pool.get_database_backend(),
+            Self::Transaction(txn) => ConnectionTrait::get_database_backend(&**txn),
         }
     }
 
-    async fn query_one(self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
+    async fn query_one(&self, statement: Statement) -> Result<Option<QueryResult>, DbErr> {
         match self {
-            Self::Pool(pool, conn) => conn.first(pool, statement).await,
+            Self::Pool { pool, conn, .. } => conn.first(pool, statement).await,
             Self::Transaction(txn) => boxed(txn.query_one_raw(statement)).await,
         }
     }
 
-    async fn query_all(self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
+    async fn query_all(&self, statement: Statement) -> Result<Vec<QueryResult>, DbErr> {
         match self {
-            Self::Pool(pool, conn) => conn.all(pool, statement).await,
+            Self::Pool { pool, conn, .. } => conn.all(pool, statement).await,
             Self::Transaction(txn) => boxed(txn.query_all_raw(statement)).await,
         }
     }
 
-    async fn execute(self, statement: Statement) -> Result<u64, DbErr> {
+    async fn execute(&self, statement: Statement) -> Result<u64, DbErr> {
         match self {
-            Self::Pool(pool, conn) => conn.execute(pool, statement).await,
+            Self::Pool { pool, conn, .. } => conn.execute(pool, statement).await,
             Self::Transaction(txn) => Ok(boxed(txn.execute_raw(statement)).await?.rows_affected()),
         }
     }
 
-    /// `ActiveModel::insert`, for a backend without `RETURNING`.
-    async fn insert<A>(self, model: A) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
+    /// The entity's `before_save` (`insert`: for an insert), on this target's connection.
+    async fn before_save<A>(&self, model: A, insert: bool) -> Result<A, DbErr>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send,
+    {
+        match self {
+            Self::Pool { pool, .. } => boxed(model.before_save(*pool, insert)).await,
+            Self::Transaction(txn) => boxed(model.before_save(&**txn, insert)).await,
+        }
+    }
+
+    /// `ActiveModel::insert` as SeaORM does it (for a backend without `RETURNING`).
+    async fn insert<A>(&self, model: A) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
     where
         A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
@@ -220,11 +216,37 @@ impl On<'_> {
         match self {
             // SeaORM inserts on a connection of its own: the request's goes back first, so
             // the request never holds two.
-            Self::Pool(pool, conn) => {
+            Self::Pool { pool, conn, .. } => {
                 conn.release().await;
-                boxed(model.insert(pool)).await
+                boxed(model.insert(*pool)).await
             }
-            Self::Transaction(txn) => boxed(model.insert(txn)).await,
+            Self::Transaction(txn) => boxed(model.insert(&**txn)).await,
+        }
+    }
+
+    /// `INSERT … RETURNING` every column: what `ActiveModel::insert` does (the entity's
+    /// `before_save`, the insert, `after_save`), with the SQL built once (`statements.rs`) and
+    /// the result read to its end — in autocommit the statement commits when it completes, and
+    /// the MySQL and SQLite drivers hand over a first row before that (a 201 could go out for
+    /// a row not yet committed; SQLite runs its WAL checkpoint only from a statement that
+    /// steps to its end).
+    async fn insert_returning<A>(
+        &self,
+        model: A,
+    ) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
+    where
+        A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
+        <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
+    {
+        let model = self.before_save(model, true).await?;
+        let rows = self
+            .query_all(statements::insert_returning(self.backend(), model))
+            .await?;
+        let row = rows.first().ok_or(DbErr::RecordNotInserted)?;
+        let stored = <A::Entity as EntityTrait>::Model::from_query_result(row, "")?;
+        match self {
+            Self::Pool { pool, .. } => boxed(A::after_save(stored, *pool, true)).await,
+            Self::Transaction(txn) => boxed(A::after_save(stored, &**txn, true)).await,
         }
     }
 }
@@ -242,8 +264,8 @@ impl RequestDb {
     ) -> Result<Option<E::Model>, DbErr> {
         let statement = statements::find_by_id::<E>(self.backend(), id);
         let row = self
-            .read(statement, async |on, statement| {
-                on.query_one(statement).await
+            .read(statement, async |target, statement| {
+                target.query_one(statement).await
             })
             .await?;
         row.map(|row| E::Model::from_query_result(&row, ""))
@@ -256,18 +278,18 @@ impl RequestDb {
     async fn read<T>(
         &self,
         statement: Statement,
-        query: impl AsyncFn(On<'_>, Statement) -> Result<T, DbErr>,
+        query: impl AsyncFn(&Target<'_>, Statement) -> Result<T, DbErr>,
     ) -> Result<T, DbErr> {
         let target = self.target(Access::Read).await?;
-        if !target.is_replica() {
-            return query(target.on(), statement).await;
+        if !matches!(target, Target::Pool { replica: true, .. }) {
+            return query(&target, statement).await;
         }
-        match query(target.on(), statement.clone()).await {
-            Err(error) if crate::http::error::is_unavailable(&error) => {
+        match query(&target, statement.clone()).await {
+            Err(error) if is_unavailable(&error) => {
                 drop(target);
                 self.0.replica_failed();
                 let target = self.target(Access::Read).await?;
-                query(target.on(), statement).await
+                query(&target, statement).await
             }
             done => done,
         }
@@ -282,9 +304,8 @@ impl RequestDb {
     ) -> Result<Option<entity::user::Model>, DbErr> {
         // On the primary: a revoked token must be refused at once, however far the replica lags.
         let target = self.target(Access::Primary).await?;
-        let on = target.on();
-        let row = on
-            .query_one(statements::signed_in_user(on.backend(), digest, now))
+        let row = target
+            .query_one(statements::signed_in_user(target.backend(), digest, now))
             .await?;
         row.map(|row| entity::user::Model::from_query_result(&row, ""))
             .transpose()
@@ -296,8 +317,8 @@ impl RequestDb {
     pub async fn all<Q: Rows>(&self, select: Q) -> Result<Vec<Q::Item>, DbErr> {
         let statement = select.statement(self.backend());
         let rows = self
-            .read(statement, async |on, statement| {
-                on.query_all(statement).await
+            .read(statement, async |target, statement| {
+                target.query_all(statement).await
             })
             .await?;
         rows.into_iter().map(Q::decode).collect()
@@ -305,36 +326,16 @@ impl RequestDb {
 
     /// Every row `select` finds, decoded as by [`RequestDb::all`] and streamed on the
     /// request's connection, which the stream takes over (the stream outlives the handler:
-    /// it is the response body).
-    ///
-    /// On the pool the connection counts in the pool's budget and is released after the last
-    /// row, or closed when the stream is dropped midway. Pinned to a test's transaction, the
-    /// rows stream from that transaction.
+    /// it is the response body). The connection counts in the pool's budget and is released
+    /// after the last row, or closed when the stream is dropped midway.
     pub fn stream<Q: Rows + 'static>(
         &self,
         select: Q,
     ) -> LocalBoxStream<'static, Result<Q::Item, DbErr>> {
-        let rows = match &self.0.source {
-            DbSource::Pool(pool, ..) => {
-                let statement = select.statement(pool.get_database_backend());
-                match self.0.replica_reads() {
-                    Some(reads) => {
-                        driver::stream(reads.replica.pool(), reads.conn.take(), statement)
-                    }
-                    None => driver::stream(pool, self.0.conn.take(), statement),
-                }
-            }
-            DbSource::Pinned(txn) => {
-                let txn = txn.clone();
-                let statement = select.statement(ConnectionTrait::get_database_backend(&*txn));
-                async_stream::try_stream! {
-                    let mut rows = txn.stream_raw(statement).await?;
-                    while let Some(row) = rows.next().await {
-                        yield row?;
-                    }
-                }
-                .boxed_local()
-            }
+        let statement = select.statement(self.backend());
+        let rows = match self.0.replica() {
+            Some(reads) => driver::stream(reads.replica.pool(), reads.conn.take(), statement),
+            None => driver::stream(&self.0.source.pool, self.0.conn.take(), statement),
         };
         rows.map(|row| Q::decode(row?)).boxed_local()
     }
@@ -344,19 +345,18 @@ impl RequestDb {
     /// A request whose only write is this insert runs it in autocommit: one statement is
     /// atomic, and it saves the `BEGIN` and `COMMIT` round trips. Call it as the handler's
     /// last fallible step: an autocommitted row is not undone by an error after it. In a
-    /// request that already began its transaction, the insert joins it.
+    /// request that began its transaction (any style), the insert joins it.
     pub async fn insert<A>(&self, model: A) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
     where
         A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
         let target = self.target(Access::Write).await?;
-        let on = target.on();
-        if on.backend().support_returning() {
-            insert_returning(on, model).await
+        if target.backend().support_returning() {
+            target.insert_returning(model).await
         } else {
             // MySQL: SeaORM inserts, then reads the row back by its id.
-            on.insert(model).await
+            target.insert(model).await
         }
     }
 
@@ -381,18 +381,22 @@ impl RequestDb {
         <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
     {
         let target = self.target(Access::Write).await?;
-        let on = target.on();
-        let model = match on {
-            On::Pool(pool, _) => boxed(model.before_save(pool, false)).await?,
-            On::Transaction(txn) => boxed(model.before_save(txn, false)).await?,
-        };
+        let model = target.before_save(model, false).await?;
         let update = A::Entity::update_many()
             .set(model.clone())
             .filter(condition);
-        if on.execute(update.build(on.backend())).await? == 0 {
+        if target.execute(update.build(target.backend())).await? == 0 {
             return Ok(None);
         }
         model.try_into_model().map(Some)
+    }
+
+    /// Run one statement (a delete, an update or an insert built from an entity) as the
+    /// request's write, in autocommit when it is the only one (see [`RequestDb::insert`]);
+    /// the number of rows it affected.
+    pub async fn execute<Q: QueryTrait>(&self, statement: Q) -> Result<u64, DbErr> {
+        let target = self.target(Access::Write).await?;
+        target.execute(statement.build(target.backend())).await
     }
 
     /// Run `work` — slow, and without the database (password hashing) — with the request's
@@ -405,24 +409,14 @@ impl RequestDb {
 
     /// The database's backend.
     pub fn backend(&self) -> DbBackend {
-        match &self.0.source {
-            DbSource::Pool(pool, ..) => pool.get_database_backend(),
-            DbSource::Pinned(txn) => ConnectionTrait::get_database_backend(&**txn),
-        }
+        self.0.source.pool.get_database_backend()
     }
 
-    /// Run one statement (a delete or an update built from an entity) as the request's
-    /// write, in autocommit when it is the only one (see [`RequestDb::insert`]); the number of
-    /// rows it affected.
-    pub async fn execute<Q: QueryTrait>(&self, statement: Q) -> Result<u64, DbErr> {
-        let target = self.target(Access::Write).await?;
-        let on = target.on();
-        on.execute(statement.build(on.backend())).await
-    }
-
-    /// The request's transaction, begun on first use, for a write of several statements.
-    /// The middleware commits it when the response status is below 400 and rolls it back
-    /// otherwise. While a handler holds it, it queries through it.
+    /// The request's transaction, begun on first use, for SeaORM statements this handle has
+    /// no method for (a batch insert, a locking read). Whatever the style, the request has
+    /// one transaction: the middleware commits it when the response status is below 400 and
+    /// rolls it back otherwise, unless [`RequestDb::scoped`] or [`RequestDb::begin`] settled
+    /// it first. Drop it before the next call on this handle.
     pub async fn transaction(&self) -> Result<Transaction<'_>, DbErr> {
         self.0.wrote.set(true);
         let mut slot = self.0.txn.lock().await;
@@ -442,59 +436,52 @@ impl RequestDb {
 
     /// Scoped style: run `work` in the request's transaction and settle it as soon as `work`
     /// returns — committed when it succeeds, rolled back when it fails — rather than when the
-    /// response is ready. For a write whose outcome the handler must know before it builds
-    /// its answer (`POST /notes/bulk`: every row or none, committed before thousands of rows
-    /// are serialised, so SQLite's write lock is not held meanwhile).
-    pub async fn scoped<T, E>(
-        &self,
-        work: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, E>,
-    ) -> Result<T, E>
+    /// response is ready. `work` reads and writes through this same handle.
+    pub async fn scoped<T, E>(&self, work: impl AsyncFnOnce(&Self) -> Result<T, E>) -> Result<T, E>
     where
         E: From<DbErr>,
     {
-        let outcome = work(&*self.transaction().await?).await;
+        drop(self.transaction().await?);
+        let outcome = work(self).await;
         self.0.finish(outcome.is_ok()).await?;
         outcome
     }
 
-    /// Explicit style: the request's transaction, which the handler commits or rolls back
-    /// itself ([`Explicit::commit`], [`Explicit::rollback`]), for a change of several steps
-    /// that must undo itself when a later step fails. Not settling it leaves it to the
-    /// middleware, by status.
-    pub async fn begin(&self) -> Result<Explicit<'_>, DbErr> {
+    /// Explicit style: begin the request's transaction now; the handler commits or rolls it
+    /// back itself ([`Begun::commit`], [`Begun::rollback`]), reading and writing through this
+    /// same handle meanwhile. Not settling it leaves it to the middleware, by status.
+    pub async fn begin(&self) -> Result<Begun<'_>, DbErr> {
         drop(self.transaction().await?);
-        Ok(Explicit(self))
+        Ok(Begun(self))
     }
 
-    /// Where a statement runs. A write with no transaction yet runs in autocommit on the
-    /// pool; so does a read — on the replica's pool, when the request only reads and the
-    /// replica is fit. Once the request has its transaction, everything runs in it.
+    /// Where a statement runs. Once the request has its transaction, everything runs in it;
+    /// until then a write runs in autocommit on the pool, and so does a read — on the
+    /// replica's pool, when the request only reads and the replica is fit.
     async fn target(&self, access: Access) -> Result<Target<'_>, DbErr> {
-        let write = access == Access::Write;
-        if write {
+        if access == Access::Write {
             self.0.wrote.set(true);
         }
-        let pool = match &self.0.source {
-            DbSource::Pool(pool, ..) => pool,
-            DbSource::Pinned(txn) if !write => return Ok(Target::Pinned(txn)),
-            // In rollback mode a failed statement must not abort the test's transaction: a
-            // write runs in the request's own (a savepoint).
-            DbSource::Pinned(_) => return self.transaction().await.map(Target::Request),
-        };
-        match self.0.txn.try_lock() {
-            Ok(slot) if slot.is_none() => Ok(match self.0.replica_reads() {
-                Some(reads) if access == Access::Read => {
-                    Target::Replica(reads.replica.pool(), &reads.conn)
-                }
-                _ => Target::Pool(pool, &self.0.conn),
-            }),
-            Ok(slot) => Ok(Target::Request(MutexGuard::map(slot, |write| {
+        let slot = self.0.txn.try_lock().map_err(|_| {
+            DbErr::Custom("the request's transaction is borrowed: drop it first".into())
+        })?;
+        if slot.is_some() {
+            return Ok(Target::Transaction(MutexGuard::map(slot, |write| {
                 &mut write.as_mut().expect("checked above").txn
-            }))),
-            Err(_) => Err(DbErr::Custom(
-                "the request's transaction is borrowed: query through it".into(),
-            )),
+            })));
         }
+        Ok(match self.0.replica() {
+            Some(reads) if access == Access::Read => Target::Pool {
+                pool: reads.replica.pool(),
+                conn: &reads.conn,
+                replica: true,
+            },
+            _ => Target::Pool {
+                pool: &self.0.source.pool,
+                conn: &self.0.conn,
+                replica: false,
+            },
+        })
     }
 }
 
@@ -550,14 +537,9 @@ enum Access {
 }
 
 /// The request's transaction in the explicit style: see [`RequestDb::begin`].
-pub struct Explicit<'a>(&'a RequestDb);
+pub struct Begun<'a>(&'a RequestDb);
 
-impl Explicit<'_> {
-    /// The transaction, to run statements on (`&*txn`).
-    pub async fn get(&self) -> Result<Transaction<'_>, DbErr> {
-        self.0.transaction().await
-    }
-
+impl Begun<'_> {
     /// Commit now.
     pub async fn commit(self) -> Result<(), DbErr> {
         self.0.0.finish(true).await
@@ -574,33 +556,4 @@ impl Explicit<'_> {
 /// be as large even on the paths that never take it (bench/PERFORMANCE.md, "boxing").
 fn boxed<'a, T>(future: impl Future<Output = T> + 'a) -> Pin<Box<dyn Future<Output = T> + 'a>> {
     Box::pin(future)
-}
-
-/// `INSERT … RETURNING` every column: what `ActiveModel::insert` does (the entity's
-/// `before_save`, the insert, `after_save`), with the SQL built once (`statements.rs`) and
-/// the result read to its end — in autocommit the statement commits when it completes, and
-/// the MySQL and SQLite drivers hand over a first row before that (a 201 could go out for a
-/// row not yet committed; SQLite runs its WAL checkpoint only from a statement that steps to
-/// its end).
-async fn insert_returning<A>(
-    on: On<'_>,
-    model: A,
-) -> Result<<A::Entity as EntityTrait>::Model, DbErr>
-where
-    A: ActiveModelTrait + ActiveModelBehavior + Send + 'static,
-    <A::Entity as EntityTrait>::Model: IntoActiveModel<A>,
-{
-    let model = match on {
-        On::Pool(pool, _) => boxed(model.before_save(pool, true)).await?,
-        On::Transaction(txn) => boxed(model.before_save(txn, true)).await?,
-    };
-    let rows = on
-        .query_all(statements::insert_returning(on.backend(), model))
-        .await?;
-    let row = rows.first().ok_or(DbErr::RecordNotInserted)?;
-    let stored = <A::Entity as EntityTrait>::Model::from_query_result(row, "")?;
-    match on {
-        On::Pool(pool, _) => boxed(A::after_save(stored, pool, true)).await,
-        On::Transaction(txn) => boxed(A::after_save(stored, txn, true)).await,
-    }
 }

@@ -9,7 +9,7 @@ use sea_orm::DbErr;
 use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
 use entity::{session, user};
 
-use super::error::ApiError;
+use super::{error::ApiError, input::PathId};
 use crate::{db::RequestDb, session_cache::Caller, state::AppState};
 
 /// The longest bearer token looked up; ours are 64 characters. A longer one is refused
@@ -94,6 +94,54 @@ impl FromRequest for CurrentUser {
                 token_digest: digest,
             })
         })
+    }
+}
+
+/// Extractor: the caller, then `T` — one extractor, or a tuple of them extracted left to
+/// right — so the first error is the caller's: an anonymous request is 401 whatever else is
+/// wrong with it (a bad id, a bad body), and a bad body is reported before a bad id.
+///
+/// actix extracts a handler's arguments together and answers the first error to come: a bad
+/// id is known at once while the token lookup waits for the database. Taking the id and the
+/// body through `Signed` puts them after the caller.
+pub struct Signed<T>(pub CurrentUser, pub T);
+
+impl<T: InOrder + 'static> FromRequest for Signed<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let caller = CurrentUser::from_request(req, &mut Payload::None);
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let me = caller.await?;
+            let rest = T::extract(&req, &mut payload).await?;
+            Ok(Self(me, rest))
+        })
+    }
+}
+
+/// What [`Signed`] extracts after the caller: an extractor that fails with an [`ApiError`],
+/// or a tuple of them, extracted in order.
+pub trait InOrder: Sized {
+    fn extract(
+        req: &HttpRequest,
+        payload: &mut Payload,
+    ) -> impl Future<Output = Result<Self, ApiError>>;
+}
+
+impl InOrder for PathId {
+    async fn extract(req: &HttpRequest, payload: &mut Payload) -> Result<Self, ApiError> {
+        Self::from_request(req, payload).await
+    }
+}
+
+impl<A: FromRequest<Error = ApiError>, B: FromRequest<Error = ApiError>> InOrder for (A, B) {
+    async fn extract(req: &HttpRequest, payload: &mut Payload) -> Result<Self, ApiError> {
+        let a = A::from_request(req, payload).await?;
+        let b = B::from_request(req, payload).await?;
+        Ok((a, b))
     }
 }
 

@@ -13,6 +13,11 @@ use actix_web::{
     dev::Payload,
     http::header::{self, EntityTag, Header},
 };
+use sea_orm::{ColumnTrait, DbErr, DeleteMany, EntityTrait, QueryFilter};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+
+use super::error::ApiError;
+use crate::db::RequestDb;
 
 /// The strong entity tag of a row at `version`: `"<version>"`.
 pub fn etag(version: i64) -> EntityTag {
@@ -71,6 +76,31 @@ impl IfMatch {
     }
 }
 
+impl IfMatch {
+    /// Delete what `delete` matches (a resource, by id and owner), at a version `If-Match`
+    /// names (its `version` column) when the request has one. When nothing was deleted: 412
+    /// if the resource is there at another version (`exists`), else 404.
+    pub async fn delete<E: EntityTrait>(
+        &self,
+        db: &RequestDb,
+        delete: DeleteMany<E>,
+        version: E::Column,
+        exists: impl AsyncFnOnce() -> Result<bool, DbErr>,
+    ) -> Result<(), ApiError> {
+        let delete = match self.versions() {
+            Some(versions) => delete.filter(version.is_in(versions.iter().copied())),
+            None => delete,
+        };
+        if db.execute(delete).await? > 0 {
+            return Ok(());
+        }
+        match self.versions() {
+            Some(_) if exists().await? => Err(ApiError::PreconditionFailed),
+            _ => Err(ApiError::NotFound),
+        }
+    }
+}
+
 impl FromRequest for IfMatch {
     type Error = Infallible;
     type Future = std::future::Ready<Result<Self, Infallible>>;
@@ -118,6 +148,27 @@ impl FromRequest for IfNoneMatch {
             .then(|| header::IfNoneMatch::parse(req).ok())
             .flatten();
         std::future::ready(Ok(Self(parsed)))
+    }
+}
+
+impl utoipa::IntoParams for IfMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        super::header_parameter(
+            "if-match",
+            "Change only if the resource's current `ETag` is one of these (or `*`: if it \
+             exists); 412 otherwise, and nothing changes.",
+            super::string_schema(),
+        )
+    }
+}
+
+impl utoipa::IntoParams for IfNoneMatch {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        super::header_parameter(
+            "if-none-match",
+            "304 with no body when the current `ETag` is one of these.",
+            super::string_schema(),
+        )
     }
 }
 

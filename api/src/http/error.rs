@@ -7,20 +7,17 @@ use actix_web::{
     HttpResponse, ResponseError,
     http::{StatusCode, header},
 };
-use sea_orm::{
-    DbErr, RuntimeErr, SqlErr,
-    sqlx::{self, sqlite::SqliteError},
-};
+use sea_orm::{DbErr, SqlErr};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::password::HashError;
+use crate::{
+    account::HashError,
+    db::error::{is_lost_race, is_pool_timeout, is_unavailable},
+};
 
 /// Seconds a client should wait before retrying after a 503.
 const RETRY_AFTER_S: &str = "1";
-/// SQLite's primary result codes for "the database file is locked".
-const SQLITE_BUSY: i32 = 5;
-const SQLITE_LOCKED: i32 = 6;
 
 /// A field that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -159,67 +156,6 @@ impl ApiError {
 impl From<DbErr> for ApiError {
     fn from(error: DbErr) -> Self {
         Self::from_db(&error, "query")
-    }
-}
-
-/// True when no pooled connection came within the acquire timeout.
-fn is_pool_timeout(error: &DbErr) -> bool {
-    match error {
-        DbErr::ConnectionAcquire(sea_orm::ConnAcquireErr::Timeout) => true,
-        DbErr::Conn(RuntimeErr::SqlxError(e))
-        | DbErr::Exec(RuntimeErr::SqlxError(e))
-        | DbErr::Query(RuntimeErr::SqlxError(e)) => matches!(e.as_ref(), sqlx::Error::PoolTimedOut),
-        _ => false,
-    }
-}
-
-/// True when the database gave up a transaction for another one: a deadlock or a
-/// serialisation failure (PostgreSQL 40001/40P01, MySQL 1213, a lock wait timeout 1205).
-fn is_lost_race(error: &DbErr) -> bool {
-    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = error
-    else {
-        return false;
-    };
-    match e.as_ref() {
-        sqlx::Error::Database(db) if db.try_downcast_ref::<SqliteError>().is_none() => db
-            .code()
-            .is_some_and(|code| matches!(code.as_ref(), "40001" | "40P01" | "1213" | "1205")),
-        _ => false,
-    }
-}
-
-/// True for errors that mean "no usable connection" rather than a bad statement.
-pub(crate) fn is_unavailable(error: &DbErr) -> bool {
-    let runtime = match error {
-        DbErr::ConnectionAcquire(_) => return true,
-        DbErr::Conn(runtime) | DbErr::Exec(runtime) | DbErr::Query(runtime) => runtime,
-        _ => return false,
-    };
-    let RuntimeErr::SqlxError(sqlx_error) = runtime else {
-        return false;
-    };
-    match sqlx_error.as_ref() {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) if db.try_downcast_ref::<SqliteError>().is_some() => {
-            // SQLITE_BUSY, SQLITE_LOCKED and their extended codes: the write lock stayed
-            // taken for longer than the busy timeout.
-            db.code()
-                .and_then(|code| code.parse::<i32>().ok())
-                .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
-        }
-        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // PostgreSQL: connection exceptions (08xxx), shutdown/starting up (57P0x);
-            // MySQL/MariaDB: server gone away or lost, too many connections.
-            code.starts_with("08")
-                || code.starts_with("57P0")
-                || matches!(code.as_ref(), "2006" | "2013" | "1040" | "1053")
-        }),
-        _ => false,
     }
 }
 

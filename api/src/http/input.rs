@@ -10,6 +10,7 @@ use std::{future::Future, pin::Pin};
 use actix_web::mime;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use serde_json::{Map, Value};
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
 use super::error::{ApiError, FieldError};
 use crate::state::AppState;
@@ -204,6 +205,19 @@ impl FromRequest for PathId {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let raw = req.match_info().get("id").unwrap_or_default();
         std::future::ready(parse_id(raw).map(PathId))
+    }
+}
+
+/// `{id}`, for an operation's `params(PathId, …)`.
+impl utoipa::IntoParams for PathId {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let id = super::integer_schema(1, None);
+        vec![super::parameter(
+            "id",
+            ParameterIn::Path,
+            "the resource's id",
+            id,
+        )]
     }
 }
 

@@ -5,7 +5,9 @@
 //! so a client walks the table without offsets that shift under concurrent inserts.
 
 use actix_web::{HttpRequest, HttpResponse, http::header};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
 use serde::Serialize;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
 use super::{
     error::{ApiError, FieldError},
@@ -90,13 +92,35 @@ impl ListQuery {
         }
     }
 
+    /// `select` narrowed to this page: ordered by its `id` column (descending when
+    /// `newest_first`), past `after`, at most `limit` rows — keyset paging.
+    pub fn page<E: EntityTrait>(
+        &self,
+        select: Select<E>,
+        id: E::Column,
+        newest_first: bool,
+    ) -> Select<E> {
+        let select = select.limit(self.limit);
+        let select = if newest_first {
+            select.order_by_desc(id)
+        } else {
+            select.order_by_asc(id)
+        };
+        match self.after {
+            Some(after) if newest_first => select.filter(id.lt(after)),
+            Some(after) => select.filter(id.gt(after)),
+            None => select,
+        }
+    }
+
     /// 200 with `items` as a JSON array, and a `Link: rel="next"` header when the page is full.
     pub fn respond<T: Serialize>(
         &self,
         req: &HttpRequest,
         items: &[T],
-        last_id: Option<i64>,
+        id: impl Fn(&T) -> i64,
     ) -> HttpResponse {
+        let last_id = items.last().map(id);
         let mut response = HttpResponse::Ok();
         if let Some(last_id) = last_id.filter(|_| items.len() as u64 == self.limit) {
             let mut next: Vec<(&str, String)> = self
@@ -114,6 +138,26 @@ impl ListQuery {
             ));
         }
         response.json(items)
+    }
+}
+
+/// `limit` and `after`, for the list operations' `params(ListQuery, …)`.
+impl utoipa::IntoParams for ListQuery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            super::parameter(
+                "limit",
+                ParameterIn::Query,
+                &format!("page size (default {DEFAULT_LIMIT})"),
+                super::integer_schema(1, Some(MAX_LIMIT)),
+            ),
+            super::parameter(
+                "after",
+                ParameterIn::Query,
+                "return items with a larger id than this one (the last id of the previous page)",
+                super::integer_schema(0, None),
+            ),
+        ]
     }
 }
 

@@ -16,6 +16,13 @@ pub fn resource(path: &'static str) -> actix_web::Resource {
     actix_web::web::resource(path).name(path)
 }
 
+/// A route for `GET`, which answers `HEAD` too (RFC 9110 §9.3.2): the same handler, status
+/// and headers; the server sends no body for `HEAD`.
+pub fn get() -> actix_web::Route {
+    use actix_web::guard;
+    actix_web::web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 /// Fallback for paths no route matches.
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
     Err(ApiError::NotFound)

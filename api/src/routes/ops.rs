@@ -15,14 +15,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     for (path, route) in [
-        ("/healthz", web::get().to(healthz)),
-        ("/readyz", web::get().to(readyz)),
-        ("/metrics", web::get().to(metrics)),
+        ("/healthz", crate::routes::get().to(healthz)),
+        ("/readyz", crate::routes::get().to(readyz)),
+        ("/metrics", crate::routes::get().to(metrics)),
     ] {
         cfg.service(
             super::resource(path)
                 .route(route)
-                .default_service(super::allow("GET")),
+                .default_service(super::allow("GET, HEAD")),
         );
     }
 }

@@ -15,13 +15,13 @@ use utoipa::ToSchema;
 
 use super::users::UserView;
 use crate::{
+    account::password::{self, Password},
     db::RequestDb,
     http::{
         auth::{CurrentUser, client_address},
         error::{ApiError, BadBody, FieldError, SignedIn, Throttled},
         input::{Fields, FromJson, Json},
     },
-    password::{self, Password},
     state::AppState,
 };
 
@@ -42,9 +42,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, ToSchema)]
 pub struct Credentials {
     /// Compared trimmed and lower-cased.
-    #[schema(format = Email, min_length = 1, max_length = 254)]
+    #[schema(format = Email)]
     pub email: String,
-    #[schema(value_type = String, format = Password, min_length = 1, max_length = 256)]
+    #[schema(value_type = String, format = Password)]
     password: Password,
 }
 
@@ -164,8 +164,7 @@ pub async fn sign_in(
     responses(
         (status = 204, description = "signed out"),
         SignedIn,
-    ),
-    security(("bearer" = []))
+    )
 )]
 pub async fn sign_out(
     me: CurrentUser,

@@ -15,7 +15,7 @@ use crate::{
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/__test/panic", web::get().to(panic))
+    cfg.route("/__test/panic", crate::routes::get().to(panic))
         .route(
             "/__test/panic-after-write",
             web::post().to(panic_after_write),
@@ -62,11 +62,11 @@ async fn fail_midway(
             Err(ApiError::Conflict("failed midway on purpose".into()))
         }
         "scoped" => {
-            db.scoped(async |txn| insert_marker(txn, &me, "midway-kept").await)
+            db.scoped(async |db| db.insert(marker(&me, "midway-kept")).await)
                 .await?;
             let outcome = db
-                .scoped(async |txn| {
-                    insert_marker(txn, &me, "midway-scoped").await?;
+                .scoped(async |db| {
+                    db.insert(marker(&me, "midway-scoped")).await?;
                     Err::<(), _>(DbErr::Custom("failed midway on purpose".into()))
                 })
                 .await;
@@ -74,10 +74,10 @@ async fn fail_midway(
         }
         "explicit" => {
             let kept = db.begin().await?;
-            insert_marker(&*kept.get().await?, &me, "midway-kept").await?;
+            db.insert(marker(&me, "midway-kept")).await?;
             kept.commit().await?;
             let undone = db.begin().await?;
-            insert_marker(&*undone.get().await?, &me, "midway-explicit").await?;
+            db.insert(marker(&me, "midway-explicit")).await?;
             undone.rollback().await?;
             Ok(HttpResponse::Ok().json(json!({ "rolled_back": true })))
         }

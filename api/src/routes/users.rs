@@ -13,52 +13,51 @@ use entity::{
     session, user,
 };
 use sea_orm::{
-    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait,
+    IntoActiveModel, QueryFilter, QuerySelect,
 };
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
-use validator::ValidateEmail;
 
 use crate::{
-    db::RequestDb,
+    account::{
+        MAX_NAME_CHARS, parse_email,
+        password::{self, Password},
+    },
+    db::{RequestDb, error::violates_unique},
     http::{
-        auth::CurrentUser,
+        auth::{CurrentUser, Signed},
         conditional::{self, IfMatch, IfNoneMatch},
         error::{
             ApiError, BadBody, BadBodyOrNotFound, BadListQuery, Conditional, EmailTaken,
             FieldError, Idempotent, NotFound, Refused, SignedIn,
         },
+        idempotency::{self, Answer, IdempotencyKey, Outcome, Replay},
         input::{Fields, FromJson, Json, PathId},
         pagination::ListQuery,
     },
-    idempotency::{self, Answer, IdempotencyKey, Outcome, Replay},
-    openapi::{IdempotencyKeyHeader, IfMatchHeader, IfNoneMatchHeader},
-    password::{self, Password},
     state::AppState,
 };
-const MAX_EMAIL_CHARS: usize = 254;
-const MAX_NAME_CHARS: usize = 200;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/users/me")
-            .route(web::get().to(me))
-            .default_service(crate::routes::allow("GET")),
+            .route(crate::routes::get().to(me))
+            .default_service(crate::routes::allow("GET, HEAD")),
     )
     .service(
         super::resource("/users")
-            .route(web::get().to(list))
+            .route(crate::routes::get().to(list))
             .route(web::post().to(create))
-            .default_service(crate::routes::allow("GET, POST")),
+            .default_service(crate::routes::allow("GET, HEAD, POST")),
     )
     .service(
         super::resource("/users/{id}")
-            .route(web::get().to(get))
+            .route(crate::routes::get().to(get))
             .route(web::patch().to(update))
             .route(web::delete().to(delete))
-            .default_service(crate::routes::allow("GET, PATCH, DELETE")),
+            .default_service(crate::routes::allow("GET, HEAD, PATCH, DELETE")),
     );
 }
 
@@ -94,18 +93,6 @@ impl From<user::Model> for UserView {
     }
 }
 
-/// `raw` as a stored e-mail address (trimmed, lower-cased), or why it is not one.
-pub fn parse_email(raw: &str) -> Result<String, String> {
-    let email = user::normalize_email(raw);
-    if email.chars().count() > MAX_EMAIL_CHARS {
-        return Err(format!("must be at most {MAX_EMAIL_CHARS} characters long"));
-    }
-    if !email.validate_email() {
-        return Err("must be a valid e-mail address".into());
-    }
-    Ok(email)
-}
-
 fn read_email(fields: &mut Fields, raw: Option<String>) -> Option<String> {
     match parse_email(&raw?) {
         Ok(email) => Some(email),
@@ -134,11 +121,11 @@ fn read_name(fields: &mut Fields, raw: Option<String>) -> Option<String> {
 #[derive(Debug, ToSchema)]
 pub struct NewUser {
     /// Trimmed and lower-cased before it is stored; unique.
-    #[schema(format = Email, max_length = 254)]
+    #[schema(format = Email)]
     pub email: String,
-    #[schema(value_type = String, format = Password, min_length = 8, max_length = 256)]
+    #[schema(value_type = String, format = Password)]
     password: Password,
-    #[schema(max_length = 200, required = false, nullable)]
+    #[schema(required = false, nullable)]
     pub name: Option<String>,
 }
 
@@ -165,9 +152,9 @@ impl FromJson for NewUser {
 /// one's own password needs `current_password`; `is_active` and `is_admin` are for admins.
 #[derive(Debug, ToSchema)]
 pub struct UserPatch {
-    #[schema(format = Email, max_length = 254, required = false, nullable = false)]
+    #[schema(format = Email, required = false, nullable = false)]
     email: Option<String>,
-    #[schema(value_type = Option<String>, max_length = 200, required = false, nullable)]
+    #[schema(value_type = Option<String>, required = false, nullable)]
     name: Option<Option<String>>,
     /// Admins only; `false` also signs the user out everywhere.
     #[schema(required = false, nullable = false)]
@@ -176,10 +163,10 @@ pub struct UserPatch {
     #[schema(required = false, nullable = false)]
     is_admin: Option<bool>,
     /// The new password; every other session of the user is signed out.
-    #[schema(value_type = Option<String>, format = Password, min_length = 8, max_length = 256, required = false, nullable = false)]
+    #[schema(value_type = Option<String>, format = Password, required = false, nullable = false)]
     password: Option<Password>,
     /// The present password: needed to change one's own password.
-    #[schema(value_type = Option<String>, format = Password, max_length = 256, required = false, nullable = false)]
+    #[schema(value_type = Option<String>, format = Password, required = false, nullable = false)]
     current_password: Option<Password>,
 }
 
@@ -217,31 +204,27 @@ fn email_taken() -> ApiError {
     ApiError::Conflict("a user with this e-mail address already exists".into())
 }
 
-/// Map a unique violation (decided by the index on `email`) to 409.
+/// 409 "e-mail taken" for a unique violation of the index on `email`; any other error as
+/// it is (a lost race stays "retry", another constraint its own conflict).
 fn conflict_on_email(error: sea_orm::DbErr) -> ApiError {
-    match ApiError::from_db(&error, "user write") {
-        ApiError::Conflict(_) => email_taken(),
-        other => other,
+    if violates_unique(&error, migration::constraints::USERS_EMAIL, "users.email") {
+        return email_taken();
     }
+    ApiError::from_db(&error, "user write")
 }
 
 /// List users
 ///
 /// A page of users in id order, paged like `GET /notes`. Admins only.
 #[utoipa::path(
-    get, path = "/users", tag = "users",
-    params(
-        ("limit" = Option<u64>, Query, minimum = 1, maximum = 1000, description = "page size (default 100)"),
-        ("after" = Option<i64>, Query, minimum = 0, description = "return users with a larger id than this one (the last id of the previous page)"),
-    ),
+    get, path = "/users", tag = "users", operation_id = "list_users",
+    params(ListQuery),
     responses(
-        (status = 200, description = "the page, in id order", body = [UserView],
-            headers(("link" = String, description = "`<…>; rel=\"next\"` when the page is full"))),
+        (status = 200, description = "the page, in id order", body = [UserView]),
         BadListQuery,
         SignedIn,
         Refused,
-    ),
-    security(("bearer" = []))
+    )
 )]
 pub async fn list(
     me: CurrentUser,
@@ -252,20 +235,14 @@ pub async fn list(
         return Err(ApiError::Forbidden("only admins list users".into()));
     }
     let query = ListQuery::parse(req.query_string())?;
-    let mut select = user::Entity::find()
-        .order_by_asc(user::Column::Id)
-        .limit(query.limit);
-    if let Some(after) = query.after {
-        select = select.filter(user::Column::Id.gt(after));
-    }
+    let select = query.page(user::Entity::find(), user::Column::Id, false);
     let users: Vec<UserView> = db
         .all(select)
         .await?
         .into_iter()
         .map(UserView::from)
         .collect();
-    let last_id = users.last().map(|u| u.id);
-    Ok(query.respond(&req, &users, last_id))
+    Ok(query.respond(&req, &users, |item| item.id))
 }
 
 /// Sign up
@@ -273,14 +250,13 @@ pub async fn list(
 /// Creates a user (not an admin); then sign in with `POST /sessions`. E-mail addresses are compared trimmed and lower-cased: of two sign-ups
 /// with one address, even at the same moment, exactly one succeeds and the other gets 409.
 #[utoipa::path(
-    post, path = "/users", tag = "users",
-    params(IdempotencyKeyHeader),
+    post, path = "/users", tag = "users", operation_id = "create_user",
+    params(IdempotencyKey),
     request_body = NewUser,
     responses(
         (status = 201, description = "signed up (or, with `Idempotent-Replayed: true`, the answer to the first sign-up with this `Idempotency-Key`)", body = UserView,
             headers(
                 ("location" = String, description = "/users/{id}"),
-                ("idempotent-replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same `Idempotency-Key`"),
                 ("etag" = String, description = "the user's current tag, for `If-Match`"),
             )),
         BadBody,
@@ -317,8 +293,8 @@ pub async fn create(
     let hashed_password = db.without_connection(state.hasher.hash(password)).await?;
     let model = new_user(new.email, new.name, hashed_password);
     let outcome = keyed
-        .run(&db, async |txn| {
-            let user = model.clone().insert(txn).await.map_err(conflict_on_email)?;
+        .run(&db, async |db| {
+            let user = db.insert(model.clone()).await.map_err(conflict_on_email)?;
             let (id, hash) = (user.id, user.hashed_password.clone());
             Ok(signed_up(user)?.signed_up(id, hash))
         })
@@ -383,14 +359,13 @@ fn signed_up(user: user::Model) -> Result<Answer, ApiError> {
 /// The signed-in user's own account.
 #[utoipa::path(
     get, path = "/users/me", tag = "users",
-    params(IfNoneMatchHeader),
+    params(IfNoneMatch),
     responses(
         (status = 200, description = "the signed-in user", body = UserView,
             headers(("etag" = String, description = "the user's current tag"))),
         (status = 304, description = "not modified: `If-None-Match` has the current tag"),
         SignedIn,
-    ),
-    security(("bearer" = []))
+    )
 )]
 pub async fn me(
     me: CurrentUser,
@@ -414,25 +389,21 @@ fn visible(me: &CurrentUser, id: i64) -> Result<(), ApiError> {
 ///
 /// One's own account, or any for an admin; anyone else's is 404.
 #[utoipa::path(
-    get, path = "/users/{id}", tag = "users",
-    params(("id" = i64, Path, minimum = 1, description = "user id"), IfNoneMatchHeader),
+    get, path = "/users/{id}", tag = "users", operation_id = "get_user",
+    params(PathId, IfNoneMatch),
     responses(
         (status = 200, description = "the user", body = UserView,
             headers(("etag" = String, description = "the user's current tag"))),
         (status = 304, description = "not modified: `If-None-Match` has the current tag"),
         NotFound,
         SignedIn,
-    ),
-    security(("bearer" = []))
+    )
 )]
 pub async fn get(
-    me: CurrentUser,
     db: RequestDb,
     cached: IfNoneMatch,
-    id: Result<PathId, ApiError>,
+    Signed(me, PathId(id)): Signed<PathId>,
 ) -> Result<HttpResponse, ApiError> {
-    // Taken as a `Result` so the caller is checked first: an anonymous bad id is 401.
-    let PathId(id) = id?;
     visible(&me, id)?;
     let user = db
         .find_by_id::<user::Entity>(id)
@@ -450,8 +421,8 @@ pub async fn get(
 /// `is_active: false`, signs out every session of the user. All or nothing: when the new
 /// address is taken (409), nothing else changes either.
 #[utoipa::path(
-    patch, path = "/users/{id}", tag = "users",
-    params(("id" = i64, Path, minimum = 1, description = "user id"), IfMatchHeader),
+    patch, path = "/users/{id}", tag = "users", operation_id = "update_user",
+    params(PathId, IfMatch),
     request_body = UserPatch,
     responses(
         (status = 200, description = "the changed user", body = UserView,
@@ -461,21 +432,14 @@ pub async fn get(
         Conditional,
         SignedIn,
         Refused,
-    ),
-    security(("bearer" = []))
+    )
 )]
 pub async fn update(
-    me: CurrentUser,
     state: web::Data<AppState>,
     db: RequestDb,
     condition: IfMatch,
-    patch: Result<Json<UserPatch>, ApiError>,
-    id: Result<PathId, ApiError>,
+    Signed(me, (Json(patch), PathId(id))): Signed<(Json<UserPatch>, PathId)>,
 ) -> Result<HttpResponse, ApiError> {
-    // The body's error comes after the caller's: an anonymous bad body is 401, not 422.
-    let Json(patch) = patch?;
-    // After the body, so a bad body is reported (422) whatever the id.
-    let PathId(id) = id?;
     visible(&me, id)?;
     if !me.is_admin() && (patch.is_active.is_some() || patch.is_admin.is_some()) {
         return Err(ApiError::Forbidden(
@@ -506,10 +470,9 @@ pub async fn update(
     // Explicit: the change is read, then written; a failed step rolls back every step.
     let txn = db.begin().await?;
     let changed = async {
-        let txn = txn.get().await?;
-        let user = apply_profile_changes(&txn, id, &condition, changes).await?;
+        let user = apply_profile_changes(&db, id, &condition, changes).await?;
         if revoke {
-            revoke_sessions(&txn, id, keep.as_deref()).await?;
+            revoke_sessions(&db, id, keep.as_deref()).await?;
         }
         Ok::<_, ApiError>(user)
     }
@@ -554,8 +517,8 @@ async fn check_current_password(
 }
 
 /// End every session of `user`, but the one with digest `keep`.
-pub async fn revoke_sessions(
-    txn: &DatabaseTransaction,
+async fn revoke_sessions(
+    db: &RequestDb,
     user: i64,
     keep: Option<&str>,
 ) -> Result<u64, sea_orm::DbErr> {
@@ -563,7 +526,7 @@ pub async fn revoke_sessions(
     if let Some(keep) = keep {
         delete = delete.filter(session::Column::TokenDigest.ne(keep));
     }
-    Ok(delete.exec(txn).await?.rows_affected)
+    db.execute(delete).await
 }
 
 struct ProfileChanges {
@@ -580,75 +543,72 @@ struct ProfileChanges {
 /// between the check and the write: a `PATCH` racing a `DELETE` finds no user (404) or
 /// finishes first.
 async fn apply_profile_changes(
-    txn: &DatabaseTransaction,
+    db: &RequestDb,
     id: i64,
     condition: &IfMatch,
     changes: ProfileChanges,
 ) -> Result<user::Model, ApiError> {
-    let current = user::Entity::find_by_id(id)
-        .lock_exclusive()
-        .one(txn)
+    let current = db
+        .all(user::Entity::find_by_id(id).lock_exclusive())
         .await?
+        .pop()
         .ok_or(ApiError::NotFound)?;
     if !condition.holds(current.version) {
         return Err(ApiError::PreconditionFailed);
     }
-    let mut user = current.into_active_model();
+    let mut user = current.clone().into_active_model();
     if let Some(name) = changes.name {
-        user.name = Set(name);
+        user.name.set_if_not_equals(name);
     }
     if let Some(is_active) = changes.is_active {
-        user.is_active = Set(is_active);
+        user.is_active.set_if_not_equals(is_active);
     }
     if let Some(is_admin) = changes.is_admin {
-        user.is_admin = Set(is_admin);
+        user.is_admin.set_if_not_equals(is_admin);
     }
     if let Some(hashed_password) = changes.hashed_password {
+        // A new hash every time (a new salt), even for the same password: always a change.
         user.hashed_password = Set(hashed_password);
     }
     if let Some(email) = changes.email {
-        user.email = Set(email);
+        user.email.set_if_not_equals(email);
     }
-    user.update(txn).await.map_err(conflict_on_email)
+    if !user.is_changed() {
+        // Nothing to change: no write, and `updated_at` and the tag stay as they are.
+        return Ok(current);
+    }
+    // The row is locked: the update matches it.
+    db.update_where(user, Condition::all().add(user::Column::Id.eq(id)))
+        .await
+        .map_err(conflict_on_email)?
+        .ok_or(ApiError::NotFound)
 }
 
 /// Delete a user
 ///
 /// One's own account, or any for an admin; deletes the user's notes and sessions too.
 #[utoipa::path(
-    delete, path = "/users/{id}", tag = "users",
-    params(("id" = i64, Path, minimum = 1, description = "user id"), IfMatchHeader),
+    delete, path = "/users/{id}", tag = "users", operation_id = "delete_user",
+    params(PathId, IfMatch),
     responses(
         (status = 204, description = "deleted, with the user's notes and sessions"),
         NotFound,
         Conditional,
         SignedIn,
-    ),
-    security(("bearer" = []))
+    )
 )]
 pub async fn delete(
-    me: CurrentUser,
     db: RequestDb,
     state: web::Data<AppState>,
     condition: IfMatch,
-    id: Result<PathId, ApiError>,
+    Signed(me, PathId(id)): Signed<PathId>,
 ) -> Result<HttpResponse, ApiError> {
-    // Taken as a `Result` so the caller is checked first: an anonymous bad id is 401.
-    let PathId(id) = id?;
     visible(&me, id)?;
-    let mut delete = user::Entity::delete_many().filter(user::Column::Id.eq(id));
-    if let Some(versions) = condition.versions() {
-        delete = delete.filter(user::Column::Version.is_in(versions.iter().copied()));
-    }
-    if db.execute(delete).await? == 0 {
-        // Nothing deleted: 412 if the user is there at another version, else 404.
-        return match condition.versions() {
-            Some(_) if db.find_by_id::<user::Entity>(id).await?.is_some() => {
-                Err(ApiError::PreconditionFailed)
-            }
-            _ => Err(ApiError::NotFound),
-        };
-    }
+    let delete = user::Entity::delete_many().filter(user::Column::Id.eq(id));
+    let exists = async || Ok(db.find_by_id::<user::Entity>(id).await?.is_some());
+    condition
+        .delete(&db, delete, user::Column::Version, exists)
+        .await?;
     // After the delete committed (autocommit): the user's tokens are refused here at once.
     state.sessions.forget_user(id);
     Ok(HttpResponse::NoContent().finish())

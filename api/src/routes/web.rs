@@ -96,14 +96,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         super::resource("/")
             .wrap(Compress::default())
-            .route(web::get().to(index))
-            .default_service(super::allow("GET")),
+            .route(crate::routes::get().to(index))
+            .default_service(super::allow("GET, HEAD")),
     )
     .service(
         super::resource("/assets/{name}")
             .wrap(Compress::default())
-            .route(web::get().to(asset))
-            .default_service(super::allow("GET")),
+            .route(crate::routes::get().to(asset))
+            .default_service(super::allow("GET, HEAD")),
     );
 }
 

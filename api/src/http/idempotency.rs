@@ -32,11 +32,7 @@
 //!   checked against the argon2id hash stored with the answer (the hash the account got, so
 //!   no extra hashing).
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse,
@@ -45,14 +41,14 @@ use actix_web::{
     web,
 };
 use entity::idempotency_key::{self, Scope};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, SqlErr,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, SqlErr};
 use serde::Serialize;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 
+use super::{conditional, error::ApiError};
 use crate::{
     db::RequestDb,
-    http::{conditional, error::ApiError},
+    limits::{InFlight, KeyInFlight, KeyTaken},
     state::AppState,
 };
 
@@ -63,57 +59,6 @@ const MAX_KEY_CHARS: usize = 255;
 const ATTEMPTS: usize = 2;
 /// Response header of a replayed answer.
 pub const REPLAYED: &str = "idempotent-replayed";
-
-/// The keys this instance is answering right now, by scope, with their requests'
-/// fingerprints.
-#[derive(Default)]
-pub struct InFlight(Mutex<HashMap<(String, String), String>>);
-
-impl InFlight {
-    /// Enter `key` of `scope` for a request with `fingerprint`: 409 when the same request is
-    /// running here, 422 when another request with the key is.
-    fn enter(
-        self: &Arc<Self>,
-        scope: Scope,
-        key: &str,
-        fingerprint: &str,
-    ) -> Result<Entry, ApiError> {
-        let id = (scope.as_str(), key.to_owned());
-        let mut keys = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(running) = keys.get(&id) {
-            return Err(if running == fingerprint {
-                ApiError::InProgress
-            } else {
-                reused()
-            });
-        }
-        keys.insert(id.clone(), fingerprint.to_owned());
-        Ok(Entry {
-            keys: Arc::clone(self),
-            id,
-        })
-    }
-}
-
-/// A key in flight here; dropped (answered, failed or cancelled), it leaves the set.
-struct Entry {
-    keys: Arc<InFlight>,
-    id: (String, String),
-}
-
-impl Drop for Entry {
-    fn drop(&mut self) {
-        let mut keys = self
-            .keys
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        keys.remove(&self.id);
-    }
-}
 
 /// Extractor: the request's `Idempotency-Key`, if it sent one; 400 when it is not 1 to 255
 /// visible ASCII characters or comes more than once. Take it as
@@ -175,7 +120,13 @@ impl IdempotencyKey {
             return Ok(None);
         };
         let fingerprint = fingerprint();
-        let entry = self.in_flight.enter(scope, &key, &fingerprint)?;
+        let entry = self
+            .in_flight
+            .enter(scope.as_str(), &key, &fingerprint)
+            .map_err(|taken| match taken {
+                KeyTaken::BySameRequest => ApiError::InProgress,
+                KeyTaken::ByOtherRequest => reused(),
+            })?;
         Ok(Some(Keyed {
             key,
             scope,
@@ -183,6 +134,42 @@ impl IdempotencyKey {
             ttl: self.ttl,
             _entry: entry,
         }))
+    }
+}
+
+impl IdempotencyKey {
+    /// Answer a `POST` that may carry a key, with the answer `work` gives. Without a key,
+    /// `work` runs as any request's writes do (a single statement in autocommit, more in the
+    /// request's transaction); with one, as [`Keyed::run`] runs it: stored with its answer,
+    /// or replayed. `fingerprint` digests the request (route and parsed body).
+    pub async fn answer(
+        self,
+        db: &RequestDb,
+        scope: Scope,
+        fingerprint: impl FnOnce() -> String,
+        work: impl AsyncFn(&RequestDb) -> Result<Answer, ApiError>,
+    ) -> Result<HttpResponse, ApiError> {
+        match self.enter(scope, fingerprint)? {
+            None => Ok(work(db).await?.into_response()),
+            Some(keyed) => Ok(keyed.run(db, work).await?.into_response()),
+        }
+    }
+}
+
+impl utoipa::IntoParams for IdempotencyKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        super::header_parameter(
+            "idempotency-key",
+            "1 to 255 visible ASCII characters, new for each new request. A retry with the \
+             same key and body gets the first answer again (`Idempotent-Replayed: true`) and \
+             writes nothing; the same key with another body is 422; a retry while the first \
+             request is still running is 409. Kept for IDEMPOTENCY_TTL_S (a day by default), \
+             per user.",
+            super::string_schema()
+                .pattern(Some("^[!-~]{1,255}$"))
+                .min_length(Some(1))
+                .max_length(Some(MAX_KEY_CHARS)),
+        )
     }
 }
 
@@ -241,7 +228,7 @@ pub struct Keyed {
     scope: Scope,
     fingerprint: String,
     ttl: Duration,
-    _entry: Entry,
+    _entry: KeyInFlight,
 }
 
 /// How a keyed request was answered.
@@ -282,16 +269,14 @@ impl Keyed {
     pub async fn run(
         self,
         db: &RequestDb,
-        work: impl AsyncFn(&DatabaseTransaction) -> Result<Answer, ApiError>,
+        work: impl AsyncFn(&RequestDb) -> Result<Answer, ApiError>,
     ) -> Result<Outcome, ApiError> {
         let mut last = ApiError::InProgress;
         for _ in 0..ATTEMPTS {
             let outcome = db
-                .scoped(async |txn| {
-                    let answer = work(txn).await?;
-                    let row = self.row(&answer);
-                    idempotency_key::Entity::insert(row)
-                        .exec_without_returning(txn)
+                .scoped(async |db| {
+                    let answer = work(db).await?;
+                    db.execute(idempotency_key::Entity::insert(self.row(&answer)))
                         .await
                         .map_err(|error| match error.sql_err() {
                             Some(SqlErr::UniqueConstraintViolation(_)) => Failed::KeyTaken,

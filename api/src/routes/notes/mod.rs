@@ -1,0 +1,269 @@
+//! `/notes`: the query shapes of the original pattern, one per route — fetch-all (list),
+//! fetch-one (get), execute (create, update, delete), execute-many ([`bulk`]) and iterate
+//! ([`export`]). What the routes accept is in [`input`], what they show in [`view`].
+//!
+//! Every route takes the caller ([`CurrentUser`], or [`Signed`] when it reads an id or a
+//! body) and every statement is scoped to the caller's notes: another user's note is not
+//! found (404), whoever asks — admins included.
+
+pub mod bulk;
+pub mod export;
+pub mod input;
+pub mod view;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use entity::{
+    idempotency_key::{self, Scope},
+    note,
+};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
+};
+
+pub use input::{MAX_BULK_ITEMS, MAX_TEXT_CHARS, NewNote, NewNotes, NotePatch};
+pub use view::NoteView;
+
+use crate::{
+    db::RequestDb,
+    http::{
+        auth::{CurrentUser, Signed},
+        conditional::{self, IfMatch, IfNoneMatch},
+        error::{
+            ApiError, BadBody, BadBodyOrNotFound, BadListQuery, Conditional, Idempotent, NotFound,
+            SignedIn,
+        },
+        idempotency::{Answer, IdempotencyKey},
+        input::{Json, PathId},
+        pagination::ListQuery,
+    },
+};
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        super::resource("/notes")
+            .route(crate::routes::get().to(list))
+            .route(web::post().to(create))
+            .default_service(crate::routes::allow("GET, HEAD, POST")),
+    )
+    .service(
+        super::resource("/notes/bulk")
+            .route(web::post().to(bulk::bulk_create))
+            .default_service(crate::routes::allow("POST")),
+    )
+    .service(
+        super::resource("/notes/export")
+            .route(crate::routes::get().to(export::export))
+            .default_service(crate::routes::allow("GET, HEAD")),
+    )
+    .service(
+        super::resource("/notes/{id}")
+            .route(crate::routes::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete))
+            .default_service(crate::routes::allow("GET, HEAD, PATCH, DELETE")),
+    );
+}
+
+/// List notes
+///
+/// A page of notes in id order (oldest first, or newest first with `order=desc`),
+/// optionally only the completed (or open) ones. A full page
+/// carries `Link: <…>; rel="next"`: follow it to the next page (keyset paging, so notes
+/// added meanwhile are neither skipped nor repeated).
+#[utoipa::path(
+    get, path = "/notes", tag = "notes", operation_id = "list_notes",
+    params(
+        ListQuery,
+        ("completed" = Option<bool>, Query, description = "only notes in this state"),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "`asc` (default: oldest first) or `desc` (newest first; `after` then returns smaller ids)"),
+    ),
+    responses(
+        (status = 200, description = "the page, in id order", body = [NoteView]),
+        BadListQuery,
+        SignedIn,
+    )
+)]
+pub async fn list(
+    me: CurrentUser,
+    req: HttpRequest,
+    db: RequestDb,
+) -> Result<HttpResponse, ApiError> {
+    let query = ListQuery::parse(req.query_string())?;
+    let completed = query.bool_param("completed")?;
+    let mut select = query.page(owned_by(&me), note::Column::Id, query.newest_first()?);
+    if let Some(completed) = completed {
+        select = select.filter(note::Column::Completed.eq(completed));
+    }
+    // Only the columns a page shows, read by position (bench/PERFORMANCE.md, "list decoding").
+    let notes: Vec<NoteView> = db
+        .all(note::Listed::select(select))
+        .await?
+        .into_iter()
+        .map(NoteView::from)
+        .collect();
+    Ok(query.respond(&req, &notes, |item| item.id))
+}
+
+/// Create a note
+///
+/// Answers 201 with the stored note and its `Location`.
+#[utoipa::path(
+    post, path = "/notes", tag = "notes", operation_id = "create_note",
+    params(IdempotencyKey),
+    request_body = NewNote,
+    responses(
+        (status = 201, description = "created (or, with `Idempotent-Replayed: true`, the answer to the first request with this `Idempotency-Key`)", body = NoteView,
+            headers(
+                ("location" = String, description = "/notes/{id}"),
+                ("etag" = String, description = "the note's current tag, for `If-Match`"),
+            )),
+        BadBody,
+        Idempotent,
+        SignedIn,
+    )
+)]
+pub async fn create(
+    db: RequestDb,
+    Signed(me, (Json(new), key)): Signed<(Json<NewNote>, IdempotencyKey)>,
+) -> Result<HttpResponse, ApiError> {
+    let fingerprint = || idempotency_key::fingerprint(&["POST /notes", &new.canonical()]);
+    key.answer(&db, Scope::User(me.id()), fingerprint, async |db| {
+        created(db.insert(new.clone().into_active_model(me.id())).await?)
+    })
+    .await
+}
+
+/// 201 with the note, its `Location` and its `ETag`.
+fn created(note: note::Model) -> Result<Answer, ApiError> {
+    let version = note.version;
+    let view = NoteView::from(note);
+    Answer::created(Some(format!("/notes/{}", view.id)), Some(version), &view)
+}
+
+/// Get a note
+#[utoipa::path(
+    get, path = "/notes/{id}", tag = "notes", operation_id = "get_note",
+    params(PathId, IfNoneMatch),
+    responses(
+        (status = 200, description = "the note", body = NoteView,
+            headers(("etag" = String, description = "the note's current tag"))),
+        (status = 304, description = "not modified: `If-None-Match` has the current tag"),
+        NotFound,
+        SignedIn,
+    )
+)]
+pub async fn get(
+    db: RequestDb,
+    cached: IfNoneMatch,
+    Signed(me, PathId(id)): Signed<PathId>,
+) -> Result<HttpResponse, ApiError> {
+    let note = find_owned(&db, &me, id).await?.ok_or(ApiError::NotFound)?;
+    Ok(cached.respond(note.version, NoteView::from(note)))
+}
+
+/// The caller's note `id`, if there is one.
+async fn find_owned(
+    db: &RequestDb,
+    me: &CurrentUser,
+    id: i64,
+) -> Result<Option<note::Model>, DbErr> {
+    Ok(db
+        .find_by_id::<note::Entity>(id)
+        .await?
+        .filter(|note| note.user_id == me.id()))
+}
+
+/// Change a note
+///
+/// Changes the text, the state, or both; `updated_at` and the `ETag` advance, `created_at`
+/// stays. A body that changes nothing (no field, or the values the note has) writes nothing:
+/// `updated_at` and the `ETag` stay.
+#[utoipa::path(
+    patch, path = "/notes/{id}", tag = "notes", operation_id = "update_note",
+    params(PathId, IfMatch),
+    request_body = NotePatch,
+    responses(
+        (status = 200, description = "the changed note", body = NoteView,
+            headers(("etag" = String, description = "the note's new tag"))),
+        BadBodyOrNotFound,
+        Conditional,
+        SignedIn,
+    )
+)]
+pub async fn update(
+    db: RequestDb,
+    condition: IfMatch,
+    Signed(me, (Json(patch), PathId(id))): Signed<(Json<NotePatch>, PathId)>,
+) -> Result<HttpResponse, ApiError> {
+    // Read, change, and write back only if the note is still at the version read
+    // (compare-and-set): a concurrent change makes the write miss, and the next round
+    // reads that change — 404 if it was a delete, 412 if `If-Match` no longer holds,
+    // else the patch applies on top of it.
+    for _ in 0..UPDATE_ATTEMPTS {
+        let current = find_owned(&db, &me, id).await?.ok_or(ApiError::NotFound)?;
+        if !condition.holds(current.version) {
+            return Err(ApiError::PreconditionFailed);
+        }
+        let read_at = current.version;
+        let mut note = current.clone().into_active_model();
+        if let Some(text) = &patch.text {
+            note.text.set_if_not_equals(text.clone());
+        }
+        if let Some(completed) = patch.completed {
+            note.completed.set_if_not_equals(completed);
+        }
+        if !note.is_changed() {
+            // Nothing to change: no write, and `updated_at` and the tag stay as they are.
+            return Ok(
+                conditional::tagged(HttpResponse::Ok(), read_at).json(NoteView::from(current))
+            );
+        }
+        let unchanged = Condition::all()
+            .add(note::Column::Id.eq(id))
+            .add(note::Column::UserId.eq(me.id()))
+            .add(note::Column::Version.eq(read_at));
+        if let Some(saved) = db.update_where(note, unchanged).await? {
+            return Ok(
+                conditional::tagged(HttpResponse::Ok(), saved.version).json(NoteView::from(saved))
+            );
+        }
+    }
+    Err(ApiError::Conflict(
+        "the note kept changing while this change was applied; retry".into(),
+    ))
+}
+
+/// Rounds of read and compare-and-set a `PATCH` tries before answering 409: each round is
+/// lost only to a change that committed meanwhile.
+const UPDATE_ATTEMPTS: usize = 5;
+
+/// Delete a note
+#[utoipa::path(
+    delete, path = "/notes/{id}", tag = "notes", operation_id = "delete_note",
+    params(PathId, IfMatch),
+    responses(
+        (status = 204, description = "deleted"),
+        NotFound,
+        Conditional,
+        SignedIn,
+    )
+)]
+pub async fn delete(
+    db: RequestDb,
+    condition: IfMatch,
+    Signed(me, PathId(id)): Signed<PathId>,
+) -> Result<HttpResponse, ApiError> {
+    let mine = note::Entity::delete_many()
+        .filter(note::Column::Id.eq(id))
+        .filter(note::Column::UserId.eq(me.id()));
+    let exists = async || Ok(find_owned(&db, &me, id).await?.is_some());
+    condition
+        .delete(&db, mine, note::Column::Version, exists)
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The caller's notes.
+fn owned_by(me: &CurrentUser) -> sea_orm::Select<note::Entity> {
+    note::Entity::find().filter(note::Column::UserId.eq(me.id()))
+}

@@ -1,0 +1,169 @@
+//! HTTP semantics every route shares: `HEAD` on every `GET` route, a `PATCH` that changes
+//! nothing writes nothing, and an OpenAPI document whose operations a generator can name.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use actix_web::{http::StatusCode, test::TestRequest};
+use serde_json::{Value, json};
+use tests::{Backend, TestApp, backends, http::json_request};
+
+/// Every `GET` path the app serves, with `{id}` to fill in.
+const GET_PATHS: [&str; 12] = [
+    "/",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+    "/notes",
+    "/notes/{note}",
+    "/notes/export",
+    "/users",
+    "/users/me",
+    "/users/{user}",
+];
+
+#[backends(sqlite, postgres, mysql)]
+async fn every_get_route_answers_head_with_its_status_and_headers_and_no_body(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.admin().await;
+    let note = app
+        .send_as(
+            &admin.token,
+            json_request(
+                actix_web::http::Method::POST,
+                "/notes",
+                &json!({"text": "head"}),
+            ),
+        )
+        .await
+        .json();
+    let document = app.get("/openapi.json").await.json();
+    let server = app.serve().await;
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish();
+
+    let documented: BTreeSet<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, item)| item.get("get").is_some())
+        .map(|(path, _)| path.replace("{id}", "{…}"))
+        .collect();
+    let listed: BTreeSet<String> = GET_PATHS
+        .iter()
+        .map(|p| p.replace("{note}", "{…}").replace("{user}", "{…}"))
+        .collect();
+    assert_eq!(documented, listed, "every documented GET route is checked");
+
+    for path in GET_PATHS {
+        let uri = path
+            .replace("{note}", &note["id"].to_string())
+            .replace("{user}", &admin.id.to_string());
+        let url = server.url(&uri);
+        let auth = format!("Bearer {}", admin.token);
+        let mut get = client
+            .get(&url)
+            .insert_header(("authorization", auth.as_str()))
+            .send()
+            .await
+            .unwrap();
+        let get_body = get.body().limit(64 << 20).await.unwrap();
+        let mut head = client
+            .head(&url)
+            .insert_header(("authorization", auth.as_str()))
+            .send()
+            .await
+            .unwrap();
+        let head_body = head.body().await.unwrap();
+
+        assert_eq!(get.status(), StatusCode::OK, "GET {uri}");
+        assert_eq!(head.status(), get.status(), "HEAD {uri}");
+        assert!(head_body.is_empty(), "HEAD {uri} sent a body");
+        assert!(!get_body.is_empty(), "GET {uri} sent no body");
+        for header in ["content-type", "etag", "cache-control"] {
+            assert_eq!(
+                head.headers().get(header),
+                get.headers().get(header),
+                "{header} of HEAD {uri}"
+            );
+        }
+    }
+    server.stop().await;
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_note_patch_that_changes_nothing_keeps_its_tag_and_time(backend: Backend) {
+    let (app, _me) = TestApp::signed_in(backend).await;
+    let created = app
+        .post_json("/notes", &json!({"text": "same", "completed": true}))
+        .await;
+    let id = created.json()["id"].as_i64().unwrap();
+    let path = format!("/notes/{id}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let empty = app.patch_json(&path, &json!({})).await;
+    let same = app
+        .patch_json(&path, &json!({"text": "same", "completed": true}))
+        .await;
+    let changed = app.patch_json(&path, &json!({"completed": false})).await;
+
+    for reply in [&empty, &same] {
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.header("etag"), created.header("etag"));
+        assert_eq!(reply.json()["updated_at"], created.json()["updated_at"]);
+    }
+    assert_eq!(changed.status, StatusCode::OK);
+    assert_ne!(changed.header("etag"), created.header("etag"));
+    assert_ne!(changed.json()["updated_at"], created.json()["updated_at"]);
+    let stored = app.get(&path).await;
+    assert_eq!(stored.header("etag"), changed.header("etag"));
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_user_patch_that_changes_nothing_keeps_its_tag_and_time(backend: Backend) {
+    let (app, me) = TestApp::signed_in(backend).await;
+    let path = format!("/users/{}", me.id);
+    let before = app.get(&path).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let same = app
+        .patch_json(&path, &json!({"email": me.email.to_uppercase()}))
+        .await;
+    let empty = app.patch_json(&path, &json!({})).await;
+    let renamed = app.patch_json(&path, &json!({"name": "Ada"})).await;
+
+    for reply in [&same, &empty] {
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(reply.header("etag"), before.header("etag"));
+        assert_eq!(reply.json()["updated_at"], before.json()["updated_at"]);
+    }
+    assert_eq!(renamed.status, StatusCode::OK);
+    assert_ne!(renamed.header("etag"), before.header("etag"));
+    assert_eq!(renamed.json()["name"], "Ada");
+    app.finish().await;
+}
+
+#[backends(sqlite)]
+async fn every_operation_id_is_unique(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let document = app
+        .send_anonymous(TestRequest::get().uri("/openapi.json"))
+        .await
+        .json();
+    let ids: Vec<&Value> = document["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter(|operation| operation.get("responses").is_some())
+        .map(|operation| &operation["operationId"])
+        .collect();
+    let unique: BTreeSet<String> = ids.iter().map(|id| id.to_string()).collect();
+    assert!(ids.iter().all(|id| id.is_string()), "{ids:?}");
+    assert_eq!(unique.len(), ids.len(), "operationIds repeat: {ids:?}");
+    app.finish().await;
+}
