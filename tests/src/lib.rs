@@ -41,6 +41,7 @@
 //! when their URL is missing or the server unreachable. A backend test that runs without
 //! its URL (a binary run by hand, `--include-ignored`) fails too.
 
+pub mod fixtures;
 pub mod http;
 mod naming;
 pub mod proxy;

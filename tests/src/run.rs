@@ -378,20 +378,31 @@ impl RunDatabase {
 
     /// A new database migrated by the `migration` crate, not cloned: what a clone must equal.
     pub async fn migrated_database(&'static self) -> Private {
+        let private = self.new_database("m").await;
+        let url = private.url().to_owned();
+        on_harness_runtime(async move { migrate(&url).await })
+            .await
+            .unwrap_or_else(|message| panic!("{message}"));
+        private
+    }
+
+    /// A new database with nothing in it (not even the migrations' table), for the tests of
+    /// the binaries and of the migrations themselves; dropped by [`Private::drop_now`], or at
+    /// the process's exit (SQLite: a file path, created by whoever opens it with `mode=rwc`).
+    pub async fn empty_database(&'static self) -> Private {
+        self.new_database("e").await
+    }
+
+    /// A new empty database, `…_<kind><n>`.
+    async fn new_database(&'static self, kind: &str) -> Private {
+        let kind = format!("{kind}{}", SEQUENCE.fetch_add(1, Ordering::Relaxed));
         let Some(server) = &self.server else {
-            let file = self.file(&format!("m{}", SEQUENCE.fetch_add(1, Ordering::Relaxed)));
-            let url = sqlite_url(&file);
-            migrate(&url).await.unwrap_or_else(|m| panic!("{m}"));
-            return self.sqlite_private(file);
+            return self.sqlite_private(self.file(&kind));
         };
-        let name = self.name(&format!("m{}", SEQUENCE.fetch_add(1, Ordering::Relaxed)));
+        let name = self.name(&kind);
         let url = on_harness_runtime({
             let name = name.clone();
-            async move {
-                let url = create_empty(&server.admin().await?, &server.admin_url, &name).await?;
-                migrate(&url).await?;
-                Ok::<_, String>(url)
-            }
+            async move { create_empty(&server.admin().await?, &server.admin_url, &name).await }
         })
         .await
         .unwrap_or_else(|message| panic!("{message}"));

@@ -17,11 +17,15 @@ use chrono::{DateTime, Utc};
 use entity::{note, session, user};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder,
 };
 use serde_json::{Value, json};
 use tests::{
     Backend, Reply, SignedIn, TEST_PASSWORD, TestApp, assert_problem, backends,
+    fixtures::{
+        Operation, array, assert_retry_after, assert_unauthenticated, client, create_note,
+        export_lines, id_of, ids, note_body, openapi_document, operations, patch_user,
+        problem_identity, sessions_of, time_of,
+    },
     http::{TestServer, json_request},
     unique_email,
 };
@@ -89,45 +93,10 @@ async fn sign_up(app: &TestApp, tag: &str) -> (i64, String) {
     (id_of(&reply.json()), email)
 }
 
-fn id_of(value: &Value) -> i64 {
-    value["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no integer id: {value}"))
-}
-
-fn ids(values: &Value) -> Vec<i64> {
-    values
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {values}"))
-        .iter()
-        .map(id_of)
-        .collect()
-}
-
-fn time_of(value: &Value, field: &str) -> DateTime<Utc> {
-    value[field]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .unwrap_or_else(|| panic!("{field} is not an RFC 3339 time: {value}"))
-        .with_timezone(&Utc)
-}
-
 /// `GET /users/me` with `token`.
 async fn me_with(app: &TestApp, token: &str) -> Reply {
     app.send_as(token, TestRequest::get().uri("/users/me"))
         .await
-}
-
-/// `reply` is the 401 of a request without a valid token: problem+json and
-/// `WWW-Authenticate: Bearer`.
-fn assert_unauthenticated(reply: &Reply) -> Value {
-    let problem = assert_problem(reply, StatusCode::UNAUTHORIZED);
-    let challenge = reply.header("www-authenticate").unwrap_or_default();
-    assert!(
-        challenge.split_whitespace().next() == Some("Bearer"),
-        "401 without `WWW-Authenticate: Bearer`: {reply:?}"
-    );
-    problem
 }
 
 /// `token` is refused (401 with `WWW-Authenticate: Bearer`).
@@ -162,37 +131,29 @@ async fn assert_token_accepted(app: &TestApp, token: &str, id: i64, why: &str) {
     assert_eq!(id_of(&reply.json()), id, "{why}");
 }
 
-/// The parts of a problem that tell one failure from another.
-fn problem_identity(problem: &Value) -> Value {
-    json!({
-        "type": problem["type"],
-        "title": problem["title"],
-        "status": problem["status"],
-        "detail": problem["detail"],
-    })
-}
-
-/// Create a note as `token`'s user; the note.
-async fn create_note(app: &TestApp, token: &str, text: &str, completed: bool) -> Value {
-    let reply = app
-        .send_as(
-            token,
-            json_request(
-                Method::POST,
-                "/notes",
-                &json!({"text": text, "completed": completed}),
-            ),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "create note: {reply:?}");
-    reply.json()
-}
-
 /// The ids `GET path` lists for `token`'s user.
 async fn listed_ids(app: &TestApp, token: &str, path: &str) -> Vec<i64> {
     let reply = app.send_as(token, TestRequest::get().uri(path)).await;
     assert_eq!(reply.status, StatusCode::OK, "GET {path}: {reply:?}");
-    ids(&reply.json())
+    ids(&array(&reply.json()))
+}
+
+/// Notes of `alice` and `bob`, made in turn — alice, bob, alice (done), bob (done), alice —
+/// so their ids interleave; the ids.
+async fn interleaved_notes(app: &TestApp, alice: &SignedIn, bob: &SignedIn) -> [i64; 5] {
+    let mut ids = [0; 5];
+    let made = [
+        (alice, "a1", false),
+        (bob, "b1", false),
+        (alice, "a2", true),
+        (bob, "b2", true),
+        (alice, "a3", false),
+    ];
+    for (id, (user, text, completed)) in ids.iter_mut().zip(made) {
+        let note = create_note(app, Some(&user.token), &note_body(text, completed)).await;
+        *id = id_of(&note.json());
+    }
+    ids
 }
 
 /// The notes `GET /notes/export` streams for `token`'s user.
@@ -201,24 +162,11 @@ async fn exported(app: &TestApp, token: &str) -> Vec<Value> {
         .send_as(token, TestRequest::get().uri("/notes/export"))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "export: {reply:?}");
-    std::str::from_utf8(&reply.body)
-        .expect("UTF-8 NDJSON")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON line"))
-        .collect()
+    export_lines(&reply)
 }
 
 async fn stored_note(app: &TestApp, id: i64) -> Option<note::Model> {
     note::Entity::find_by_id(id).one(app.conn()).await.unwrap()
-}
-
-async fn sessions_of(app: &TestApp, user_id: i64) -> Vec<session::Model> {
-    session::Entity::find()
-        .filter(session::Column::UserId.eq(user_id))
-        .order_by_asc(session::Column::Id)
-        .all(app.conn())
-        .await
-        .unwrap()
 }
 
 async fn session_of_token(app: &TestApp, token: &str) -> Option<session::Model> {
@@ -239,27 +187,12 @@ async fn set_expiry(app: &TestApp, token: &str, expires_at: DateTime<Utc>) {
     row.update(app.conn()).await.unwrap();
 }
 
-/// `PATCH /users/{id}` with `body`, as `token`'s user.
-async fn patch_user(app: &TestApp, token: &str, id: i64, body: &Value) -> Reply {
-    app.send_as(
-        token,
-        json_request(Method::PATCH, &format!("/users/{id}"), body),
-    )
-    .await
-}
-
 /// The `Retry-After` of a 429, in seconds: present, a number, more than 0 and at most the
 /// 15-minute window.
 fn assert_throttled(reply: &Reply) {
-    assert_problem(reply, StatusCode::TOO_MANY_REQUESTS);
-    let retry_after = reply
-        .header("retry-after")
-        .unwrap_or_else(|| panic!("429 without Retry-After: {reply:?}"));
-    let seconds: u64 = retry_after
-        .parse()
-        .unwrap_or_else(|_| panic!("Retry-After is not a number of seconds: {retry_after:?}"));
+    let seconds = assert_retry_after(reply, StatusCode::TOO_MANY_REQUESTS);
     assert!(
-        seconds > 0 && seconds <= 900,
+        seconds <= 900,
         "Retry-After {seconds} s is not within the 15-minute window"
     );
 }
@@ -561,26 +494,6 @@ async fn a_revoked_token_is_401(backend: Backend) {
 // ---------------------------------------------------------------------------------------
 // 3. The OpenAPI walk
 
-/// Every operation of the document: `"METHOD /path"` and the operation object.
-fn operations(doc: &Value) -> Vec<(String, Value)> {
-    let methods = [
-        "get", "put", "post", "delete", "options", "head", "patch", "trace",
-    ];
-    let mut operations = Vec::new();
-    for (path, item) in doc["paths"].as_object().expect("paths") {
-        for (method, operation) in item.as_object().expect("a path item") {
-            if methods.contains(&method.as_str()) {
-                operations.push((
-                    format!("{} {path}", method.to_uppercase()),
-                    operation.clone(),
-                ));
-            }
-        }
-    }
-    assert!(!operations.is_empty(), "the document lists no operation");
-    operations
-}
-
 /// Whether `operation` requires the `bearer` scheme.
 fn requires_bearer(operation: &Value) -> bool {
     operation["security"]
@@ -650,35 +563,37 @@ fn example(doc: &Value, schema: &Value) -> Value {
     }
 }
 
-/// The method and URI of `route` ("METHOD /path"), its path parameters naming rows that
-/// exist: `{id}` of `/users/…` a user, of anything else a note.
-fn method_and_uri(route: &str, user_id: i64, note_id: i64) -> (Method, String) {
-    let (method, path) = route.split_once(' ').unwrap();
-    let id = if path.starts_with("/users/") {
+/// The operations that are not [`PUBLIC_OPERATIONS`].
+fn protected_operations(doc: &Value) -> Vec<Operation> {
+    operations(doc)
+        .into_iter()
+        .filter(|op| !PUBLIC_OPERATIONS.contains(&op.route().as_str()))
+        .collect()
+}
+
+/// The method and URI of `op`, its path parameters naming rows that exist: `{id}` of
+/// `/users/…` a user, of anything else a note.
+fn method_and_uri(op: &Operation, user_id: i64, note_id: i64) -> (Method, String) {
+    let id = if op.path.starts_with("/users/") {
         user_id
     } else {
         note_id
     };
-    let uri = path.replace("{id}", &id.to_string());
+    let uri = op.path.replace("{id}", &id.to_string());
     assert!(
         !uri.contains('{'),
-        "{route}: fill its path parameters in this test"
+        "{}: fill its path parameters in this test",
+        op.route()
     );
-    (Method::from_bytes(method.as_bytes()).unwrap(), uri)
+    (Method::from_bytes(op.method.as_bytes()).unwrap(), uri)
 }
 
-/// A request for `operation` at `route`, without `Authorization`, on existing rows
-/// ([`method_and_uri`]) and with a body valid for the documented schema where one is
-/// documented: only the missing sign-in is wrong with it.
-fn valid_request(
-    doc: &Value,
-    route: &str,
-    operation: &Value,
-    user_id: i64,
-    note_id: i64,
-) -> TestRequest {
-    let (method, uri) = method_and_uri(route, user_id, note_id);
-    let body_schema = &operation["requestBody"]["content"]["application/json"]["schema"];
+/// A request for `op`, without `Authorization`, on existing rows ([`method_and_uri`]) and
+/// with a body valid for the documented schema where one is documented: only the missing
+/// sign-in is wrong with it.
+fn valid_request(doc: &Value, op: &Operation, user_id: i64, note_id: i64) -> TestRequest {
+    let (method, uri) = method_and_uri(op, user_id, note_id);
+    let body_schema = &op.operation["requestBody"]["content"]["application/json"]["schema"];
     if body_schema.is_null() {
         TestRequest::default().method(method).uri(&uri)
     } else {
@@ -690,12 +605,8 @@ fn valid_request(
 async fn the_openapi_document_opens_exactly_the_public_operations(backend: Backend) {
     let app = TestApp::spawn(backend).await;
 
-    let reply = app
-        .send_anonymous(TestRequest::get().uri("/openapi.json"))
-        .await;
+    let doc = openapi_document(&app).await;
 
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    let doc = reply.json();
     let scheme = &doc["components"]["securitySchemes"]["bearer"];
     assert_eq!(scheme["type"], "http", "{scheme}");
     assert_eq!(
@@ -703,27 +614,26 @@ async fn the_openapi_document_opens_exactly_the_public_operations(backend: Backe
         Some("bearer".into())
     );
     let operations = operations(&doc);
-    let open: BTreeSet<&str> = operations
+    let open: BTreeSet<String> = operations
         .iter()
-        .filter(|(_, operation)| is_open(operation))
-        .map(|(route, _)| route.as_str())
+        .filter(|op| is_open(&op.operation))
+        .map(Operation::route)
         .collect();
-    let public: BTreeSet<&str> = PUBLIC_OPERATIONS.into_iter().collect();
+    let public: BTreeSet<String> = PUBLIC_OPERATIONS.into_iter().map(str::to_owned).collect();
     assert_eq!(
         open, public,
         "the operations without a security requirement are exactly the public ones"
     );
-    for (route, operation) in &operations {
-        if !public.contains(route.as_str()) {
-            assert!(
-                requires_bearer(operation),
-                "{route} does not declare `security: [bearer]`"
-            );
-            assert!(
-                operation["responses"]["401"].is_object(),
-                "{route} does not document its 401"
-            );
-        }
+    for op in protected_operations(&doc) {
+        let route = op.route();
+        assert!(
+            requires_bearer(&op.operation),
+            "{route} does not declare `security: [bearer]`"
+        );
+        assert!(
+            op.operation["responses"]["401"].is_object(),
+            "{route} does not document its 401"
+        );
     }
     app.finish().await;
 }
@@ -733,31 +643,28 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_anonymous_cal
     backend: Backend,
 ) {
     let (app, owner) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, &owner.token, "still here", false).await;
-    let before = stored_note(&app, id_of(&note)).await.unwrap();
-    let doc = app
-        .send_anonymous(TestRequest::get().uri("/openapi.json"))
+    let note = create_note(&app, Some(&owner.token), &note_body("still here", false))
         .await
         .json();
-    let mut protected: Vec<(String, Value)> = operations(&doc)
-        .into_iter()
-        .filter(|(route, _)| !PUBLIC_OPERATIONS.contains(&route.as_str()))
-        .collect();
+    let before = stored_note(&app, id_of(&note)).await.unwrap();
+    let doc = openapi_document(&app).await;
+    let mut protected = protected_operations(&doc);
     // DELETE last: were one to go through, the others still find the rows.
-    protected.sort_by_key(|(route, _)| route.starts_with("DELETE"));
+    protected.sort_by_key(|op| op.method == "DELETE");
     assert!(
         protected.len() >= 12,
         "too few protected operations: {protected:?}"
     );
 
-    for (route, operation) in &protected {
-        let request = valid_request(&doc, route, operation, owner.id, id_of(&note));
+    for op in &protected {
+        let request = valid_request(&doc, op, owner.id, id_of(&note));
         let reply = app.send_anonymous(request).await;
 
         assert_eq!(
             reply.status,
             StatusCode::UNAUTHORIZED,
-            "{route} answered an anonymous call: {reply:?}"
+            "{} answered an anonymous call: {reply:?}",
+            op.route()
         );
         assert_unauthenticated(&reply);
     }
@@ -765,11 +672,15 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_anonymous_cal
     assert_token_accepted(&app, &owner.token, owner.id, "the owner is untouched").await;
     assert_eq!(sessions_of(&app, owner.id).await.len(), 1);
     // The bodies were valid: signed in, the same requests succeed.
-    for (route, operation) in &protected {
-        if operation["requestBody"].is_object() {
-            let request = valid_request(&doc, route, operation, owner.id, id_of(&note));
+    for op in &protected {
+        if op.operation["requestBody"].is_object() {
+            let request = valid_request(&doc, op, owner.id, id_of(&note));
             let reply = app.send_as(&owner.token, request).await;
-            assert!(reply.status.is_success(), "{route} signed in: {reply:?}");
+            assert!(
+                reply.status.is_success(),
+                "{} signed in: {reply:?}",
+                op.route()
+            );
         }
     }
     app.finish().await;
@@ -778,21 +689,21 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_anonymous_cal
 #[backends(sqlite, postgres, mysql)]
 async fn every_documented_operation_but_the_public_ones_refuses_an_unknown_token(backend: Backend) {
     let (app, owner) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, &owner.token, "still here", false).await;
-    let doc = app.get("/openapi.json").await.json();
+    let note = create_note(&app, Some(&owner.token), &note_body("still here", false))
+        .await
+        .json();
+    let doc = openapi_document(&app).await;
     let unknown = "0".repeat(64);
 
-    for (route, operation) in operations(&doc) {
-        if PUBLIC_OPERATIONS.contains(&route.as_str()) {
-            continue;
-        }
-        let request = valid_request(&doc, &route, &operation, owner.id, id_of(&note));
+    for op in protected_operations(&doc) {
+        let request = valid_request(&doc, &op, owner.id, id_of(&note));
         let reply = app.send_as(&unknown, request).await;
 
         assert_eq!(
             reply.status,
             StatusCode::UNAUTHORIZED,
-            "{route} answered an unknown token: {reply:?}"
+            "{} answered an unknown token: {reply:?}",
+            op.route()
         );
         assert_unauthenticated(&reply);
     }
@@ -806,16 +717,15 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_unknown_token
 #[backends(sqlite, postgres, mysql)]
 async fn an_unknown_token_is_401_even_with_a_bad_body_or_path(backend: Backend) {
     let (app, owner) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, &owner.token, "still here", false).await;
-    let doc = app.get("/openapi.json").await.json();
+    let note = create_note(&app, Some(&owner.token), &note_body("still here", false))
+        .await
+        .json();
+    let doc = openapi_document(&app).await;
     let unknown = "0".repeat(64);
-    let protected: Vec<(String, Value)> = operations(&doc)
-        .into_iter()
-        .filter(|(route, _)| !PUBLIC_OPERATIONS.contains(&route.as_str()))
-        .collect();
 
-    for (route, operation) in &protected {
-        let (method, uri) = method_and_uri(route, owner.id, id_of(&note));
+    for op in &protected_operations(&doc) {
+        let route = op.route();
+        let (method, uri) = method_and_uri(op, owner.id, id_of(&note));
         let raw = |content_type: &str, body: &str| {
             TestRequest::default()
                 .method(method.clone())
@@ -824,16 +734,15 @@ async fn an_unknown_token_is_401_even_with_a_bad_body_or_path(backend: Backend) 
                 .set_payload(body.to_owned())
         };
         let mut cases = Vec::new();
-        if operation["requestBody"].is_object() {
+        if op.operation["requestBody"].is_object() {
             // Valid JSON, invalid for every documented body (else 422).
             cases.push(("a JSON number", raw("application/json", "42")));
             cases.push(("malformed JSON", raw("application/json", "{")));
             cases.push(("not JSON", raw("text/plain", "x")));
         }
-        if route.contains("{id}") {
-            let request = valid_request(&doc, route, operation, owner.id, id_of(&note));
-            let (_, path) = route.split_once(' ').unwrap();
-            let bad_id = path.replace("{id}", "not-an-id");
+        if op.path.contains("{id}") {
+            let request = valid_request(&doc, op, owner.id, id_of(&note));
+            let bad_id = op.path.replace("{id}", "not-an-id");
             cases.push(("a malformed id", request.uri(&bad_id)));
         }
 
@@ -858,7 +767,13 @@ async fn an_unknown_token_is_401_even_with_a_bad_body_or_path(backend: Backend) 
 async fn another_users_note_is_404_on_get_patch_and_delete_and_stays_as_it_was(backend: Backend) {
     let (app, alice) = TestApp::signed_in(backend).await;
     let bob = app.sign_up_and_in("bob").await;
-    let note = create_note(&app, &alice.token, "alice's secret", false).await;
+    let note = create_note(
+        &app,
+        Some(&alice.token),
+        &note_body("alice's secret", false),
+    )
+    .await
+    .json();
     let id = id_of(&note);
     let before = stored_note(&app, id).await.unwrap();
     let path = format!("/notes/{id}");
@@ -871,11 +786,7 @@ async fn another_users_note_is_404_on_get_patch_and_delete_and_stays_as_it_was(b
     let patch = app
         .send_as(
             &bob.token,
-            json_request(
-                Method::PATCH,
-                &path,
-                &json!({"text": "bob was here", "completed": true}),
-            ),
+            json_request(Method::PATCH, &path, &note_body("bob was here", true)),
         )
         .await;
     let delete = app
@@ -905,12 +816,7 @@ async fn another_users_note_is_404_on_get_patch_and_delete_and_stays_as_it_was(b
 async fn note_lists_show_only_the_callers_notes_whatever_the_parameters(backend: Backend) {
     let (app, alice) = TestApp::signed_in(backend).await;
     let bob = app.sign_up_and_in("bob").await;
-    // Interleaved ids: alice, bob, alice (done), bob (done), alice.
-    let a1 = id_of(&create_note(&app, &alice.token, "a1", false).await);
-    let b1 = id_of(&create_note(&app, &bob.token, "b1", false).await);
-    let a2 = id_of(&create_note(&app, &alice.token, "a2", true).await);
-    let b2 = id_of(&create_note(&app, &bob.token, "b2", true).await);
-    let a3 = id_of(&create_note(&app, &alice.token, "a3", false).await);
+    let [a1, b1, a2, b2, a3] = interleaved_notes(&app, &alice, &bob).await;
 
     let cases = [
         ("/notes".to_owned(), vec![b1, b2]),
@@ -938,16 +844,14 @@ async fn note_lists_show_only_the_callers_notes_whatever_the_parameters(backend:
 async fn an_export_streams_only_the_callers_notes(backend: Backend) {
     let (app, alice) = TestApp::signed_in(backend).await;
     let bob = app.sign_up_and_in("bob").await;
-    let a1 = id_of(&create_note(&app, &alice.token, "a1", false).await);
-    let b1 = id_of(&create_note(&app, &bob.token, "b1", false).await);
-    let a2 = id_of(&create_note(&app, &alice.token, "a2", true).await);
+    let [a1, b1, a2, b2, a3] = interleaved_notes(&app, &alice, &bob).await;
 
     let bobs = exported(&app, &bob.token).await;
     let alices = exported(&app, &alice.token).await;
 
-    assert_eq!(bobs.iter().map(id_of).collect::<Vec<_>>(), [b1]);
+    assert_eq!(ids(&bobs), [b1, b2]);
     assert!(bobs.iter().all(|n| n["user_id"] == bob.id), "{bobs:?}");
-    assert_eq!(alices.iter().map(id_of).collect::<Vec<_>>(), [a1, a2]);
+    assert_eq!(ids(&alices), [a1, a2, a3]);
     assert!(
         alices.iter().all(|n| n["user_id"] == alice.id),
         "{alices:?}"
@@ -1038,7 +942,13 @@ async fn a_user_id_in_a_new_notes_body_is_never_obeyed(backend: Backend) {
 async fn admins_get_404_on_other_users_notes_too(backend: Backend) {
     let (app, alice) = TestApp::signed_in(backend).await;
     let admin = app.admin().await;
-    let note = create_note(&app, &alice.token, "not for admins", false).await;
+    let note = create_note(
+        &app,
+        Some(&alice.token),
+        &note_body("not for admins", false),
+    )
+    .await
+    .json();
     let id = id_of(&note);
     let before = stored_note(&app, id).await.unwrap();
     let path = format!("/notes/{id}");
@@ -1102,7 +1012,7 @@ async fn changing_ones_own_password_revokes_the_other_sessions_but_not_the_curre
 
     let reply = patch_user(
         &app,
-        &user.token,
+        Some(&user.token),
         user.id,
         &json!({"password": new_password, "current_password": TEST_PASSWORD}),
     )
@@ -1126,7 +1036,7 @@ async fn an_admin_setting_a_users_password_revokes_every_session_of_that_user(ba
 
     let reply = patch_user(
         &app,
-        &admin.token,
+        Some(&admin.token),
         user.id,
         &json!({"password": "set by the admin"}),
     )
@@ -1146,7 +1056,13 @@ async fn deactivation_revokes_every_session_for_good_and_sign_in_is_401(backend:
     let other = token_for(&app, &user.email, TEST_PASSWORD).await;
     let admin = app.admin().await;
 
-    let reply = patch_user(&app, &admin.token, user.id, &json!({"is_active": false})).await;
+    let reply = patch_user(
+        &app,
+        Some(&admin.token),
+        user.id,
+        &json!({"is_active": false}),
+    )
+    .await;
 
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_token_refused(&app, &user.token, "deactivated: first session").await;
@@ -1154,7 +1070,13 @@ async fn deactivation_revokes_every_session_for_good_and_sign_in_is_401(backend:
     assert!(sessions_of(&app, user.id).await.is_empty());
     assert_unauthenticated(&try_sign_in(&app, &user.email, TEST_PASSWORD).await);
     // Revoked, not merely hidden while inactive: reactivation does not bring them back.
-    let reply = patch_user(&app, &admin.token, user.id, &json!({"is_active": true})).await;
+    let reply = patch_user(
+        &app,
+        Some(&admin.token),
+        user.id,
+        &json!({"is_active": true}),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_token_refused(&app, &user.token, "reactivated: first session").await;
     assert_token_refused(&app, &other, "reactivated: second session").await;
@@ -1185,13 +1107,6 @@ async fn deleting_a_user_revokes_their_sessions(backend: Backend) {
 }
 
 // Across instances: two servers on one database, real HTTP.
-
-/// An HTTP client for the two-server tests.
-fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish()
-}
 
 /// Sign up and sign in through `server`; the user's id, e-mail and token.
 async fn sign_up_and_in_over_http(client: &awc::Client, server: &TestServer) -> SignedIn {
@@ -1258,7 +1173,7 @@ async fn refused_after(client: &awc::Client, server: &TestServer, token: &str) -
 async fn a_signed_out_token_is_refused_by_another_instance_within_a_second(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let (one, two) = (app.serve().await, app.serve().await);
-    let client = client();
+    let client = client(Duration::from_secs(10));
     let user = sign_up_and_in_over_http(&client, &one).await;
     // The second instance has seen the token (and may have cached it).
     assert_eq!(me_status_over_http(&client, &two, &user.token).await, 200);
@@ -1289,7 +1204,7 @@ async fn a_password_change_revokes_the_other_sessions_on_another_instance_within
 ) {
     let app = TestApp::spawn(backend).await;
     let (one, two) = (app.serve().await, app.serve().await);
-    let client = client();
+    let client = client(Duration::from_secs(10));
     let user = sign_up_and_in_over_http(&client, &one).await;
     let other = sign_in_over_http(&client, &two, &user.email).await;
     assert_eq!(me_status_over_http(&client, &two, &other).await, 200);
@@ -1522,7 +1437,9 @@ async fn users_me_is_the_caller(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn responses_carrying_user_data_say_cache_control_no_store(backend: Backend) {
     let (app, user) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, &user.token, "private", false).await;
+    let note = create_note(&app, Some(&user.token), &note_body("private", false))
+        .await
+        .json();
     let id = id_of(&note);
 
     let replies = [

@@ -9,32 +9,27 @@ use std::{
 };
 
 use actix_web::http::StatusCode;
-use chrono::{DateTime, Utc};
 use entity::note;
 use sea_orm::{EntityTrait, QueryOrder};
-use serde_json::{Value, json};
-use tests::{Backend, TestApp, backends};
+use serde_json::json;
+use tests::{
+    Backend, TestApp, backends,
+    fixtures::{HANG, client, export_lines, seed_notes, send_over_http, time_of},
+};
 
-/// Rows per bulk request while seeding: about 800 KB, under the default body limit.
-const SEED_BATCH: usize = 800;
-
-/// Fill the notes table through the bulk route.
-async fn seed_notes(app: &TestApp, count: usize) {
-    for start in (0..count).step_by(SEED_BATCH) {
-        let batch: Vec<Value> = (start..(start + SEED_BATCH).min(count))
-            .map(|i| json!({"text": format!("export row {i} {}", "x".repeat(1000))}))
-            .collect();
-        let reply = app.post_json("/notes/bulk", &json!(batch)).await;
-        assert_eq!(reply.status, StatusCode::CREATED);
-    }
+/// Fill the notes table with `count` notes of `owner`, about 1 kB each.
+async fn seed(app: &TestApp, owner: i64, count: usize) {
+    let filler = "x".repeat(1000);
+    seed_notes(app.conn(), owner, count, |i| {
+        format!("export row {i} {filler}")
+    })
+    .await;
 }
 
 /// With a pool of one, a write (signed in with `token`) can only succeed once the export's
 /// connection is back.
 async fn write_succeeds_within(base: &str, token: &str, limit: Duration) -> bool {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .finish();
+    let client = client(Duration::from_secs(5));
     let started = Instant::now();
     while started.elapsed() < limit {
         let response = client
@@ -63,7 +58,7 @@ async fn abandoned_export_returns_its_connection(backend: Backend) {
     .await;
     // About 30 MB: more than loopback socket buffers hold, so the client really leaves
     // mid-stream.
-    seed_notes(&app, 30_000).await;
+    seed(&app, me.id, 30_000).await;
     let server = app.serve().await;
     let address = server.address;
     let token = me.token.clone();
@@ -101,24 +96,14 @@ async fn complete_export_streams_every_row_and_returns_its_connection(backend: B
     let (app, me) =
         TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "1"), ("DB_POOL_MIN", "0")])
             .await;
-    seed_notes(&app, 6_000).await;
+    seed(&app, me.id, 6_000).await;
     let server = app.serve().await;
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    let mut response = client
+    let request = client(HANG)
         .get(server.url("/notes/export"))
-        .bearer_auth(&me.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let body = response.body().limit(64 << 20).await.unwrap();
-    let lines: Vec<Value> = std::str::from_utf8(&body)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+        .bearer_auth(&me.token);
+    let reply = send_over_http(request, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let lines = export_lines(&reply);
     let rows = note::Entity::find()
         .order_by_asc(note::Column::Id)
         .all(app.conn())
@@ -127,18 +112,13 @@ async fn complete_export_streams_every_row_and_returns_its_connection(backend: B
     assert_eq!(lines.len(), 6_000);
     assert_eq!(rows.len(), 6_000);
     for (line, row) in lines.iter().zip(&rows) {
-        let time = |field: &str| {
-            DateTime::parse_from_rfc3339(line[field].as_str().unwrap())
-                .unwrap()
-                .with_timezone(&Utc)
-        };
         assert_eq!(line["id"], row.id, "in id order: {line}");
         assert_eq!(line["user_id"], row.user_id, "{line}");
         assert_eq!(row.user_id, me.id, "the caller's notes: {line}");
         assert_eq!(line["text"], row.text.as_str(), "{line}");
         assert_eq!(line["completed"], row.completed, "{line}");
-        assert_eq!(time("created_at"), row.created_at, "{line}");
-        assert_eq!(time("updated_at"), row.updated_at, "{line}");
+        assert_eq!(time_of(line, "created_at"), row.created_at, "{line}");
+        assert_eq!(time_of(line, "updated_at"), row.updated_at, "{line}");
     }
     assert!(write_succeeds_within(&server.base_url, &me.token, Duration::from_secs(5)).await);
     server.stop().await;

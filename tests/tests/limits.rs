@@ -18,15 +18,17 @@ use actix_web::http::{
     StatusCode,
     header::{HeaderMap, HeaderName, HeaderValue},
 };
-use entity::{note, user};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    TransactionTrait,
-};
+use entity::user;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use tests::{
-    Backend, Reply, SignedIn, TEST_PASSWORD, TestApp, TestDb, assert_problem, backends,
-    http::TestServer, unique_email,
+    Backend, Reply, SignedIn, TEST_PASSWORD, TestApp, assert_problem, backends,
+    fixtures::{
+        HANG, assert_retry_after, client, export_lines, pool_in_use, reply_of, seed_notes,
+        wait_for_idle_pool, within,
+    },
+    http::TestServer,
+    unique_email,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -36,53 +38,20 @@ use tokio::{
 /// One timing-sensitive test at a time in this binary.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Longest a test waits for something that should take well under a second; reaching it
-/// means the code under test hung.
-const HANG: Duration = Duration::from_secs(30);
+/// Deadline of the steps without one of their own (setting up, seeding, stopping).
+const STEP: Duration = Duration::from_secs(4 * HANG.as_secs());
 
 /// Notes of a user whose export is to stall: about 10.6 MB of NDJSON, more than loopback
 /// socket buffers hold (4 MiB send buffer at most here), so a client that stops reading
 /// really leaves the server waiting.
 const STALL_NOTES: usize = 5000;
 const NOTE_TEXT_CHARS: usize = 2000;
-/// Rows per INSERT while seeding: 2500 binds, within every backend's limit.
-const SEED_BATCH: usize = 500;
-
-/// `count` notes owned by `owner`, inserted directly (the bulk route would take minutes on
-/// MariaDB, which inserts its rows one by one).
-async fn seed_notes(db: &DatabaseConnection, owner: i64, count: usize) {
-    let filler = "x".repeat(NOTE_TEXT_CHARS);
-    let now = entity::now();
-    let txn = db.begin().await.expect("begin the seeding transaction");
-    for start in (0..count).step_by(SEED_BATCH) {
-        let batch = (start..(start + SEED_BATCH).min(count)).map(|i| note::ActiveModel {
-            user_id: Set(owner),
-            text: Set(format!("{i:05} {filler}")),
-            completed: Set(false),
-            created_at: Set(now),
-            updated_at: Set(now),
-            ..Default::default()
-        });
-        note::Entity::insert_many(batch)
-            .exec(&txn)
-            .await
-            .expect("seed notes");
-    }
-    txn.commit().await.expect("commit the seed");
-}
-
-/// `future`, failing with `what` instead of hanging: the steps without a deadline of their
-/// own (setting up, seeding, stopping) get one here.
-async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(4 * HANG, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {:?}", 4 * HANG))
-}
 
 /// The app with `settings` on a new database.
 async fn app_with(backend: Backend, settings: &[(&str, &str)]) -> TestApp {
     within(
         "setting up the app",
+        STEP,
         TestApp::with_settings(backend, settings),
     )
     .await
@@ -90,9 +59,13 @@ async fn app_with(backend: Backend, settings: &[(&str, &str)]) -> TestApp {
 
 /// A new user, signed in, owning `notes` notes.
 async fn user_with_notes(app: &TestApp, tag: &str, notes: usize) -> SignedIn {
-    within("signing up and seeding", async {
+    within("signing up and seeding", STEP, async {
         let user = app.sign_up_and_in(tag).await;
-        Box::pin(seed_notes(app.conn(), user.id, notes)).await;
+        let filler = "x".repeat(NOTE_TEXT_CHARS);
+        Box::pin(seed_notes(app.conn(), user.id, notes, |i| {
+            format!("{i:05} {filler}")
+        }))
+        .await;
         user
     })
     .await
@@ -100,37 +73,8 @@ async fn user_with_notes(app: &TestApp, tag: &str, notes: usize) -> SignedIn {
 
 /// Stop the server, then end the test (drop its database).
 async fn end(server: TestServer, app: TestApp) {
-    within("stopping the server", server.stop()).await;
-    within("ending the test", app.finish()).await;
-}
-
-/// Connections of the shared pool (the app's and the test's) that are checked out.
-fn pool_in_use(db: &TestDb) -> u32 {
-    let conn = db.pool();
-    let (size, idle) = match db.backend() {
-        Backend::Sqlite => {
-            let pool = conn.get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        Backend::Postgres => {
-            let pool = conn.get_postgres_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        Backend::MySql => {
-            let pool = conn.get_mysql_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-    };
-    size.saturating_sub(idle as u32)
-}
-
-/// Wait (at most [`HANG`]) until no connection of the pool is checked out.
-async fn wait_for_idle_pool(db: &TestDb) {
-    let started = Instant::now();
-    while pool_in_use(db) > 0 {
-        assert!(started.elapsed() < HANG, "the pool never became idle");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    within("stopping the server", STEP, server.stop()).await;
+    within("ending the test", STEP, app.finish()).await;
 }
 
 /// A response read over a raw socket only as far as its head (and its body when it has a
@@ -253,50 +197,10 @@ impl RawResponse {
     }
 }
 
-/// A refusal with a `Retry-After` of whole seconds: 503 (every export slot is busy) or 429
-/// (this user's export is running).
-fn assert_refused_with_retry_after(reply: &Reply, status: StatusCode) {
-    assert_problem(reply, status);
-    let retry_after = reply
-        .header("retry-after")
-        .unwrap_or_else(|| panic!("a {status} carries Retry-After: {reply:?}"));
-    let seconds: u64 = retry_after
-        .parse()
-        .unwrap_or_else(|_| panic!("Retry-After is whole seconds: {retry_after:?}"));
-    assert!(seconds >= 1, "{retry_after}");
-}
-
-fn client() -> awc::Client {
-    awc::Client::builder().timeout(HANG).finish()
-}
-
-/// A finished response of the real server as a [`Reply`], for [`assert_problem`].
-async fn reply_of(
-    response: Result<
-        awc::ClientResponse<
-            impl futures_util::Stream<Item = Result<actix_web::web::Bytes, awc::error::PayloadError>>,
-        >,
-        awc::error::SendRequestError,
-    >,
-    what: &str,
-) -> Reply {
-    let mut response = response.unwrap_or_else(|e| panic!("{what}: {e}"));
-    let body = response
-        .body()
-        .limit(64 << 20)
-        .await
-        .unwrap_or_else(|e| panic!("{what}: reading the body: {e}"));
-    Reply {
-        status: response.status(),
-        headers: response.headers().clone(),
-        body,
-    }
-}
-
 /// `GET /notes/export` as `user`, read whole: its notes, checked to be `user`'s.
 async fn full_export(server: &TestServer, user: &SignedIn) -> Vec<Value> {
     let reply = reply_of(
-        client()
+        client(HANG)
             .get(server.url("/notes/export"))
             .bearer_auth(&user.token)
             .send()
@@ -305,11 +209,7 @@ async fn full_export(server: &TestServer, user: &SignedIn) -> Vec<Value> {
     )
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    let lines: Vec<Value> = std::str::from_utf8(&reply.body)
-        .expect("NDJSON is UTF-8")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("each line is a note"))
-        .collect();
+    let lines = export_lines(&reply);
     for line in &lines {
         assert_eq!(line["user_id"], user.id, "only the caller's notes: {line}");
     }
@@ -349,9 +249,7 @@ impl Traffic {
 /// `POST /notes`, `GET /notes` and `GET /notes/{id}` as `token`'s user, round after round,
 /// until `stop` is set.
 async fn ordinary_traffic(base: String, token: String, stop: Rc<Cell<bool>>) -> Traffic {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
+    let client = client(Duration::from_secs(10));
     let mut traffic = Traffic::default();
     let mut round = 0;
     while !stop.get() {
@@ -413,6 +311,7 @@ async fn stalled_exports_cannot_starve_the_rest_of_the_api(backend: Backend) {
     const IDLE: Duration = Duration::from_secs(2);
     let (app, me) = within(
         "setting up the app",
+        STEP,
         TestApp::with_settings_signed_in(
             backend,
             &[
@@ -455,14 +354,14 @@ async fn stalled_exports_cannot_starve_the_rest_of_the_api(backend: Backend) {
     let mut refused = Vec::new();
     for user in &stallers[2..] {
         let third = raw_get(server.address, "/notes/export", &user.token).await;
-        assert_refused_with_retry_after(&third.reply, StatusCode::SERVICE_UNAVAILABLE);
+        assert_retry_after(&third.reply, StatusCode::SERVICE_UNAVAILABLE);
         refused.push(third);
     }
     // A second export of a user whose export is running: 429.
     let again = raw_get(server.address, "/notes/export", &stallers[0].token).await;
-    assert_refused_with_retry_after(&again.reply, StatusCode::TOO_MANY_REQUESTS);
+    assert_retry_after(&again.reply, StatusCode::TOO_MANY_REQUESTS);
     assert!(
-        pool_in_use(app.db()) >= 2,
+        pool_in_use(app.db()).0 >= 2,
         "the two running exports hold their connections"
     );
 
@@ -472,7 +371,7 @@ async fn stalled_exports_cannot_starve_the_rest_of_the_api(backend: Backend) {
     let mut idle_since = None;
     let cut = loop {
         let since_read = last_read.elapsed();
-        if pool_in_use(app.db()) == 0 {
+        if pool_in_use(app.db()).0 == 0 {
             let (first_seen, samples) = idle_since.get_or_insert((since_read, 0));
             *samples += 1;
             if *samples == 3 {
@@ -484,7 +383,7 @@ async fn stalled_exports_cannot_starve_the_rest_of_the_api(backend: Backend) {
         assert!(
             since_read < IDLE + Duration::from_secs(3),
             "the stalled exports still hold {} connections {since_read:?} after their clients' last read",
-            pool_in_use(app.db())
+            pool_in_use(app.db()).0
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
@@ -568,12 +467,17 @@ async fn one_users_running_export_does_not_stop_another_users(backend: Backend) 
     assert_eq!(exported.len(), 50, "the other user's export is whole");
 
     let second = raw_get(server.address, "/notes/export", &busy.token).await;
-    assert_refused_with_retry_after(&second.reply, StatusCode::TOO_MANY_REQUESTS);
+    assert_retry_after(&second.reply, StatusCode::TOO_MANY_REQUESTS);
 
     // The client goes away: its export ends and gives its connection back before the server
     // stops (an export still running at shutdown is dropped outside the runtime).
     drop((running, second));
-    within("the abandoned export's end", wait_for_idle_pool(app.db())).await;
+    within(
+        "the abandoned export's end",
+        STEP,
+        wait_for_idle_pool(app.db()),
+    )
+    .await;
     end(server, app).await;
 }
 
@@ -647,7 +551,7 @@ async fn password_hashing_is_bounded_and_the_server_stays_responsive(backend: Ba
     for _ in 0..2 {
         let started = Instant::now();
         let reply = reply_of(
-            client()
+            client(HANG)
                 .post(server.url("/users"))
                 .send_json(&json!({"email": unique_email("timed"), "password": TEST_PASSWORD}))
                 .await,
@@ -665,9 +569,7 @@ async fn password_hashing_is_bounded_and_the_server_stays_responsive(backend: Ba
         let url = server.url("/healthz");
         let done = Rc::clone(&done);
         actix_web::rt::spawn(async move {
-            let client = awc::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .finish();
+            let client = client(Duration::from_secs(5));
             let mut probes = Vec::new();
             while !done.get() {
                 let started = Instant::now();
@@ -685,7 +587,7 @@ async fn password_hashing_is_bounded_and_the_server_stays_responsive(backend: Ba
     let sign_ups: Vec<_> = emails
         .iter()
         .map(|email| {
-            let request = client()
+            let request = client(HANG)
                 .post(server.url("/users"))
                 .send_json(&json!({"email": email, "password": TEST_PASSWORD}));
             actix_web::rt::spawn(async move { reply_of(request.await, "sign-up").await })
@@ -711,7 +613,7 @@ async fn password_hashing_is_bounded_and_the_server_stays_responsive(backend: Ba
                 created.push(email.clone());
             }
             StatusCode::SERVICE_UNAVAILABLE => {
-                assert_refused_with_retry_after(reply, StatusCode::SERVICE_UNAVAILABLE);
+                assert_retry_after(reply, StatusCode::SERVICE_UNAVAILABLE);
                 refused.push(email.clone());
             }
             other => panic!("a sign-up answered {other}: {reply:?}"),
@@ -750,7 +652,7 @@ async fn password_hashing_is_bounded_and_the_server_stays_responsive(backend: Ba
         .unwrap();
     assert_eq!(left_behind, 0, "a refused sign-up created no account");
     let retried = reply_of(
-        client()
+        client(HANG)
             .post(server.url("/users"))
             .send_json(&json!({"email": refused[0], "password": TEST_PASSWORD}))
             .await,
@@ -762,7 +664,7 @@ async fn password_hashing_is_bounded_and_the_server_stays_responsive(backend: Ba
     // The accounts created are whole: each signs in.
     for email in &created {
         let signed_in = reply_of(
-            client()
+            client(HANG)
                 .post(server.url("/sessions"))
                 .send_json(&json!({"email": email, "password": TEST_PASSWORD}))
                 .await,
@@ -793,7 +695,7 @@ async fn sign_in_for_an_unknown_email_costs_a_full_hash(backend: Backend) {
     let app = app_with(backend, &[("SIGNIN_MAX_FAILURES", "1000")]).await;
     let known = user_with_notes(&app, "timing", 0).await;
     let server = app.serve().await;
-    let client = client();
+    let client = client(HANG);
     let attempt = async |email: &str| {
         let started = Instant::now();
         let reply = reply_of(

@@ -390,6 +390,20 @@ async fn notes_without_owner(db: &DatabaseConnection) -> Vec<EarlierNote> {
         .collect()
 }
 
+/// Every note's columns but the owner, by id, each checked to be `owner`'s.
+async fn notes_owned_by(db: &DatabaseConnection, owner: i64) -> Vec<EarlierNote> {
+    let notes = note::Entity::find()
+        .order_by_asc(note::Column::Id)
+        .all(db)
+        .await
+        .unwrap();
+    assert!(notes.iter().all(|n| n.user_id == owner), "{notes:?}");
+    notes
+        .into_iter()
+        .map(|n| (n.id, n.text, n.completed, n.created_at, n.updated_at))
+        .collect()
+}
+
 /// The placeholder owner of the notes from before accounts, if it exists.
 async fn earlier_notes_owner(db: &DatabaseConnection) -> Option<user::Model> {
     user::Entity::find()
@@ -444,25 +458,11 @@ async fn ownership_migration_keeps_earlier_notes_through_up_down_up(backend: Bac
     assert_eq!(owner.name.as_deref(), Some("Notes from before accounts"));
     assert_eq!(owner.hashed_password, "!", "no password verifies");
     assert!(!owner.is_active && !owner.is_admin, "{owner:?}");
-    let notes = note::Entity::find()
-        .order_by_asc(note::Column::Id)
-        .all(conn)
-        .await
-        .unwrap();
-    let kept: Vec<EarlierNote> = notes
-        .iter()
-        .map(|n| {
-            (
-                n.id,
-                n.text.clone(),
-                n.completed,
-                n.created_at,
-                n.updated_at,
-            )
-        })
-        .collect();
-    assert_eq!(kept, earlier, "every note kept as it was");
-    assert!(notes.iter().all(|n| n.user_id == owner.id), "{notes:?}");
+    assert_eq!(
+        notes_owned_by(conn, owner.id).await,
+        earlier,
+        "every note kept as it was"
+    );
     let alice = user::Entity::find()
         .filter(user::Column::Email.eq("alice@example.com"))
         .one(conn)
@@ -509,25 +509,7 @@ async fn ownership_migration_keeps_earlier_notes_through_up_down_up(backend: Bac
     let again = earlier_notes_owner(conn).await.unwrap();
     assert_eq!(again.id, owner.id, "the placeholder owner is reused");
     assert_eq!(user::Entity::find().count(conn).await.unwrap(), 2);
-    let notes = note::Entity::find()
-        .order_by_asc(note::Column::Id)
-        .all(conn)
-        .await
-        .unwrap();
-    let kept: Vec<EarlierNote> = notes
-        .iter()
-        .map(|n| {
-            (
-                n.id,
-                n.text.clone(),
-                n.completed,
-                n.created_at,
-                n.updated_at,
-            )
-        })
-        .collect();
-    assert_eq!(kept, expected);
-    assert!(notes.iter().all(|n| n.user_id == owner.id), "{notes:?}");
+    assert_eq!(notes_owned_by(conn, owner.id).await, expected);
     db.finish().await;
 }
 

@@ -11,12 +11,13 @@ use actix_web::{
     http::{Method, StatusCode},
     test::TestRequest,
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use entity::note;
 use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder};
 use serde_json::{Value, json};
 use tests::{
     Backend, TestApp, assert_problem, backends,
+    fixtures::{array, create_note, export_lines, id_of, ids, time_of},
     http::{Reply, assert_common_headers, get, json_request},
 };
 
@@ -54,13 +55,6 @@ async fn post_note(app: &TestApp, body: Value) -> Reply {
     app.post_json("/notes", &body).await
 }
 
-/// Create a note through the API and return it.
-async fn create_note(app: &TestApp, body: Value) -> Value {
-    let reply = post_note(app, body).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    reply.json()
-}
-
 /// Create `count` notes in one bulk request, `completed` alternating when `alternate`.
 async fn create_notes(app: &TestApp, count: usize, alternate: bool) -> Vec<Value> {
     let items: Vec<Value> = (0..count)
@@ -93,7 +87,7 @@ async fn create_distinct_notes(app: &TestApp, count: usize) -> Vec<Value> {
     let mut notes = Vec::new();
     for i in 0..count {
         let body = json!({"text": format!("distinct {i} ✓"), "completed": i % 3 == 1});
-        let note = create_note(app, body).await;
+        let note = create_note(app, None, &body).await.json();
         notes.push(if i % 2 == 0 {
             edit_note(app, &note).await
         } else {
@@ -127,33 +121,6 @@ fn raw_json_request(method: Method, path: &str, body: impl Into<Vec<u8>>) -> Tes
     request(method, path)
         .insert_header(("content-type", "application/json"))
         .set_payload(body.into())
-}
-
-fn array(value: &Value) -> Vec<Value> {
-    value
-        .as_array()
-        .unwrap_or_else(|| panic!("not an array: {value}"))
-        .clone()
-}
-
-fn id_of(note: &Value) -> i64 {
-    note["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("no integer id: {note}"))
-}
-
-fn ids(notes: &[Value]) -> Vec<i64> {
-    notes.iter().map(id_of).collect()
-}
-
-fn time_of(note: &Value, field: &str) -> DateTime<Utc> {
-    let raw = note[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} is not a string: {note}"));
-    assert!(raw.ends_with('Z'), "{field} is not written in UTC: {raw}");
-    DateTime::parse_from_rfc3339(raw)
-        .unwrap_or_else(|e| panic!("{field} is not RFC 3339 ({e}): {raw}"))
-        .with_timezone(&Utc)
 }
 
 /// A note exactly as the contract shows it: these six fields and no other.
@@ -257,17 +224,6 @@ fn next_link(reply: &Reply) -> Option<String> {
     Some(link[start..end].to_owned())
 }
 
-fn export_lines(reply: &Reply) -> Vec<Value> {
-    let body = std::str::from_utf8(&reply.body).expect("export is UTF-8");
-    assert!(
-        body.is_empty() || body.ends_with('\n'),
-        "every line ends with a newline: {body:?}"
-    );
-    body.lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line ({e}): {line}")))
-        .collect()
-}
-
 // ---------------------------------------------------------------- create and get
 
 #[backends(sqlite, postgres, mysql)]
@@ -326,7 +282,13 @@ async fn creates_note_with_exact_shape_and_location(backend: Backend) {
 async fn creates_completed_note_when_asked(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
 
-    let note = create_note(&app, json!({"text": "done already", "completed": true})).await;
+    let note = create_note(
+        &app,
+        None,
+        &json!({"text": "done already", "completed": true}),
+    )
+    .await
+    .json();
 
     assert_eq!(note["text"], "done already");
     assert_eq!(note["completed"], true);
@@ -346,7 +308,7 @@ async fn create_ignores_client_supplied_id_and_timestamps(backend: Backend) {
         "updated_at": "2001-01-01T00:00:00Z",
     });
 
-    let note = create_note(&app, body).await;
+    let note = create_note(&app, None, &body).await.json();
 
     assert_note_shape(&note);
     assert_ne!(note["id"], 424242);
@@ -379,7 +341,9 @@ async fn get_shows_every_field_of_the_note_as_stored(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn get_of_missing_note_is_404_problem(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "only one"})).await;
+    let created = create_note(&app, None, &json!({"text": "only one"}))
+        .await
+        .json();
     let missing = id_of(&created) + 1000;
 
     let reply = app.get(&format!("/notes/{missing}")).await;
@@ -696,7 +660,9 @@ async fn newest_first_walks_every_note_downwards(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_text_and_advances_updated_at(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "draft", "completed": true})).await;
+    let created = create_note(&app, None, &json!({"text": "draft", "completed": true}))
+        .await
+        .json();
     let path = format!("/notes/{}", id_of(&created));
 
     let reply = app.patch_json(&path, &json!({"text": "final"})).await;
@@ -721,7 +687,9 @@ async fn patch_changes_text_and_advances_updated_at(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_completed_only(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "keep this text"})).await;
+    let created = create_note(&app, None, &json!({"text": "keep this text"}))
+        .await
+        .json();
     let path = format!("/notes/{}", id_of(&created));
 
     let done = app.patch_json(&path, &json!({"completed": true})).await;
@@ -742,7 +710,9 @@ async fn patch_changes_completed_only(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn patch_with_no_fields_changes_nothing_not_even_updated_at(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "as is", "completed": true})).await;
+    let created = create_note(&app, None, &json!({"text": "as is", "completed": true}))
+        .await
+        .json();
     let path = format!("/notes/{}", id_of(&created));
 
     let reply = app
@@ -765,7 +735,9 @@ async fn patch_with_no_fields_changes_nothing_not_even_updated_at(backend: Backe
 #[backends(sqlite, postgres, mysql)]
 async fn patch_of_missing_note_is_404(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "exists"})).await;
+    let created = create_note(&app, None, &json!({"text": "exists"}))
+        .await
+        .json();
     let missing = format!("/notes/{}", id_of(&created) + 1000);
 
     let reply = app.patch_json(&missing, &json!({"completed": true})).await;
@@ -777,7 +749,9 @@ async fn patch_of_missing_note_is_404(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn patch_rejects_bad_fields_with_422_and_changes_nothing(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "unchanged"})).await;
+    let created = create_note(&app, None, &json!({"text": "unchanged"}))
+        .await
+        .json();
     let path = format!("/notes/{}", id_of(&created));
     let cases = [
         (json!({"text": ""}), vec!["text"]),
@@ -812,8 +786,12 @@ async fn patch_rejects_bad_fields_with_422_and_changes_nothing(backend: Backend)
 #[backends(sqlite, postgres, mysql)]
 async fn delete_answers_204_then_404(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let kept = create_note(&app, json!({"text": "kept"})).await;
-    let doomed = create_note(&app, json!({"text": "doomed"})).await;
+    let kept = create_note(&app, None, &json!({"text": "kept"}))
+        .await
+        .json();
+    let doomed = create_note(&app, None, &json!({"text": "doomed"}))
+        .await
+        .json();
     let path = format!("/notes/{}", id_of(&doomed));
 
     let deleted = app.delete(&path).await;
@@ -954,7 +932,11 @@ async fn exports_every_note_as_ndjson_in_id_order(backend: Backend) {
     assert_no_notes(&app).await;
     // About 130 KiB of lines: several of the export's write chunks.
     let mut created = create_notes(&app, 1000, true).await;
-    created.push(create_note(&app, json!({"text": "line\nbreak \u{2028} 😀"})).await);
+    created.push(
+        create_note(&app, None, &json!({"text": "line\nbreak \u{2028} 😀"}))
+            .await
+            .json(),
+    );
     created.extend(create_distinct_notes(&app, 4).await);
 
     let reply = app.get("/notes/export").await;
@@ -1032,7 +1014,9 @@ async fn unknown_route_is_404_problem(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn wrong_method_is_405_problem(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "target"})).await;
+    let created = create_note(&app, None, &json!({"text": "target"}))
+        .await
+        .json();
     let one = format!("/notes/{}", id_of(&created));
 
     for (method, path) in [
@@ -1068,7 +1052,7 @@ async fn hostile_texts_round_trip_unchanged(backend: Backend) {
 
     let mut created = Vec::new();
     for text in HOSTILE_TEXTS {
-        let note = create_note(&app, json!({"text": text})).await;
+        let note = create_note(&app, None, &json!({"text": text})).await.json();
         assert_eq!(note["text"], *text);
         created.push(note);
     }
@@ -1092,7 +1076,9 @@ async fn hostile_texts_round_trip_unchanged(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn hostile_texts_survive_patch_and_bulk(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, json!({"text": "plain"})).await;
+    let note = create_note(&app, None, &json!({"text": "plain"}))
+        .await
+        .json();
     let path = format!("/notes/{}", id_of(&note));
     let items: Vec<Value> = HOSTILE_TEXTS.iter().map(|t| json!({"text": t})).collect();
 
@@ -1122,8 +1108,12 @@ async fn accepts_text_of_exactly_10000_characters(backend: Backend) {
     let longest = "😀".repeat(MAX_TEXT_CHARS);
     let combining = "e\u{0301}".repeat(MAX_TEXT_CHARS / 2);
 
-    let note = create_note(&app, json!({"text": longest})).await;
-    let other = create_note(&app, json!({"text": combining})).await;
+    let note = create_note(&app, None, &json!({"text": longest}))
+        .await
+        .json();
+    let other = create_note(&app, None, &json!({"text": combining}))
+        .await
+        .json();
 
     assert_eq!(note["text"], longest);
     assert_eq!(other["text"], combining);
@@ -1155,7 +1145,9 @@ async fn rejects_text_of_10001_characters(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_malformed_ids_with_4xx(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "survivor"})).await;
+    let created = create_note(&app, None, &json!({"text": "survivor"}))
+        .await
+        .json();
 
     let id = id_of(&created);
     let malformed = [
@@ -1246,7 +1238,9 @@ async fn rejects_well_formed_but_wrong_bodies_with_422(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_malformed_json_with_400(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "target"})).await;
+    let created = create_note(&app, None, &json!({"text": "target"}))
+        .await
+        .json();
     let one = format!("/notes/{}", id_of(&created));
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let bodies: Vec<Vec<u8>> = vec![
@@ -1288,7 +1282,9 @@ async fn rejects_malformed_json_with_400(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_bodies_that_are_not_json_with_415(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, json!({"text": "target"})).await;
+    let created = create_note(&app, None, &json!({"text": "target"}))
+        .await
+        .json();
     let one = format!("/notes/{}", id_of(&created));
     let body = r#"{"text": "looks like JSON"}"#;
 

@@ -8,7 +8,11 @@ use actix_web::{
     test::TestRequest,
 };
 use serde_json::{Value, json};
-use tests::{Backend, TEST_PASSWORD, TestApp, assert_problem, backends, http::json_request};
+use tests::{
+    Backend, TEST_PASSWORD, TestApp, assert_problem, backends,
+    fixtures::{Operation, openapi_document, operation, operations},
+    http::json_request,
+};
 
 /// Every route of the contract, as `METHOD path`.
 const CONTRACT_ROUTES: [&str; 21] = [
@@ -36,17 +40,7 @@ const CONTRACT_ROUTES: [&str; 21] = [
 ];
 
 fn documented_routes(doc: &Value) -> BTreeSet<String> {
-    doc["paths"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .flat_map(|(path, item)| {
-            item.as_object()
-                .unwrap()
-                .keys()
-                .map(move |method| format!("{} {path}", method.to_uppercase()))
-        })
-        .collect()
+    operations(doc).iter().map(Operation::route).collect()
 }
 
 /// What the valid requests name: rows that exist, and a user's credentials.
@@ -95,9 +89,7 @@ fn valid_request(method: &str, path: &str, existing: &Existing) -> TestRequest {
 #[backends(sqlite, postgres, mysql)]
 async fn openapi_document_matches_the_served_routes(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let reply = app.get("/openapi.json").await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let doc = reply.json();
+    let doc = openapi_document(&app).await;
     assert!(
         doc["openapi"].as_str().unwrap().starts_with("3."),
         "{}",
@@ -181,8 +173,8 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn openapi_document_describes_bodies_and_errors(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let doc = app.get("/openapi.json").await.json();
-    let create = &doc["paths"]["/notes"]["post"];
+    let doc = openapi_document(&app).await;
+    let create = &operation(&doc, "post", "/notes").operation;
     assert!(create["requestBody"]["content"]["application/json"].is_object());
     for status in ["201", "400", "413", "415", "422"] {
         assert!(

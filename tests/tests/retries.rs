@@ -9,7 +9,7 @@ use actix_web::{
     http::{Method, StatusCode},
     test::TestRequest,
 };
-use entity::{idempotency_key, note, user};
+use entity::{idempotency_key, user};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait,
     EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait, sea_query::Expr,
@@ -17,6 +17,10 @@ use sea_orm::{
 use serde_json::{Value, json};
 use tests::{
     Backend, Reply, TEST_PASSWORD, TestApp, assert_problem, backends,
+    fixtures::{
+        HANG, client, create_note, id_of, notes_with_text, openapi_document, operation,
+        send_over_http,
+    },
     http::{TestServer, json_request},
     unique_email,
 };
@@ -36,6 +40,15 @@ fn patch(path: &str, body: &Value) -> TestRequest {
     json_request(Method::PATCH, path, body)
 }
 
+fn if_match(request: TestRequest, tag: &str) -> TestRequest {
+    with(request, "if-match", tag)
+}
+
+/// Send `request` with `If-Match: tag`.
+async fn send_if_match(app: &TestApp, request: TestRequest, tag: &str) -> Reply {
+    app.send(if_match(request, tag)).await
+}
+
 fn keyed(request: TestRequest, key: &str) -> TestRequest {
     with(request, "idempotency-key", key)
 }
@@ -48,27 +61,8 @@ fn etag(reply: &Reply) -> String {
         .to_owned()
 }
 
-fn id_of(reply: &Reply) -> i64 {
-    reply.json()["id"].as_i64().expect("an id")
-}
-
 fn replayed(reply: &Reply) -> bool {
     reply.header("idempotent-replayed") == Some("true")
-}
-
-/// A new note of the signed-in user; its reply (201).
-async fn create_note(app: &TestApp, text: &str) -> Reply {
-    let reply = app.send(post("/notes", &json!({ "text": text }))).await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    reply
-}
-
-async fn notes_with_text(app: &TestApp, text: &str) -> u64 {
-    note::Entity::find()
-        .filter(note::Column::Text.eq(text))
-        .count(app.conn())
-        .await
-        .unwrap()
 }
 
 async fn stored_keys(app: &TestApp) -> Vec<idempotency_key::Model> {
@@ -78,39 +72,19 @@ async fn stored_keys(app: &TestApp) -> Vec<idempotency_key::Model> {
         .unwrap()
 }
 
-fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish()
-}
-
-/// Status and body of a request over HTTP.
-async fn send_over_http(request: awc::ClientRequest, body: Option<&Value>) -> (u16, String) {
-    let sent = match body {
-        Some(body) => request.send_json(body).await,
-        None => request.send().await,
-    };
-    let mut response = sent.unwrap_or_else(|e| panic!("request failed: {e}"));
-    let bytes = response.body().limit(1 << 24).await.unwrap_or_default();
-    (
-        response.status().as_u16(),
-        String::from_utf8_lossy(&bytes).into_owned(),
-    )
-}
-
 // ---------------------------------------------------------------------------------------
 // ETag and If-None-Match
 
 #[backends(sqlite, postgres, mysql)]
 async fn a_note_has_a_strong_etag_that_changes_with_it(backend: Backend) {
     let (app, _user) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, "tagged").await;
+    let created = create_note(&app, None, &json!({ "text": "tagged" })).await;
     let first = etag(&created);
     assert!(
         first.starts_with('"') && first.ends_with('"') && first.len() > 2,
         "a strong tag: {first}"
     );
-    let path = format!("/notes/{}", id_of(&created));
+    let path = format!("/notes/{}", id_of(&created.json()));
     let read = app.get(&path).await;
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(etag(&read), first, "GET tags what POST tagged");
@@ -133,9 +107,9 @@ async fn a_note_has_a_strong_etag_that_changes_with_it(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn if_none_match_with_the_current_tag_is_304_without_a_body(backend: Backend) {
     let (app, _user) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, "cached").await;
+    let created = create_note(&app, None, &json!({ "text": "cached" })).await;
     let tag = etag(&created);
-    let path = format!("/notes/{}", id_of(&created));
+    let path = format!("/notes/{}", id_of(&created.json()));
 
     let fresh = app
         .send(with(TestRequest::get().uri(&path), "if-none-match", &tag))
@@ -187,7 +161,7 @@ async fn a_user_has_an_etag_on_every_read_and_write(backend: Backend) {
     let created = app.send_anonymous(post("/users", &body)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
     let first = etag(&created);
-    let id = id_of(&created);
+    let id = id_of(&created.json());
     let token = app.sign_in(&email, TEST_PASSWORD).await;
 
     let me = app
@@ -227,26 +201,14 @@ async fn a_user_has_an_etag_on_every_read_and_write(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn if_match_prevents_a_lost_update_on_a_note(backend: Backend) {
     let (app, _user) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, "original").await;
-    let path = format!("/notes/{}", id_of(&created));
+    let created = create_note(&app, None, &json!({ "text": "original" })).await;
+    let path = format!("/notes/{}", id_of(&created.json()));
     // Two clients read the same version.
     let read = etag(&app.get(&path).await);
 
-    let first = app
-        .send(with(
-            patch(&path, &json!({"text": "first"})),
-            "if-match",
-            &read,
-        ))
-        .await;
+    let first = send_if_match(&app, patch(&path, &json!({"text": "first"})), &read).await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
-    let second = app
-        .send(with(
-            patch(&path, &json!({"text": "second"})),
-            "if-match",
-            &read,
-        ))
-        .await;
+    let second = send_if_match(&app, patch(&path, &json!({"text": "second"})), &read).await;
     let problem = assert_problem(&second, StatusCode::PRECONDITION_FAILED);
     assert!(
         problem["detail"].as_str().unwrap().contains("If-Match"),
@@ -262,49 +224,23 @@ async fn if_match_prevents_a_lost_update_on_a_note(backend: Backend) {
 
     // With the current tag (one of a list), the change goes through.
     let list = format!("\"0\", {}", etag(&first));
-    let third = app
-        .send(with(
-            patch(&path, &json!({"text": "third"})),
-            "if-match",
-            &list,
-        ))
-        .await;
+    let third = send_if_match(&app, patch(&path, &json!({"text": "third"})), &list).await;
     assert_eq!(third.status, StatusCode::OK, "{third:?}");
     assert_eq!(third.json()["text"], "third");
 
     // A weak tag never matches a write.
     let weak = format!("W/{}", etag(&third));
-    let reply = app
-        .send(with(
-            patch(&path, &json!({"text": "weak"})),
-            "if-match",
-            &weak,
-        ))
-        .await;
+    let reply = send_if_match(&app, patch(&path, &json!({"text": "weak"})), &weak).await;
     assert_problem(&reply, StatusCode::PRECONDITION_FAILED);
 
     // DELETE: a stale tag is 412 and the note stays; the current one deletes it.
-    let reply = app
-        .send(with(TestRequest::delete().uri(&path), "if-match", &read))
-        .await;
+    let reply = send_if_match(&app, TestRequest::delete().uri(&path), &read).await;
     assert_problem(&reply, StatusCode::PRECONDITION_FAILED);
     assert_eq!(app.get(&path).await.status, StatusCode::OK);
-    let reply = app
-        .send(with(
-            TestRequest::delete().uri(&path),
-            "if-match",
-            &etag(&third),
-        ))
-        .await;
+    let reply = send_if_match(&app, TestRequest::delete().uri(&path), &etag(&third)).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
     // Gone: 404 whatever If-Match says.
-    let reply = app
-        .send(with(
-            TestRequest::delete().uri(&path),
-            "if-match",
-            &etag(&third),
-        ))
-        .await;
+    let reply = send_if_match(&app, TestRequest::delete().uri(&path), &etag(&third)).await;
     assert_problem(&reply, StatusCode::NOT_FOUND);
     app.finish().await;
 }
@@ -312,49 +248,29 @@ async fn if_match_prevents_a_lost_update_on_a_note(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn if_match_star_matches_any_existing_note_and_garbage_matches_none(backend: Backend) {
     let (app, _user) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, "starred").await;
-    let path = format!("/notes/{}", id_of(&created));
+    let created = create_note(&app, None, &json!({ "text": "starred" })).await;
+    let path = format!("/notes/{}", id_of(&created.json()));
 
-    let reply = app
-        .send(with(
-            patch(&path, &json!({"completed": true})),
-            "if-match",
-            "*",
-        ))
-        .await;
+    let reply = send_if_match(&app, patch(&path, &json!({"completed": true})), "*").await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     for garbage in ["not-a-tag", "\"x\""] {
-        let reply = app
-            .send(with(
-                patch(&path, &json!({"text": "no"})),
-                "if-match",
-                garbage,
-            ))
-            .await;
+        let reply = send_if_match(&app, patch(&path, &json!({"text": "no"})), garbage).await;
         assert_problem(&reply, StatusCode::PRECONDITION_FAILED);
     }
     assert_eq!(app.get(&path).await.json()["text"], "starred");
 
-    let reply = app
-        .send(with(TestRequest::delete().uri(&path), "if-match", "*"))
-        .await;
+    let reply = send_if_match(&app, TestRequest::delete().uri(&path), "*").await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
-    let reply = app
-        .send(with(
-            patch(&path, &json!({"text": "gone"})),
-            "if-match",
-            "*",
-        ))
-        .await;
+    let reply = send_if_match(&app, patch(&path, &json!({"text": "gone"})), "*").await;
     assert_problem(&reply, StatusCode::NOT_FOUND);
 
     // Another user's note is 404 with any If-Match, and is not changed.
-    let mine = create_note(&app, "mine").await;
+    let mine = create_note(&app, None, &json!({ "text": "mine" })).await;
     let other = app.sign_up_and_in("other").await;
-    let path = format!("/notes/{}", id_of(&mine));
+    let path = format!("/notes/{}", id_of(&mine.json()));
     for request in [
-        with(patch(&path, &json!({"text": "theirs"})), "if-match", "*"),
-        with(TestRequest::delete().uri(&path), "if-match", &etag(&mine)),
+        if_match(patch(&path, &json!({"text": "theirs"})), "*"),
+        if_match(TestRequest::delete().uri(&path), &etag(&mine)),
     ] {
         let reply = app.send_as(&other.token, request).await;
         assert_problem(&reply, StatusCode::NOT_FOUND);
@@ -369,40 +285,20 @@ async fn if_match_prevents_a_lost_update_on_a_user(backend: Backend) {
     let path = format!("/users/{}", user.id);
     let read = etag(&app.get("/users/me").await);
 
-    let first = app
-        .send(with(
-            patch(&path, &json!({"name": "First"})),
-            "if-match",
-            &read,
-        ))
-        .await;
+    let first = send_if_match(&app, patch(&path, &json!({"name": "First"})), &read).await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
-    let second = app
-        .send(with(
-            patch(&path, &json!({"name": "Second"})),
-            "if-match",
-            &read,
-        ))
-        .await;
+    let second = send_if_match(&app, patch(&path, &json!({"name": "Second"})), &read).await;
     assert_problem(&second, StatusCode::PRECONDITION_FAILED);
     assert_eq!(app.get("/users/me").await.json()["name"], "First");
 
-    let reply = app
-        .send(with(TestRequest::delete().uri(&path), "if-match", &read))
-        .await;
+    let reply = send_if_match(&app, TestRequest::delete().uri(&path), &read).await;
     assert_problem(&reply, StatusCode::PRECONDITION_FAILED);
     assert_eq!(
         app.get("/users/me").await.status,
         StatusCode::OK,
         "not deleted"
     );
-    let reply = app
-        .send(with(
-            TestRequest::delete().uri(&path),
-            "if-match",
-            &etag(&first),
-        ))
-        .await;
+    let reply = send_if_match(&app, TestRequest::delete().uri(&path), &etag(&first)).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
     app.finish().await;
 }
@@ -433,8 +329,8 @@ async fn bulk_notes(app: &TestApp, count: usize, prefix: &str) -> Vec<i64> {
 /// statuses of each pair (the bodies of any 5xx are printed).
 async fn race<A, B>(ids: &[i64], pair: impl Fn(i64) -> (A, B)) -> Vec<(u16, u16)>
 where
-    A: Future<Output = (u16, String)>,
-    B: Future<Output = (u16, String)>,
+    A: Future<Output = Reply>,
+    B: Future<Output = Reply>,
 {
     let mut statuses = Vec::with_capacity(ids.len());
     for wave in ids.chunks(WAVE) {
@@ -442,15 +338,43 @@ where
             let (a, b) = pair(id);
             futures_util::future::join(a, b)
         });
-        for ((a, body_a), (b, body_b)) in futures_util::future::join_all(racing).await {
-            for (status, body) in [(a, &body_a), (b, &body_b)] {
-                if status >= 500 {
-                    eprintln!("{status}: {body}");
+        for (a, b) in futures_util::future::join_all(racing).await {
+            for reply in [&a, &b] {
+                if reply.status.is_server_error() {
+                    eprintln!("{reply:?}");
                 }
             }
-            statuses.push((a, b));
+            statuses.push((a.status.as_u16(), b.status.as_u16()));
         }
     }
+    statuses
+}
+
+/// For every id, `PATCH {collection}/{id}` with `change` and `DELETE {collection}/{id}` as
+/// `token`'s user, raced ([`race`]); the statuses of each pair, every PATCH checked to be 200
+/// or 404.
+async fn race_patch_and_delete(
+    server: &TestServer,
+    token: &str,
+    collection: &str,
+    ids: &[i64],
+    change: &Value,
+) -> Vec<(u16, u16)> {
+    let client = client(HANG);
+    let statuses = race(ids, |id| {
+        let url = server.url(&format!("{collection}/{id}"));
+        (
+            send_over_http(client.patch(&url).bearer_auth(token), Some(change)),
+            send_over_http(client.delete(&url).bearer_auth(token), None),
+        )
+    })
+    .await;
+    let patches = counts(statuses.iter().map(|(patch, _)| *patch));
+    eprintln!("{collection}: PATCH {patches:?}");
+    assert!(
+        patches.keys().all(|s| [200, 404].contains(s)),
+        "a PATCH racing a DELETE is 200 or 404: {patches:?}"
+    );
     statuses
 }
 
@@ -469,23 +393,10 @@ async fn racing_patch_and_delete_on_notes_never_answer_5xx(backend: Backend) {
     let (app, user) = TestApp::signed_in(backend).await;
     let ids = bulk_notes(&app, PAIRS, "race").await;
     let server = app.serve().await;
-    let client = client();
     let change = json!({"text": "patched", "completed": true});
-    let statuses = race(&ids, |id| {
-        let url = server.url(&format!("/notes/{id}"));
-        (
-            send_over_http(client.patch(&url).bearer_auth(&user.token), Some(&change)),
-            send_over_http(client.delete(&url).bearer_auth(&user.token), None),
-        )
-    })
-    .await;
-    let patches = counts(statuses.iter().map(|(patch, _)| *patch));
+    let statuses = race_patch_and_delete(&server, &user.token, "/notes", &ids, &change).await;
     let deletes = counts(statuses.iter().map(|(_, delete)| *delete));
-    eprintln!("{backend:?}: PATCH {patches:?}, DELETE {deletes:?}");
-    assert!(
-        patches.keys().all(|s| [200, 404].contains(s)),
-        "a PATCH racing a DELETE is 200 or 404: {patches:?}"
-    );
+    eprintln!("{backend:?}: DELETE {deletes:?}");
     assert_eq!(
         deletes.get(&204),
         Some(&PAIRS),
@@ -504,7 +415,7 @@ async fn racing_conditional_patches_let_one_win_and_refuse_the_other(backend: Ba
     // Every note is at its first version: that is the tag both racers send.
     let tag = etag(&app.get(&format!("/notes/{}", ids[0])).await);
     let server = app.serve().await;
-    let client = client();
+    let client = client(HANG);
     let (one, two) = (json!({"text": "one"}), json!({"text": "two"}));
     let conditional = |id: i64, body| {
         let request = client
@@ -541,22 +452,8 @@ async fn racing_patch_and_delete_on_users_never_answer_5xx(backend: Backend) {
         ids.push(user.id);
     }
     let server = app.serve().await;
-    let client = client();
     let change = json!({"name": "patched", "is_active": false});
-    let statuses = race(&ids, |id| {
-        let url = server.url(&format!("/users/{id}"));
-        (
-            send_over_http(client.patch(&url).bearer_auth(&admin.token), Some(&change)),
-            send_over_http(client.delete(&url).bearer_auth(&admin.token), None),
-        )
-    })
-    .await;
-    let patches = counts(statuses.iter().map(|(patch, _)| *patch));
-    eprintln!("{backend:?}: user PATCH {patches:?}");
-    assert!(
-        patches.keys().all(|s| [200, 404].contains(s)),
-        "a PATCH racing a DELETE is 200 or 404: {patches:?}"
-    );
+    let statuses = race_patch_and_delete(&server, &admin.token, "/users", &ids, &change).await;
     assert!(
         statuses.iter().all(|(_, delete)| *delete == 204),
         "{statuses:?}"
@@ -592,12 +489,12 @@ async fn a_keyed_create_is_replayed_and_writes_once(backend: Backend) {
     let other = app.send(keyed(post("/notes", &body), "key-2")).await;
     assert_eq!(other.status, StatusCode::CREATED);
     assert!(!replayed(&other));
-    assert_ne!(id_of(&other), id_of(&first));
+    assert_ne!(id_of(&other.json()), id_of(&first.json()));
     assert_eq!(notes_with_text(&app, "exactly once").await, 2);
 
     // Without a key nothing is stored.
     let keys = stored_keys(&app).await.len();
-    create_note(&app, "no key").await;
+    create_note(&app, None, &json!({ "text": "no key" })).await;
     assert_eq!(stored_keys(&app).await.len(), keys);
     app.finish().await;
 }
@@ -696,7 +593,7 @@ async fn a_keyed_sign_up_is_replayed_only_with_the_same_password(backend: Backen
 
     // The same request after the password changed is still the same request: replayed.
     let token = app.sign_in(&email, TEST_PASSWORD).await;
-    let path = format!("/users/{}", id_of(&first));
+    let path = format!("/users/{}", id_of(&first.json()));
     let change = json!({"password": "a newer password", "current_password": TEST_PASSWORD});
     let changed = app.send_as(&token, patch(&path, &change)).await;
     assert_eq!(changed.status, StatusCode::OK, "{changed:?}");
@@ -721,7 +618,7 @@ async fn a_keyed_sign_up_is_replayed_only_with_the_same_password(backend: Backen
     let reply = app
         .send_as(
             &token,
-            TestRequest::delete().uri(&format!("/users/{}", id_of(&first))),
+            TestRequest::delete().uri(&format!("/users/{}", id_of(&first.json()))),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
@@ -736,7 +633,7 @@ async fn a_dozen_racing_retries_with_one_key_write_exactly_one_note(backend: Bac
     // Half of them to each of two instances: in flight on one, committed by the other.
     let servers = [app.serve().await, app.serve().await];
     let server = &servers[0];
-    let client = client();
+    let client = client(HANG);
     let body = json!({"text": "raced once"});
     let racing = (0..RETRIES).map(|i| {
         send_over_http(
@@ -748,27 +645,23 @@ async fn a_dozen_racing_retries_with_one_key_write_exactly_one_note(backend: Bac
         )
     });
     let answers = futures_util::future::join_all(racing).await;
-    eprintln!(
-        "{backend:?}: {:?}",
-        answers.iter().map(|(status, _)| status).collect::<Vec<_>>()
-    );
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status.as_u16()).collect();
+    eprintln!("{backend:?}: {statuses:?}");
     assert!(
-        answers
-            .iter()
-            .all(|(status, _)| [201, 409].contains(status)),
+        statuses.iter().all(|status| [201, 409].contains(status)),
         "every retry is the answer or 409 in flight: {answers:?}"
     );
-    let created: Vec<&String> = answers
+    let created: Vec<&actix_web::web::Bytes> = answers
         .iter()
-        .filter(|(status, _)| *status == 201)
-        .map(|(_, body)| body)
+        .filter(|r| r.status == StatusCode::CREATED)
+        .map(|r| &r.body)
         .collect();
     assert!(!created.is_empty(), "one of them did the work");
     assert!(created.iter().all(|b| *b == created[0]), "one answer");
     assert_eq!(notes_with_text(&app, "raced once").await, 1);
 
     // Once settled, a retry gets the stored answer.
-    let (status, replay) = send_over_http(
+    let replay = send_over_http(
         client
             .post(server.url("/notes"))
             .bearer_auth(&user.token)
@@ -776,7 +669,7 @@ async fn a_dozen_racing_retries_with_one_key_write_exactly_one_note(backend: Bac
         Some(&body),
     )
     .await;
-    assert_eq!((status, &replay), (201, created[0]));
+    assert_eq!((replay.status.as_u16(), &replay.body), (201, created[0]));
     for server in servers {
         server.stop().await;
     }
@@ -884,7 +777,7 @@ async fn keys_of_two_users_never_collide(backend: Backend) {
 async fn two_instances_share_keys(backend: Backend) {
     let (app, user) = TestApp::signed_in(backend).await;
     let (one, two) = (app.serve().await, app.serve().await);
-    let client = client();
+    let client = client(HANG);
     let body = json!({"text": "two instances"});
     let request = |server: &TestServer| {
         client
@@ -892,10 +785,13 @@ async fn two_instances_share_keys(backend: Backend) {
             .bearer_auth(&user.token)
             .insert_header(("idempotency-key", "across"))
     };
-    let (status, first) = send_over_http(request(&one), Some(&body)).await;
-    assert_eq!(status, 201);
-    let (status, again) = send_over_http(request(&two), Some(&body)).await;
-    assert_eq!((status, &again), (201, &first));
+    let first = send_over_http(request(&one), Some(&body)).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{first:?}");
+    let again = send_over_http(request(&two), Some(&body)).await;
+    assert_eq!(
+        (again.status, &again.body),
+        (StatusCode::CREATED, &first.body)
+    );
     assert_eq!(notes_with_text(&app, "two instances").await, 1);
     one.stop().await;
     two.stop().await;
@@ -910,29 +806,18 @@ async fn post_keyed(
     key: &str,
     body: &Value,
 ) -> (u16, bool, String) {
-    let mut request = client()
+    let mut request = client(HANG)
         .post(server.url(path))
         .insert_header(("idempotency-key", key.to_owned()));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let mut response = request
-        .send_json(body)
-        .await
-        .unwrap_or_else(|e| panic!("request failed: {e}"));
-    let replayed = response
-        .headers()
-        .get("idempotent-replayed")
-        .is_some_and(|v| v == "true");
-    let bytes = response.body().limit(1 << 24).await.unwrap_or_default();
-    let body = String::from_utf8_lossy(&bytes).into_owned();
+    let reply = send_over_http(request, Some(body)).await;
+    let body = String::from_utf8_lossy(&reply.body).into_owned();
     if body.contains("in progress") {
-        assert!(
-            response.headers().contains_key("retry-after"),
-            "{response:?}"
-        );
+        assert!(reply.header("retry-after").is_some(), "{reply:?}");
     }
-    (response.status().as_u16(), replayed, body)
+    (reply.status.as_u16(), replayed(&reply), body)
 }
 
 /// Open, on a connection of the test's own, a transaction that holds what a write of `user`'s
@@ -1119,8 +1004,8 @@ async fn a_malformed_key_is_400_and_an_anonymous_one_401(backend: Backend) {
 #[backends(sqlite)]
 async fn the_openapi_document_describes_the_headers_and_answers(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let doc = app.get("/openapi.json").await.json();
-    let operation = |path: &str, method: &str| doc["paths"][path][method].clone();
+    let doc = openapi_document(&app).await;
+    let operation = |path: &str, method: &str| operation(&doc, method, path).operation;
     let header_params = |operation: &Value| -> Vec<String> {
         operation["parameters"]
             .as_array()

@@ -12,29 +12,24 @@ use actix_web::{
     http::{Method, StatusCode},
     test::TestRequest,
 };
-use chrono::{DateTime, Utc};
-use entity::{note, session, user};
+use entity::{note, user};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use tests::{
     Backend, TEST_PASSWORD, TestApp, assert_problem, backends,
+    fixtures::{
+        assert_unauthenticated, create_note, id_of, patch_user, problem_identity, sessions_of,
+        time_of,
+    },
     http::{get, json_request},
+    unique_email,
 };
 
 /// The password every user of these tests signs up with.
 const PASSWORD: &str = TEST_PASSWORD;
 
-/// A distinct e-mail address, so a test's users never collide by accident.
-fn unique_email(tag: &str) -> String {
-    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
-}
-
 fn post_user(body: &Value) -> TestRequest {
     json_request(Method::POST, "/users", body)
-}
-
-fn patch_user(id: i64, body: &Value) -> TestRequest {
-    json_request(Method::PATCH, &format!("/users/{id}"), body)
 }
 
 fn delete_user(id: i64) -> TestRequest {
@@ -70,16 +65,10 @@ async fn sign_in_status(app: &TestApp, email: &str, password: &str) -> StatusCod
         .status
 }
 
-fn id_of(user: &Value) -> i64 {
-    user["id"].as_i64().expect("a user has an integer id")
-}
-
-fn time_of(user: &Value, field: &str) -> DateTime<Utc> {
-    user[field]
-        .as_str()
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .unwrap_or_else(|| panic!("{field} is not an RFC 3339 time: {user}"))
-        .with_timezone(&Utc)
+/// `token` still signs its user in (`GET /users/me` is 200).
+async fn assert_signed_in(app: &TestApp, token: &str, why: &str) {
+    let reply = get_as(app, token, "/users/me").await;
+    assert_eq!(reply.status, StatusCode::OK, "{why}: {reply:?}");
 }
 
 /// The names of the fields a 422 problem reports.
@@ -357,12 +346,13 @@ async fn patch_changes_name_and_active_flag(backend: Backend) {
     let id = id_of(&created);
     tokio::time::sleep(Duration::from_millis(5)).await;
 
-    let reply = app
-        .send_as(
-            &admin.token,
-            patch_user(id, &json!({"name": "Frank", "is_active": false})),
-        )
-        .await;
+    let reply = patch_user(
+        &app,
+        Some(&admin.token),
+        id,
+        &json!({"name": "Frank", "is_active": false}),
+    )
+    .await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let user = reply.json();
@@ -388,9 +378,7 @@ async fn patch_changes_name_and_active_flag(backend: Backend) {
         user
     );
 
-    let cleared = app
-        .send_as(&admin.token, patch_user(id, &json!({"name": null})))
-        .await;
+    let cleared = patch_user(&app, Some(&admin.token), id, &json!({"name": null})).await;
 
     assert_eq!(cleared.status, StatusCode::OK);
     assert_eq!(cleared.json()["name"], Value::Null);
@@ -405,7 +393,7 @@ async fn patch_rehashes_a_new_password(backend: Backend) {
     let old_hash = stored_user(&app, id).await.unwrap().hashed_password;
 
     let change = json!({"password": "another secret", "current_password": PASSWORD});
-    let reply = app.send_as(&token, patch_user(id, &change)).await;
+    let reply = patch_user(&app, Some(&token), id, &change).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let new_hash = stored_user(&app, id).await.unwrap().hashed_password;
@@ -423,15 +411,13 @@ async fn patch_changes_the_email_normalized(backend: Backend) {
     let id = id_of(&user);
     let new_email = unique_email("heidi-new");
 
-    let reply = app
-        .send_as(
-            &token,
-            patch_user(
-                id,
-                &json!({"email": format!(" {} ", new_email.to_uppercase())}),
-            ),
-        )
-        .await;
+    let reply = patch_user(
+        &app,
+        Some(&token),
+        id,
+        &json!({"email": format!(" {} ", new_email.to_uppercase())}),
+    )
+    .await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.json()["email"], new_email);
@@ -447,12 +433,13 @@ async fn patch_rejects_an_email_taken_by_another_user_with_409(backend: Backend)
     let (user, token) = create_signed_in(&app, &unique_email("judy")).await;
     let id = id_of(&user);
 
-    let reply = app
-        .send_as(
-            &token,
-            patch_user(id, &json!({"email": taken.to_uppercase()})),
-        )
-        .await;
+    let reply = patch_user(
+        &app,
+        Some(&token),
+        id,
+        &json!({"email": taken.to_uppercase()}),
+    )
+    .await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
     app.finish().await;
@@ -470,15 +457,13 @@ async fn patch_with_a_taken_email_leaves_the_name_unchanged(backend: Backend) {
     let created = create_user(&app, &unique_email("niaj")).await;
     let id = id_of(&created);
 
-    let reply = app
-        .send_as(
-            &admin.token,
-            patch_user(
-                id,
-                &json!({"name": "Changed", "is_active": false, "email": taken}),
-            ),
-        )
-        .await;
+    let reply = patch_user(
+        &app,
+        Some(&admin.token),
+        id,
+        &json!({"name": "Changed", "is_active": false, "email": taken}),
+    )
+    .await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
     let after = get_as(&app, &admin.token, &format!("/users/{id}")).await;
@@ -497,15 +482,14 @@ async fn patch_answers_404_for_an_unknown_user(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
     let admin = app.admin().await;
 
-    let by_admin = app
-        .send_as(
-            &admin.token,
-            patch_user(999_999_999, &json!({"name": "Nobody"})),
-        )
-        .await;
-    let by_user = app
-        .send(patch_user(999_999_999, &json!({"name": "Nobody"})))
-        .await;
+    let by_admin = patch_user(
+        &app,
+        Some(&admin.token),
+        999_999_999,
+        &json!({"name": "Nobody"}),
+    )
+    .await;
+    let by_user = patch_user(&app, None, 999_999_999, &json!({"name": "Nobody"})).await;
 
     assert_problem(&by_admin, StatusCode::NOT_FOUND);
     assert_problem(&by_user, StatusCode::NOT_FOUND);
@@ -528,7 +512,7 @@ async fn patch_rejects_invalid_fields_with_422(backend: Backend) {
         (json!({"is_admin": 1}), "is_admin"),
         (json!({"name": "n".repeat(201)}), "name"),
     ] {
-        let reply = app.send_as(&admin.token, patch_user(id, &body)).await;
+        let reply = patch_user(&app, Some(&admin.token), id, &body).await;
 
         assert_eq!(invalid_fields(&reply), [field], "{body}");
     }
@@ -593,49 +577,12 @@ async fn racing_sign_ups_with_one_email_give_exactly_one_201(backend: Backend) {
 
 // ---------------------------------------------------------------- who may do what
 
-/// A 401 problem that asks for a bearer token.
-fn assert_unauthorized(reply: &tests::Reply) {
-    assert_problem(reply, StatusCode::UNAUTHORIZED);
-    let challenge = reply.header("www-authenticate").unwrap_or_default();
-    assert!(challenge.starts_with("Bearer"), "{reply:?}");
-}
-
-/// The parts of a problem that say what went wrong (not where: `instance` names the path).
-fn problem_gist(reply: &tests::Reply) -> Value {
-    let problem = reply.json();
-    json!({
-        "type": problem["type"],
-        "title": problem["title"],
-        "status": problem["status"],
-        "detail": problem["detail"],
-    })
-}
-
-async fn sessions_of(app: &TestApp, user: i64) -> u64 {
-    session::Entity::find()
-        .filter(session::Column::UserId.eq(user))
-        .count(app.conn())
-        .await
-        .unwrap()
-}
-
 async fn notes_of(app: &TestApp, user: i64) -> u64 {
     note::Entity::find()
         .filter(note::Column::UserId.eq(user))
         .count(app.conn())
         .await
         .unwrap()
-}
-
-async fn create_note_as(app: &TestApp, token: &str, text: &str) -> Value {
-    let reply = app
-        .send_as(
-            token,
-            json_request(Method::POST, "/notes", &json!({"text": text})),
-        )
-        .await;
-    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    reply.json()
 }
 
 /// A user reads and changes their own account, and deleting it signs them out everywhere and
@@ -648,13 +595,11 @@ async fn a_user_reads_changes_and_deletes_their_own_account(backend: Backend) {
     let other_session = app
         .sign_in(created["email"].as_str().unwrap(), PASSWORD)
         .await;
-    create_note_as(&app, &token, "mine").await;
+    create_note(&app, Some(&token), &json!({"text": "mine"})).await;
 
     let read = get_as(&app, &token, &format!("/users/{id}")).await;
     let me = get_as(&app, &token, "/users/me").await;
-    let renamed = app
-        .send_as(&token, patch_user(id, &json!({"name": "Myself"})))
-        .await;
+    let renamed = patch_user(&app, Some(&token), id, &json!({"name": "Myself"})).await;
     let deleted = app.send_as(&token, delete_user(id)).await;
 
     assert_eq!(read.status, StatusCode::OK, "{read:?}");
@@ -665,10 +610,14 @@ async fn a_user_reads_changes_and_deletes_their_own_account(backend: Backend) {
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
     assert!(stored_user(&app, id).await.is_none());
     assert_eq!(notes_of(&app, id).await, 0, "their notes went with them");
-    assert_eq!(sessions_of(&app, id).await, 0, "their sessions went too");
+    assert_eq!(
+        sessions_of(&app, id).await.len(),
+        0,
+        "their sessions went too"
+    );
     for session in [&token, &other_session] {
-        assert_unauthorized(&get_as(&app, session, "/users/me").await);
-        assert_unauthorized(&get_as(&app, session, "/notes").await);
+        assert_unauthenticated(&get_as(&app, session, "/users/me").await);
+        assert_unauthenticated(&get_as(&app, session, "/notes").await);
     }
     app.finish().await;
 }
@@ -684,11 +633,12 @@ async fn another_users_account_is_404_for_a_non_admin(backend: Backend) {
     let unknown = app.get(&format!("/users/{}", id + 1_000_000)).await;
     assert_problem(&unknown, StatusCode::NOT_FOUND);
 
+    let patch = |body: Value| json_request(Method::PATCH, &format!("/users/{id}"), &body);
     let attempts = [
         get(&format!("/users/{id}")),
-        patch_user(id, &json!({"name": "Hijacked"})),
-        patch_user(id, &json!({"email": unique_email("hijacked")})),
-        patch_user(id, &json!({"password": "taken over now"})),
+        patch(json!({"name": "Hijacked"})),
+        patch(json!({"email": unique_email("hijacked")})),
+        patch(json!({"password": "taken over now"})),
         delete_user(id),
     ];
     for attempt in attempts {
@@ -696,8 +646,8 @@ async fn another_users_account_is_404_for_a_non_admin(backend: Backend) {
 
         assert_problem(&reply, StatusCode::NOT_FOUND);
         assert_eq!(
-            problem_gist(&reply),
-            problem_gist(&unknown),
+            problem_identity(&reply.json()),
+            problem_identity(&unknown.json()),
             "as if unknown"
         );
     }
@@ -714,7 +664,7 @@ async fn another_users_account_is_404_for_a_non_admin(backend: Backend) {
     let mine = app.get(&format!("/users/{}", me.id)).await;
     assert_eq!(mine.status, StatusCode::OK, "one's own account is there");
     let anonymous = app.send_anonymous(get(&format!("/users/{id}"))).await;
-    assert_unauthorized(&anonymous);
+    assert_unauthenticated(&anonymous);
     app.finish().await;
 }
 
@@ -725,16 +675,12 @@ async fn an_admin_reads_changes_and_deletes_any_account(backend: Backend) {
     let admin = app.admin().await;
     let (user, token) = create_signed_in(&app, &unique_email("managed")).await;
     let id = id_of(&user);
-    create_note_as(&app, &token, "theirs").await;
+    create_note(&app, Some(&token), &json!({"text": "theirs"})).await;
 
     let read = get_as(&app, &admin.token, &format!("/users/{id}")).await;
-    let renamed = app
-        .send_as(&admin.token, patch_user(id, &json!({"name": "Renamed"})))
-        .await;
+    let renamed = patch_user(&app, Some(&admin.token), id, &json!({"name": "Renamed"})).await;
     let new_email = unique_email("managed-new");
-    let moved = app
-        .send_as(&admin.token, patch_user(id, &json!({"email": new_email})))
-        .await;
+    let moved = patch_user(&app, Some(&admin.token), id, &json!({"email": new_email})).await;
     let deleted = app.send_as(&admin.token, delete_user(id)).await;
 
     assert_eq!(read.status, StatusCode::OK, "{read:?}");
@@ -746,11 +692,7 @@ async fn an_admin_reads_changes_and_deletes_any_account(backend: Backend) {
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
     assert!(stored_user(&app, id).await.is_none());
     assert_eq!(notes_of(&app, id).await, 0);
-    assert_eq!(
-        get_as(&app, &admin.token, "/users/me").await.status,
-        StatusCode::OK,
-        "the admin is still signed in"
-    );
+    assert_signed_in(&app, &admin.token, "the admin is still signed in").await;
     app.finish().await;
 }
 
@@ -769,7 +711,7 @@ async fn listing_users_is_for_admins_only(backend: Backend) {
         !String::from_utf8_lossy(&as_user.body).contains(&admin.email),
         "a 403 shows no one's address: {as_user:?}"
     );
-    assert_unauthorized(&anonymous);
+    assert_unauthenticated(&anonymous);
     assert_eq!(as_admin.status, StatusCode::OK, "{as_admin:?}");
     let listed: Vec<i64> = as_admin
         .json()
@@ -797,7 +739,7 @@ async fn only_admins_change_is_active_and_is_admin(backend: Backend) {
         json!({"name": "Sneaky", "is_admin": true}),
         json!({"name": "Sneaky", "is_active": true}),
     ] {
-        let reply = app.send(patch_user(me.id, &body)).await;
+        let reply = patch_user(&app, None, me.id, &body).await;
 
         assert_problem(&reply, StatusCode::FORBIDDEN);
     }
@@ -815,7 +757,9 @@ async fn admins_change_is_active_and_is_admin(backend: Backend) {
     let email = unique_email("promoted");
     let (user, token) = create_signed_in(&app, &email).await;
     let id = id_of(&user);
-    let as_admin = |body: Value| app.send_as(&admin.token, patch_user(id, &body));
+    let (app_ref, admin_token) = (&app, admin.token.as_str());
+    let as_admin =
+        |body: Value| async move { patch_user(app_ref, Some(admin_token), id, &body).await };
 
     let promoted = as_admin(json!({"is_admin": true})).await;
     assert_eq!(promoted.status, StatusCode::OK, "{promoted:?}");
@@ -828,7 +772,7 @@ async fn admins_change_is_active_and_is_admin(backend: Backend) {
     assert_eq!(deactivated.status, StatusCode::OK, "{deactivated:?}");
     assert_eq!(deactivated.json()["is_active"], false);
     assert_eq!(deactivated.json()["is_admin"], false);
-    assert_unauthorized(&get_as(&app, &token, "/users/me").await);
+    assert_unauthenticated(&get_as(&app, &token, "/users/me").await);
     assert_eq!(
         sign_in_status(&app, &email, PASSWORD).await,
         StatusCode::UNAUTHORIZED
@@ -857,18 +801,14 @@ async fn changing_ones_own_password_needs_the_current_one(backend: Backend) {
     let old_hash = stored_user(&app, id).await.unwrap().hashed_password;
     let new_password = "a brand new secret";
 
-    let missing = app
-        .send_as(&token, patch_user(id, &json!({"password": new_password})))
-        .await;
-    let wrong = app
-        .send_as(
-            &token,
-            patch_user(
-                id,
-                &json!({"password": new_password, "current_password": "not my password"}),
-            ),
-        )
-        .await;
+    let missing = patch_user(&app, Some(&token), id, &json!({"password": new_password})).await;
+    let wrong = patch_user(
+        &app,
+        Some(&token),
+        id,
+        &json!({"password": new_password, "current_password": "not my password"}),
+    )
+    .await;
 
     assert_eq!(invalid_fields(&missing), ["current_password"]);
     assert_problem(&wrong, StatusCode::FORBIDDEN);
@@ -882,15 +822,13 @@ async fn changing_ones_own_password_needs_the_current_one(backend: Backend) {
         "a refused change signs no one out"
     );
 
-    let right = app
-        .send_as(
-            &token,
-            patch_user(
-                id,
-                &json!({"password": new_password, "current_password": PASSWORD}),
-            ),
-        )
-        .await;
+    let right = patch_user(
+        &app,
+        Some(&token),
+        id,
+        &json!({"password": new_password, "current_password": PASSWORD}),
+    )
+    .await;
 
     assert_eq!(right.status, StatusCode::OK, "{right:?}");
     assert_shows_row(&right.json(), &stored_user(&app, id).await.unwrap());
@@ -907,7 +845,7 @@ async fn changing_ones_own_password_needs_the_current_one(backend: Backend) {
         StatusCode::OK,
         "the token that made the change stays"
     );
-    assert_unauthorized(&get_as(&app, &other_session, "/users/me").await);
+    assert_unauthenticated(&get_as(&app, &other_session, "/users/me").await);
     app.finish().await;
 }
 
@@ -921,12 +859,13 @@ async fn an_admin_sets_another_users_password_without_the_current_one(backend: B
     let (user, token) = create_signed_in(&app, &email).await;
     let new_password = "set by the admin";
 
-    let reply = app
-        .send_as(
-            &admin.token,
-            patch_user(id_of(&user), &json!({"password": new_password})),
-        )
-        .await;
+    let reply = patch_user(
+        &app,
+        Some(&admin.token),
+        id_of(&user),
+        &json!({"password": new_password}),
+    )
+    .await;
 
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_eq!(
@@ -937,12 +876,8 @@ async fn an_admin_sets_another_users_password_without_the_current_one(backend: B
         sign_in_status(&app, &email, PASSWORD).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_unauthorized(&get_as(&app, &token, "/users/me").await);
-    assert_eq!(
-        get_as(&app, &admin.token, "/users/me").await.status,
-        StatusCode::OK,
-        "the admin's own session stays"
-    );
+    assert_unauthenticated(&get_as(&app, &token, "/users/me").await);
+    assert_signed_in(&app, &admin.token, "the admin's own session stays").await;
     app.finish().await;
 }
 
@@ -984,11 +919,17 @@ async fn deleting_a_user_deletes_their_notes_and_sessions(backend: Backend) {
     let id = id_of(&user);
     let second_token = app.sign_in(&email, PASSWORD).await;
     for text in ["first", "second"] {
-        create_note_as(&app, &token, text).await;
+        create_note(&app, Some(&token), &json!({"text": text})).await;
     }
-    let kept = create_note_as(&app, &bystander.token, "the bystander's").await;
+    let kept = create_note(
+        &app,
+        Some(&bystander.token),
+        &json!({"text": "the bystander's"}),
+    )
+    .await
+    .json();
     assert_eq!(
-        (notes_of(&app, id).await, sessions_of(&app, id).await),
+        (notes_of(&app, id).await, sessions_of(&app, id).await.len()),
         (2, 2)
     );
 
@@ -996,13 +937,17 @@ async fn deleting_a_user_deletes_their_notes_and_sessions(backend: Backend) {
 
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
     assert_eq!(notes_of(&app, id).await, 0, "their notes are deleted");
-    assert_eq!(sessions_of(&app, id).await, 0, "their sessions are deleted");
+    assert_eq!(
+        sessions_of(&app, id).await.len(),
+        0,
+        "their sessions are deleted"
+    );
     for session in [&token, &second_token] {
-        assert_unauthorized(&get_as(&app, session, "/users/me").await);
-        assert_unauthorized(&get_as(&app, session, "/notes").await);
+        assert_unauthenticated(&get_as(&app, session, "/users/me").await);
+        assert_unauthenticated(&get_as(&app, session, "/notes").await);
     }
     assert_eq!(app.get("/notes").await.json(), json!([kept]));
     assert_eq!(notes_of(&app, bystander.id).await, 1);
-    assert!(sessions_of(&app, bystander.id).await >= 1);
+    assert!(!sessions_of(&app, bystander.id).await.is_empty());
     app.finish().await;
 }

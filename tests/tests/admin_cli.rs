@@ -3,9 +3,13 @@
 //! from the real environment (with a warning at start), and a database password given as
 //! `?password=` in `DATABASE_URL` never printed.
 //!
-//! `create-admin` runs on SQLite in a temporary directory, and on PostgreSQL and MariaDB
-//! when `TEST_POSTGRES_URL` / `TEST_MYSQL_URL` are set (with `TEST_ALL_BACKENDS=1` they must
-//! be): each of those tests creates a database of its own and drops it at its end.
+//! `create-admin` runs on every backend, a `#[backends]` test: on an empty database of its
+//! own (the harness's, dropped at its end or at the process's exit); PostgreSQL and MariaDB
+//! are ignored, saying why, when `TEST_POSTGRES_URL` / `TEST_MYSQL_URL` is not set (with
+//! `TEST_ALL_BACKENDS=1` they run, and fail without it).
+//!
+//! The binary is the workspace's (`tests::fixtures::workspace_binary`): build it with
+//! `cargo build --release --bin api`, or run `cargo test --workspace`.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -19,10 +23,20 @@ use std::{
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use entity::user;
-use sea_orm::{ConnectionTrait, EntityTrait};
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
+use tests::{
+    Backend, Private, RunDatabase, backends,
+    fixtures::{shown, workspace_binary},
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_api");
+/// The `api` binary (checked to be built from the sources as they are).
+fn bin() -> PathBuf {
+    workspace_binary(
+        "api",
+        &["api/src", "api/web", "entity/src", "migration/src"],
+    )
+}
 /// The secret of the `?password=` tests: it must appear nowhere.
 const SECRET: &str = "s3cretpw";
 
@@ -40,7 +54,7 @@ fn sqlite_url(dir: &Path) -> String {
 
 /// The binary with a clean environment: no configuration but what the test gives.
 fn api(dir: &Path) -> Command {
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(bin());
     command
         .current_dir(dir)
         .env_clear()
@@ -91,22 +105,21 @@ fn create_admin(dir: &Path, url: &str, email: &str, stdin: &str) -> Output {
     )
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+fn assert_succeeded_without_showing(output: &Output, password: &str) {
+    assert_eq!(output.status.code(), Some(0), "{}", shown(output));
+    assert!(
+        !shown(output).contains(password),
+        "the password was printed: {}",
+        shown(output)
+    );
 }
 
-fn assert_succeeded_without_showing(output: &Output, password: &str) {
-    assert_eq!(output.status.code(), Some(0), "{}", text(output));
-    assert!(
-        !text(output).contains(password),
-        "the password was printed: {}",
-        text(output)
-    );
+/// Run `work` — synchronous: it drives processes, and runs futures with [`block_on`] — on a
+/// thread of its own, off the `#[backends]` test's runtime; its panic is the test's.
+fn off_runtime<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(work)
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 /// Run `future` to its end on a runtime of its own (the tests are synchronous: they drive
@@ -369,105 +382,22 @@ fn create_admin_life(dir: &Path, url: &str) {
     }
 }
 
-#[test]
-fn create_admin_on_sqlite() {
-    let dir = workdir();
-    create_admin_life(&dir, &sqlite_url(&dir));
-    std::fs::remove_dir_all(dir).unwrap();
+#[backends(sqlite, postgres, mysql)]
+async fn create_admin_on(backend: Backend) {
+    let database = RunDatabase::get(backend).empty_database().await;
+    let url = database.url().to_owned();
+    in_workdir(database, url, create_admin_life).await;
 }
 
-/// A database of the test's own on the server of `var`'s URL, dropped when the test ends
-/// (passed or failed). Named like the harness's (`test_notes_<pid>_<nonce>_a`), so a
-/// leftover of a killed run is found and removed by `clean-test-dbs`.
-struct ScratchDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl ScratchDb {
-    fn create(var: &str) -> Option<Self> {
-        let configured = match std::env::var(var) {
-            Ok(url) if !url.trim().is_empty() => url,
-            _ if matches!(
-                std::env::var("TEST_ALL_BACKENDS").as_deref(),
-                Ok("1" | "true")
-            ) =>
-            {
-                panic!("TEST_ALL_BACKENDS=1 but {var} is not set")
-            }
-            _ => {
-                eprintln!("note: skipped; set {var} to run");
-                return None;
-            }
-        };
-        let mut admin = url::Url::parse(&configured).unwrap();
-        let postgres = configured.starts_with("postgres");
-        admin.set_path(if postgres { "/postgres" } else { "/" });
-        let name = format!(
-            "test_notes_{}_{:06x}_a",
-            std::process::id(),
-            uuid::Uuid::new_v4().as_u128() & 0xff_ffff
-        );
-        block_on(async {
-            let conn = migration::database::connect_for_tool(admin.as_str())
-                .await
-                .unwrap();
-            conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
-        });
-        let mut url = admin.clone();
-        url.set_path(&format!("/{name}"));
-        Some(Self {
-            admin: admin.to_string(),
-            name,
-            url: url.to_string(),
-        })
-    }
-}
-
-impl Drop for ScratchDb {
-    fn drop(&mut self) {
-        let force = if self.admin.starts_with("postgres") {
-            " WITH (FORCE)"
-        } else {
-            ""
-        };
-        let statement = format!("DROP DATABASE IF EXISTS {}{force}", self.name);
-        block_on(async {
-            match migration::database::connect_for_tool(&self.admin).await {
-                Ok(conn) => {
-                    if let Err(error) = conn.execute_unprepared(&statement).await {
-                        eprintln!("could not drop {}: {error}", self.name);
-                    }
-                    let _ = conn.close().await;
-                }
-                Err(error) => eprintln!("could not drop {}: {error}", self.name),
-            }
-        });
-    }
-}
-
-#[test]
-fn create_admin_on_postgres() {
-    let Some(db) = ScratchDb::create("TEST_POSTGRES_URL") else {
-        return;
-    };
-    let dir = workdir();
-    create_admin_life(&dir, &db.url);
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-#[test]
-fn create_admin_on_mysql() {
-    let Some(db) = ScratchDb::create("TEST_MYSQL_URL") else {
-        return;
-    };
-    let dir = workdir();
-    create_admin_life(&dir, &db.url);
-    std::fs::remove_dir_all(dir).unwrap();
+/// `work(dir, url)` in a fresh working directory `dir`, off the test's runtime; then the
+/// directory and `database` go.
+async fn in_workdir(database: Private, url: String, work: fn(&Path, &str)) {
+    off_runtime(move || {
+        let dir = workdir();
+        work(&dir, &url);
+        std::fs::remove_dir_all(dir).unwrap();
+    });
+    database.drop_now().await;
 }
 
 /// A bad e-mail address, a missing one, a password too short or too long, an empty line or no
@@ -496,7 +426,7 @@ fn create_admin_refuses_bad_input_with_exit_2_and_one_line() {
     ];
     for (args, stdin, password) in cases {
         let output = run_with_stdin(api(&dir).env("DATABASE_URL", url).args(args), stdin);
-        let shown = text(&output);
+        let shown = shown(&output);
         assert_eq!(output.status.code(), Some(2), "{args:?} {stdin:?}: {shown}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(
@@ -609,7 +539,7 @@ fn query_string_password_never_shows_in_errors() {
             let _ = stdin.write_all(b"an admin passphrase\n");
         }
         let output = wait_within(child);
-        let shown = text(&output);
+        let shown = shown(&output);
         assert_eq!(output.status.code(), Some(1), "{url} {args:?}: {shown}");
         assert!(
             !shown.contains(SECRET),
@@ -630,7 +560,7 @@ fn query_string_password_never_shows_in_errors() {
                 .spawn()
                 .unwrap(),
         );
-        let shown = text(&output);
+        let shown = shown(&output);
         assert_eq!(output.status.code(), Some(2), "{url}: {shown}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(stderr.trim_end().lines().count(), 1, "{shown}");
@@ -684,15 +614,16 @@ fn serves_without_logging_the_password(dir: &Path, url: &str) {
 
 /// PostgreSQL takes `?password=` (the test server trusts local connections, so any password
 /// connects): the server serves with it and never logs it.
-#[test]
-fn query_string_password_is_not_logged_while_serving_on_postgres() {
-    let Some(db) = ScratchDb::create("TEST_POSTGRES_URL") else {
-        return;
+#[backends(postgres)]
+async fn query_string_password_is_not_logged_while_serving(backend: Backend) {
+    let database = RunDatabase::get(backend).empty_database().await;
+    let separator = if database.url().contains('?') {
+        '&'
+    } else {
+        '?'
     };
-    let dir = workdir();
-    let separator = if db.url.contains('?') { '&' } else { '?' };
-    serves_without_logging_the_password(&dir, &format!("{}{separator}password={SECRET}", db.url));
-    std::fs::remove_dir_all(dir).unwrap();
+    let url = format!("{}{separator}password={SECRET}", database.url());
+    in_workdir(database, url, serves_without_logging_the_password).await;
 }
 
 /// The SQLite driver refuses a `password` parameter: the error says which parameter, never its

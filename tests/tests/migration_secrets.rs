@@ -1,18 +1,21 @@
 //! The `migration` binary never prints a database password given as `?password=` in
 //! `DATABASE_URL`: not when the database is unreachable, not in its verbose output while it
-//! migrates (PostgreSQL, when `TEST_POSTGRES_URL` is set; with `TEST_ALL_BACKENDS=1` it must
-//! be).
+//! migrates (PostgreSQL: a `#[backends(postgres)]` test, ignored with the reason when
+//! `TEST_POSTGRES_URL` is not set; with `TEST_ALL_BACKENDS=1` it must be).
+//!
+//! The binary is the workspace's (`tests::fixtures::workspace_binary`).
 
 use std::process::{Command, Output};
 
-use migration::database::connect_for_tool;
-use sea_orm::ConnectionTrait;
+use tests::{
+    Backend, RunDatabase, backends,
+    fixtures::{shown, workspace_binary},
+};
 
-const BIN: &str = env!("CARGO_BIN_EXE_migration");
 const SECRET: &str = "s3cretpw";
 
 fn run(url: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
+    Command::new(workspace_binary("migration", &["migration/src"]))
         .args(args)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -20,15 +23,6 @@ fn run(url: &str, args: &[&str]) -> Output {
         .current_dir(std::env::temp_dir())
         .output()
         .expect("run the migration binary")
-}
-
-fn shown(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -75,42 +69,10 @@ fn malformed_or_refused_urls_do_not_show_a_query_string_password() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn verbose_migration_on_postgres_does_not_show_a_query_string_password() {
-    let configured = match std::env::var("TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if matches!(
-            std::env::var("TEST_ALL_BACKENDS").as_deref(),
-            Ok("1" | "true")
-        ) =>
-        {
-            panic!("TEST_ALL_BACKENDS=1 but TEST_POSTGRES_URL is not set")
-        }
-        _ => {
-            eprintln!("note: skipped; set TEST_POSTGRES_URL to run");
-            return;
-        }
-    };
-    let mut admin = url::Url::parse(&configured).unwrap();
-    admin.set_path("/postgres");
-    let name = format!(
-        "test_migcli_{}_{:06x}_s",
-        std::process::id(),
-        uuid::Uuid::new_v4().as_u128() & 0xff_ffff
-    );
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let conn = connect_for_tool(admin.as_str()).await.unwrap();
-        conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    });
-    let mut url = admin.clone();
-    url.set_path(&format!("/{name}"));
+#[backends(postgres)]
+async fn verbose_migration_does_not_show_a_query_string_password(backend: Backend) {
+    let database = RunDatabase::get(backend).empty_database().await;
+    let mut url = url::Url::parse(database.url()).unwrap();
     // The test server trusts local connections: any password connects.
     url.set_query(Some(&format!("password={SECRET}")));
 
@@ -119,13 +81,7 @@ fn verbose_migration_on_postgres_does_not_show_a_query_string_password() {
         .map(|args| run(url.as_str(), args))
         .collect();
 
-    runtime.block_on(async {
-        let conn = connect_for_tool(admin.as_str()).await.unwrap();
-        conn.execute_unprepared(&format!("DROP DATABASE {name} WITH (FORCE)"))
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    });
+    database.drop_now().await;
     for output in &outputs {
         let text = shown(output);
         assert!(output.status.success(), "{text}");

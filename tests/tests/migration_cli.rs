@@ -1,7 +1,9 @@
 //! The `migration` binary: concurrent runs, clean errors.
 //!
-//! PostgreSQL and MySQL cases run when `TEST_POSTGRES_URL` / `TEST_MYSQL_URL` are set (with
-//! `TEST_ALL_BACKENDS=1` they must be).
+//! The server cases are `#[backends]` tests: ignored, saying why, when `TEST_POSTGRES_URL` /
+//! `TEST_MYSQL_URL` is not set (with `TEST_ALL_BACKENDS=1` they run, and fail without it).
+//! The binary is the workspace's (`tests::fixtures::workspace_binary`): build it with
+//! `cargo build --release --bin migration`, or run `cargo test --workspace`.
 
 use std::process::{Command, Output};
 
@@ -10,8 +12,12 @@ use migration::{
     database::{connect_for_tool, redact},
 };
 use sea_orm::{ConnectionTrait, Statement};
+use tests::{Backend, RunDatabase, backends, fixtures::workspace_binary};
 
-const BIN: &str = env!("CARGO_BIN_EXE_migration");
+/// The `migration` binary (checked to be built from the sources as they are).
+fn bin() -> std::path::PathBuf {
+    workspace_binary("migration", &["migration/src"])
+}
 
 /// How many migrations the crate has.
 fn migration_count() -> usize {
@@ -19,64 +25,13 @@ fn migration_count() -> usize {
 }
 
 fn run(url: &str, args: &[&str]) -> std::process::Child {
-    Command::new(BIN)
+    Command::new(bin())
         .args(args)
         .env("DATABASE_URL", url)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn the migration binary")
-}
-
-fn configured(var: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if matches!(
-            std::env::var("TEST_ALL_BACKENDS").as_deref(),
-            Ok("1" | "true")
-        ) =>
-        {
-            panic!("TEST_ALL_BACKENDS=1 but {var} is not set")
-        }
-        _ => {
-            eprintln!("note: skipped; set {var} to run");
-            None
-        }
-    }
-}
-
-/// A fresh, empty database on the server of `configured`, named like the test harness's
-/// (`test_<name>_<pid>_<nonce>_<kind>`) so leftovers are found and cleaned the same way.
-async fn fresh_database(configured: &str) -> (String, String, String) {
-    let mut admin = url::Url::parse(configured).unwrap();
-    let postgres = configured.starts_with("postgres");
-    admin.set_path(if postgres { "/postgres" } else { "/" });
-    let name = format!(
-        "test_migcli_{}_{:06x}_m",
-        std::process::id(),
-        uuid::Uuid::new_v4().as_u128() & 0xff_ffff
-    );
-    let conn = connect_for_tool(admin.as_str()).await.unwrap();
-    conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
-    let mut url = admin.clone();
-    url.set_path(&format!("/{name}"));
-    (admin.to_string(), name, url.to_string())
-}
-
-async fn drop_database(admin: &str, name: &str) {
-    let conn = connect_for_tool(admin).await.unwrap();
-    let force = if admin.starts_with("postgres") {
-        " WITH (FORCE)"
-    } else {
-        ""
-    };
-    conn.execute_unprepared(&format!("DROP DATABASE {name}{force}"))
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
 }
 
 /// `(version, count)` of every row in `seaql_migrations`.
@@ -111,7 +66,10 @@ fn assert_ok(output: &Output) {
 
 /// Two `migration up` started at the same moment both end cleanly, and every migration is
 /// applied exactly once.
-async fn concurrent_up_applies_each_migration_once(url: &str) {
+#[backends(sqlite, postgres, mysql)]
+async fn concurrent_up_applies_each_migration_once(backend: Backend) {
+    let database = RunDatabase::get(backend).empty_database().await;
+    let url = database.url();
     let first = run(url, &["up"]);
     let second = run(url, &["up"]);
     assert_ok(&first.wait_with_output().unwrap());
@@ -119,39 +77,7 @@ async fn concurrent_up_applies_each_migration_once(url: &str) {
     let rows = applied(url).await;
     assert_eq!(rows.len(), migration_count(), "{rows:?}");
     assert!(rows.iter().all(|(_, n)| *n == 1), "{rows:?}");
-}
-
-#[tokio::test]
-async fn concurrent_up_on_postgres() {
-    let Some(configured) = configured("TEST_POSTGRES_URL") else {
-        return;
-    };
-    let (admin, name, url) = fresh_database(&configured).await;
-    concurrent_up_applies_each_migration_once(&url).await;
-    drop_database(&admin, &name).await;
-}
-
-#[tokio::test]
-async fn concurrent_up_on_mysql() {
-    let Some(configured) = configured("TEST_MYSQL_URL") else {
-        return;
-    };
-    let (admin, name, url) = fresh_database(&configured).await;
-    concurrent_up_applies_each_migration_once(&url).await;
-    drop_database(&admin, &name).await;
-}
-
-#[tokio::test]
-async fn concurrent_up_on_sqlite() {
-    let dir = std::env::temp_dir().join(format!(
-        "migcli-{}-{}",
-        std::process::id(),
-        uuid::Uuid::new_v4()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let url = format!("sqlite://{}/notes.db?mode=rwc", dir.display());
-    concurrent_up_applies_each_migration_once(&url).await;
-    std::fs::remove_dir_all(dir).unwrap();
+    database.drop_now().await;
 }
 
 #[tokio::test]
@@ -209,11 +135,11 @@ fn malformed_database_url_is_one_clean_line() {
     assert_clean_failure("not a url with hunter2secret", 2);
 }
 
-#[test]
-fn wrong_password_is_one_clean_line() {
-    let Some(configured) = configured("TEST_MYSQL_URL") else {
-        return;
-    };
+#[backends(mysql)]
+async fn wrong_password_is_one_clean_line(backend: Backend) {
+    let configured = backend
+        .configured_url()
+        .expect("TEST_MYSQL_URL is set (TEST_ALL_BACKENDS=1 requires it)");
     let mut url = url::Url::parse(&configured).unwrap();
     url.set_username("nobody_here").unwrap();
     url.set_password(Some("hunter2secret")).unwrap();
