@@ -17,6 +17,7 @@ fn main() {
     for (cfg, var) in [
         ("tests_postgres", "TEST_POSTGRES_URL"),
         ("tests_mysql", "TEST_MYSQL_URL"),
+        ("tests_postgres_replica", "TEST_POSTGRES_REPLICA_URL"),
     ] {
         println!("cargo::rerun-if-env-changed={var}");
         println!("cargo::rustc-check-cfg=cfg({cfg})");

@@ -346,9 +346,10 @@ pub fn shown(output: &std::process::Output) -> String {
     )
 }
 
-/// The workspace's binary `name` (`api`, `migration`), as `cargo build --release` (and
-/// `cargo test --workspace`, which builds every binary before running any test) leaves it:
+/// The workspace's binary `name` (`api`, `migration`), as `cargo build --release` leaves it:
 /// next to this test's own executable's directory (`target/<profile>/deps/..`).
+/// `cargo test --workspace` builds a package's binaries before any test runs when that
+/// package has integration tests of its own: `api/tests/` and `migration/tests/` keep it so.
 ///
 /// Panics, saying how to build it, when it is missing or older than a file of `sources`
 /// (directories of the workspace, e.g. `api/src`: those cargo rebuilds it for) — cargo does

@@ -3,9 +3,13 @@
 
 use std::{collections::BTreeSet, time::Duration};
 
-use actix_web::{http::StatusCode, test::TestRequest};
+use actix_web::http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tests::{Backend, TestApp, backends, http::json_request};
+use tests::{
+    Backend, TestApp, backends,
+    fixtures::{client, openapi_document, operations},
+    http::json_request,
+};
 
 /// Every `GET` path the app serves, with `{id}` to fill in.
 const GET_PATHS: [&str; 12] = [
@@ -38,18 +42,14 @@ async fn every_get_route_answers_head_with_its_status_and_headers_and_no_body(ba
         )
         .await
         .json();
-    let document = app.get("/openapi.json").await.json();
+    let document = openapi_document(&app).await;
     let server = app.serve().await;
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
+    let client = client(Duration::from_secs(10));
 
-    let documented: BTreeSet<String> = document["paths"]
-        .as_object()
-        .unwrap()
+    let documented: BTreeSet<String> = operations(&document)
         .iter()
-        .filter(|(_, item)| item.get("get").is_some())
-        .map(|(path, _)| path.replace("{id}", "{…}"))
+        .filter(|operation| operation.method == "GET")
+        .map(|operation| operation.path.replace("{id}", "{…}"))
         .collect();
     let listed: BTreeSet<String> = GET_PATHS
         .iter()
@@ -63,20 +63,18 @@ async fn every_get_route_answers_head_with_its_status_and_headers_and_no_body(ba
             .replace("{user}", &admin.id.to_string());
         let url = server.url(&uri);
         let auth = format!("Bearer {}", admin.token);
-        let mut get = client
-            .get(&url)
-            .insert_header(("authorization", auth.as_str()))
-            .send()
-            .await
-            .unwrap();
-        let get_body = get.body().limit(64 << 20).await.unwrap();
-        let mut head = client
-            .head(&url)
-            .insert_header(("authorization", auth.as_str()))
-            .send()
-            .await
-            .unwrap();
-        let head_body = head.body().await.unwrap();
+        let send = async |method: Method| {
+            let mut reply = client
+                .request(method, &url)
+                .insert_header(("authorization", auth.as_str()))
+                .send()
+                .await
+                .unwrap();
+            let body = reply.body().limit(64 << 20).await.unwrap();
+            (reply, body)
+        };
+        let (get, get_body) = send(Method::GET).await;
+        let (head, head_body) = send(Method::HEAD).await;
 
         assert_eq!(get.status(), StatusCode::OK, "GET {uri}");
         assert_eq!(head.status(), get.status(), "HEAD {uri}");
@@ -150,20 +148,13 @@ async fn a_user_patch_that_changes_nothing_keeps_its_tag_and_time(backend: Backe
 #[backends(sqlite)]
 async fn every_operation_id_is_unique(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let document = app
-        .send_anonymous(TestRequest::get().uri("/openapi.json"))
-        .await
-        .json();
-    let ids: Vec<&Value> = document["paths"]
-        .as_object()
-        .unwrap()
-        .values()
-        .flat_map(|item| item.as_object().unwrap().values())
-        .filter(|operation| operation.get("responses").is_some())
-        .map(|operation| &operation["operationId"])
+    let document = openapi_document(&app).await;
+    let ids: Vec<Value> = operations(&document)
+        .into_iter()
+        .map(|operation| operation.operation["operationId"].clone())
         .collect();
-    let unique: BTreeSet<String> = ids.iter().map(|id| id.to_string()).collect();
-    assert!(ids.iter().all(|id| id.is_string()), "{ids:?}");
+    let unique: BTreeSet<String> = ids.iter().map(Value::to_string).collect();
+    assert!(ids.iter().all(Value::is_string), "{ids:?}");
     assert_eq!(unique.len(), ids.len(), "operationIds repeat: {ids:?}");
     app.finish().await;
 }

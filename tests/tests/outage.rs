@@ -44,13 +44,7 @@ async fn database_outage_answers_503_and_recovers(backend: Backend) {
     assert_eq!(session.status, StatusCode::CREATED, "{session:?}");
     let token = session.json()["token"].as_str().unwrap().to_owned();
 
-    let created = send_with_token(
-        &app,
-        json_request(Method::POST, "/notes", &json!({"text": "kept"})),
-        &token,
-    )
-    .await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    let created = create_note(&app, &token, "kept").await;
     let path = format!("/notes/{}", created.json()["id"]);
 
     proxy.cut();
@@ -99,15 +93,25 @@ async fn database_outage_answers_503_and_recovers(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let write = send_with_token(
-        &app,
-        json_request(Method::POST, "/notes", &json!({"text": "after"})),
-        &token,
-    )
-    .await;
-    assert_eq!(write.status, StatusCode::CREATED);
+    create_note(&app, &token, "after").await;
     drop(app);
     pool.close().await.unwrap();
     drop(proxy);
     db.finish().await;
+}
+
+/// `POST /notes` with `text` as the holder of `token`: 201, or the test fails.
+async fn create_note<S, B>(app: &S, token: &str, text: &str) -> tests::Reply
+where
+    S: actix_web::dev::Service<
+            actix_http::Request,
+            Response = actix_web::dev::ServiceResponse<B>,
+            Error = actix_web::Error,
+        >,
+    B: actix_web::body::MessageBody,
+{
+    let body = json!({ "text": text });
+    let created = send_with_token(app, json_request(Method::POST, "/notes", &body), token).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    created
 }

@@ -70,20 +70,6 @@ impl Client {
     }
 }
 
-/// Whether the replica tests can run: a PostgreSQL test server with a replica.
-fn replica_configured() -> bool {
-    if replica_url().is_some() {
-        return true;
-    }
-    let required = std::env::var("TEST_ALL_BACKENDS").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "TEST_POSTGRES_REPLICA_URL is not set (scripts/pg-replica.sh up 2s makes a replica)"
-    );
-    eprintln!("skipped: TEST_POSTGRES_REPLICA_URL is not set");
-    false
-}
-
 /// Wait until the replica has this test's database and answers its checks.
 async fn wait_for_replica(db: &TestDb) {
     let replica = db.replica().expect("a replica");
@@ -135,11 +121,8 @@ async fn apply_delay(db: &TestDb) -> Duration {
     Duration::from_millis(ms as u64)
 }
 
-#[backends(postgres)]
+#[backends(postgres_replica)]
 async fn every_write_is_read_back_through_two_instances_while_the_replica_lags(backend: Backend) {
-    if !replica_configured() {
-        return;
-    }
     let db = TestDb::private(backend, &[("DATABASE_READ_URL", REPLICA)]).await;
     let delay = apply_delay(&db).await;
     assert!(
@@ -224,11 +207,8 @@ async fn every_write_is_read_back_through_two_instances_while_the_replica_lags(b
     db.finish().await;
 }
 
-#[backends(postgres)]
+#[backends(postgres_replica)]
 async fn a_lagging_replica_is_bypassed_and_revocation_stays_immediate(backend: Backend) {
-    if !replica_configured() {
-        return;
-    }
     let db = TestDb::private(
         backend,
         &[("DATABASE_READ_URL", REPLICA), ("READ_MAX_LAG_MS", "500")],
@@ -286,12 +266,10 @@ async fn a_lagging_replica_is_bypassed_and_revocation_stays_immediate(backend: B
     db.finish().await;
 }
 
-#[backends(postgres)]
+#[backends(postgres_replica)]
 async fn a_replica_that_stops_costs_no_read_and_serves_again_when_back(backend: Backend) {
-    if !replica_configured() {
-        return;
-    }
-    let target = url::Url::parse(&replica_url().unwrap()).unwrap();
+    let target =
+        url::Url::parse(&replica_url().expect("TEST_POSTGRES_REPLICA_URL is not set")).unwrap();
     let proxy = Proxy::start(format!(
         "{}:{}",
         target.host_str().unwrap(),

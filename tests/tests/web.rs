@@ -31,20 +31,8 @@ async fn the_page_is_served_with_a_same_origin_policy_and_revalidated(backend: B
     let app = TestApp::spawn(backend).await;
     let page = app.send_anonymous(TestRequest::get().uri("/")).await;
     let etag = page.header("etag").expect("an ETag").to_owned();
-    let again = app
-        .send_anonymous(
-            TestRequest::get()
-                .uri("/")
-                .insert_header(("if-none-match", etag.as_str())),
-        )
-        .await;
-    let stale = app
-        .send_anonymous(
-            TestRequest::get()
-                .uri("/")
-                .insert_header(("if-none-match", "\"0000\"")),
-        )
-        .await;
+    let again = get_with(&app, "/", ("if-none-match", etag.as_str())).await;
+    let stale = get_with(&app, "/", ("if-none-match", "\"0000\"")).await;
     let post = app.send_anonymous(TestRequest::post().uri("/")).await;
 
     assert_eq!(page.status, StatusCode::OK);
@@ -141,13 +129,13 @@ async fn the_page_and_its_assets_are_compressed_for_browsers_that_accept_it(back
         assert_eq!(gzipped.body[..2], [0x1f, 0x8b], "{path}: a gzip stream");
     }
     // The JSON API is not compressed: its answers are small and its latency counts.
-    let health = app
-        .send_anonymous(
-            TestRequest::get()
-                .uri("/healthz")
-                .insert_header(("accept-encoding", "gzip")),
-        )
-        .await;
+    let health = get_with(&app, "/healthz", ("accept-encoding", "gzip")).await;
     assert_eq!(health.header("content-encoding"), None);
     app.finish().await;
+}
+
+/// `GET uri` with one request header, anonymously.
+async fn get_with(app: &TestApp, uri: &str, header: (&str, &str)) -> Reply {
+    app.send_anonymous(TestRequest::get().uri(uri).insert_header(header))
+        .await
 }

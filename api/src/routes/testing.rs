@@ -4,7 +4,7 @@
 //! a write) while their client goes away. The notes they write belong to the caller, so
 //! every route but `panic` needs a bearer token like the real ones.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use entity::note;
 use sea_orm::{ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ConnectionTrait, DbErr};
 use serde_json::json;
@@ -23,10 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/__test/fail-midway/{style}", web::post().to(fail_midway))
         .route("/__test/hold/{ms}", web::post().to(hold))
         .route("/__test/commit-fails", web::post().to(commit_fails))
-        .route(
-            "/__test/write-and-hold/{ms}",
-            web::post().to(write_and_hold),
-        )
+        .route("/__test/write-and-hold/{ms}", web::post().to(hold))
         .route(
             "/__test/single-statement/{mode}",
             web::post().to(single_statement),
@@ -85,28 +82,15 @@ async fn fail_midway(
     }
 }
 
-/// Take the request's connection and keep it for `ms` milliseconds (pool exhaustion tests).
-async fn hold(
-    _me: CurrentUser,
-    db: RequestDb,
-    ms: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let ms = parse_id(&ms)?.min(60_000) as u64;
-    let _txn = db.transaction().await?;
-    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
-    Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
-}
-
-/// Write a note (`write-and-hold`), then keep the connection for `ms` milliseconds. A client
-/// that goes away meanwhile must leave no note and no open transaction behind.
-async fn write_and_hold(
-    me: CurrentUser,
-    db: RequestDb,
-    ms: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let ms = parse_id(&ms)?.min(60_000) as u64;
+/// `hold/{ms}`: take the request's connection and keep it for `ms` milliseconds (pool
+/// exhaustion tests). `write-and-hold/{ms}`: write a note first — a client that goes away
+/// meanwhile must leave no note and no open transaction behind.
+async fn hold(me: CurrentUser, db: RequestDb, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let ms = parse_id(req.match_info().get("ms").unwrap_or_default())?.min(60_000) as u64;
     let txn = db.transaction().await?;
-    insert_marker(&*txn, &me, "write-and-hold").await?;
+    if req.path().starts_with("/__test/write-and-hold/") {
+        insert_marker(&*txn, &me, "write-and-hold").await?;
+    }
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
     Ok(HttpResponse::Ok().json(json!({ "held_ms": ms })))
 }

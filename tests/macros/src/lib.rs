@@ -15,6 +15,8 @@
 //! reason (`… ignored, TEST_POSTGRES_URL is not set`), never reported as passed: the `tests`
 //! package's build script sets `cfg(tests_postgres)` / `cfg(tests_mysql)` when the backend
 //! is to be tested (its URL is set, or `TEST_ALL_BACKENDS=1` makes it required).
+//! `postgres_replica` is PostgreSQL with a streaming replica: its tests need
+//! `TEST_POSTGRES_REPLICA_URL` too (`cfg(tests_postgres_replica)`).
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -65,10 +67,15 @@ fn expand(names: Punctuated<Ident, Token![,]>, function: ItemFn) -> syn::Result<
             "sqlite" => ("Sqlite", None),
             "postgres" => ("Postgres", Some(("tests_postgres", "TEST_POSTGRES_URL"))),
             "mysql" => ("MySql", Some(("tests_mysql", "TEST_MYSQL_URL"))),
+            // PostgreSQL with its streaming replica (`TEST_POSTGRES_REPLICA_URL` as well).
+            "postgres_replica" => (
+                "Postgres",
+                Some(("tests_postgres_replica", "TEST_POSTGRES_REPLICA_URL")),
+            ),
             _ => {
                 return Err(syn::Error::new_spanned(
                     backend,
-                    "unknown backend: expected sqlite, postgres or mysql",
+                    "unknown backend: expected sqlite, postgres, mysql or postgres_replica",
                 ));
             }
         };
