@@ -246,14 +246,7 @@ mod tests {
             .insert(&db)
             .await
             .unwrap();
-            stored.push(Listed {
-                id: note.id,
-                user_id: note.user_id,
-                text: note.text,
-                completed: note.completed,
-                created_at: note.created_at,
-                updated_at: note.updated_at,
-            });
+            stored.push(Listed::from(note));
         }
         let find = || Entity::find().order_by_asc(Column::Id);
 

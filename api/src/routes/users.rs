@@ -14,7 +14,7 @@ use entity::{
 };
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait,
-    IntoActiveModel, QueryFilter, QuerySelect,
+    IntoActiveModel, QueryFilter, QuerySelect, TryIntoModel,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -556,7 +556,7 @@ async fn apply_profile_changes(
     if !condition.holds(current.version) {
         return Err(ApiError::PreconditionFailed);
     }
-    let mut user = current.clone().into_active_model();
+    let mut user = current.into_active_model();
     if let Some(name) = changes.name {
         user.name.set_if_not_equals(name);
     }
@@ -575,7 +575,7 @@ async fn apply_profile_changes(
     }
     if !user.is_changed() {
         // Nothing to change: no write, and `updated_at` and the tag stay as they are.
-        return Ok(current);
+        return Ok(user.try_into_model()?);
     }
     // The row is locked: the update matches it.
     db.update_where(user, Condition::all().add(user::Column::Id.eq(id)))

@@ -18,6 +18,7 @@ use entity::{
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
+    TryIntoModel,
 };
 
 pub use input::{MAX_BULK_ITEMS, MAX_TEXT_CHARS, NewNote, NewNotes, NotePatch};
@@ -205,7 +206,7 @@ pub async fn update(
             return Err(ApiError::PreconditionFailed);
         }
         let read_at = current.version;
-        let mut note = current.clone().into_active_model();
+        let mut note = current.into_active_model();
         if let Some(text) = &patch.text {
             note.text.set_if_not_equals(text.clone());
         }
@@ -214,9 +215,8 @@ pub async fn update(
         }
         if !note.is_changed() {
             // Nothing to change: no write, and `updated_at` and the tag stay as they are.
-            return Ok(
-                conditional::tagged(HttpResponse::Ok(), read_at).json(NoteView::from(current))
-            );
+            let current = NoteView::from(note.try_into_model()?);
+            return Ok(conditional::tagged(HttpResponse::Ok(), read_at).json(current));
         }
         let unchanged = Condition::all()
             .add(note::Column::Id.eq(id))
