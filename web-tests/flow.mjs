@@ -225,6 +225,10 @@ const nextButton = () => pager().getByRole('button', { name: 'Next', exact: true
 const previousButton = () => pager().getByRole('button', { name: 'Previous', exact: true });
 const signOutButton = () => page.getByRole('button', { name: 'Sign out', exact: true });
 const statusRegion = () => page.getByRole('status');
+const searchForm = () => page.getByRole('search');
+const searchBox = () => searchForm().getByRole('searchbox', { name: 'Search notes', exact: true });
+// What a search found: its own polite live region, not the role="status" one.
+const searchSummary = () => page.locator('[aria-live="polite"]:not([role="status"])');
 
 async function visible(locator, what, timeout = 10_000) {
   try {
@@ -394,6 +398,54 @@ async function addNote(text) {
   await addForm().getByRole('button', { name: 'Add', exact: true }).click();
   await visible(itemWithText(text), `the new note ${show(text)}`);
   await until(async () => (await statusRegion().innerText()).includes('Note added.') || { ok: false, seen: await statusRegion().innerText() }, 'the status region does not say "Note added."');
+}
+
+/** Type `query` in the search box and submit it: with Enter, or else the Search button. */
+async function search(query, { enter = false } = {}) {
+  await searchBox().fill(query);
+  if (enter) await searchBox().press('Enter');
+  else await searchForm().getByRole('button', { name: 'Search', exact: true }).click();
+}
+
+/** Wait until the search's live region says something matching `pattern` (/^$/: nothing). */
+async function summaryIs(pattern, what) {
+  await until(async () => {
+    const text = (await searchSummary().innerText()).trim();
+    return { ok: pattern.test(text), seen: text };
+  }, `${what}: the search summary does not match ${pattern}`);
+}
+
+/** Wait until the list shows `expected` texts in any order (results rank by the API's measure). */
+async function resultsAre(expected, what) {
+  await until(async () => {
+    const seen = await itemTexts();
+    return { ok: show([...seen].sort()) === show([...expected].sort()), seen };
+  }, `${what}: expected the results ${show(expected)} in some order`);
+}
+
+/** The text of the item showing `text`, the words in its <mark>s, and what comes before the first. */
+async function marksOf(text) {
+  const p = itemWithText(text).locator('p.note-text');
+  await visible(p, `the result ${show(text)}`);
+  return p.evaluate((el) => {
+    const marks = [...el.querySelectorAll('mark')];
+    let before = null;
+    if (marks.length) {
+      const range = document.createRange();
+      range.setStart(el, 0);
+      range.setEndBefore(marks[0]);
+      before = range.toString();
+    }
+    return { text: el.textContent, marks: marks.map((m) => m.textContent), before };
+  });
+}
+
+/** The plain list is back: its first page (Oldest first), no search summary, Order usable. */
+async function plainListBack(expected, what) {
+  await listIs(expected, what);
+  await summaryIs(/^$/, what);
+  check((await currentPageNumber()) === 1, `${what}: the pager says ${show(await pager().innerText())}`);
+  check(await page.getByLabel('Order', { exact: true }).isEnabled(), `${what}: Order is still disabled`);
 }
 
 async function currentPageNumber() {
@@ -666,6 +718,149 @@ async function main() {
     await listIs(all.slice(0, PAGE_SIZE), 'Show All, Oldest first');
   });
 
+  // --- search ----------------------------------------------------------------------------
+  // Emoji (two UTF-16 units each, a ZWJ sequence of seven) and accents before the matched word:
+  // marks in the right place prove the page reads the API's offsets as code points.
+  const party = '🎉🎉 Party: bring the lemonade 🍋';
+  const creme = 'Crème brûlée, then lemonade for Zoë';
+  const stand = 'Zoë’s 👩🏽‍🍳 stand sells LEMONADE and cake';
+  const lemon = 'Lemon cake recipe';
+  await step('search "lemonade" (Enter): the three notes with the word, marked after emoji and accents', async () => {
+    const r = await apiInPage('POST', '/notes/bulk', [party, creme, stand, lemon].map((text) => ({ text })));
+    check(r.status === 201, `POST /notes/bulk answered ${r.status} ${show(r.body).slice(0, 200)}`);
+    await search('lemonade', { enter: true });
+    await resultsAre([party, creme, stand], 'search "lemonade"');
+    console.log(`  results, best first: ${show(await itemTexts())}`);
+    for (const [text, word] of [[party, 'lemonade'], [creme, 'lemonade'], [stand, 'LEMONADE']]) {
+      const seen = await marksOf(text);
+      const expected = { text, marks: [word], before: text.slice(0, text.indexOf(word)) };
+      check(show(seen) === show(expected), `the result ${show(text)}: expected ${show(expected)}, saw ${show(seen)}`);
+    }
+    await summaryIs(/^3 notes match “lemonade”, best first\.$/, 'search "lemonade"');
+    check(await page.getByLabel('Order', { exact: true }).isDisabled(), 'Order is enabled while searching (results are best first)');
+    check(await nextButton().isDisabled() && await previousButton().isDisabled(), 'the pager is enabled for one page of results');
+    check(!(await page.getByText('No notes here yet.', { exact: true }).isVisible()), '"No notes here yet." shows with results');
+    check(await searchBox().evaluate((el) => el === document.activeElement), 'focus left the search box');
+  });
+
+  await axeBothWidths('signed in, search results shown');
+  await noHorizontalScroll('signed in, search results shown');
+  await step('screenshot: 360 px wide, search results', async () => {
+    const narrow = path.join(outDir, 'web-search-360.png');
+    await page.setViewportSize(NARROW);
+    await sleep(100);
+    await page.screenshot({ path: narrow, fullPage: true });
+    await page.setViewportSize(DESKTOP);
+    console.log(`  screenshot: ${narrow}`);
+  });
+
+  const standEdited = 'Zoë’s 👩🏽‍🍳 stand sells lemonade, cake and tea';
+  await step('from the results: Done (marks kept), Show "Done", Edit (whole new text), Delete', async () => {
+    const done = itemWithText(creme).getByRole('checkbox', { name: 'Done', exact: true });
+    const saved = page.waitForResponse((r) => r.request().method() === 'PATCH' && r.url().startsWith(`${origin}/notes/`));
+    await done.check();
+    check((await saved).status() === 200, 'PATCH for Done did not answer 200');
+    await until(async () => (await itemWithText(creme).getByRole('checkbox', { name: 'Done', exact: true }).isChecked()) || null, 'the result is not checked Done');
+    check(show((await marksOf(creme)).marks) === show(['lemonade']), 'Done lost the marks of the result');
+    await page.getByLabel('Show', { exact: true }).selectOption({ label: 'Done' });
+    await resultsAre([creme], 'search "lemonade", Show Done');
+    await summaryIs(/^1 note matches “lemonade”, best first\.$/, 'search "lemonade", Show Done');
+    await page.getByLabel('Show', { exact: true }).selectOption({ label: 'All' });
+    await resultsAre([party, creme, stand], 'search "lemonade", Show All');
+
+    const item = itemById(await idOf(stand));
+    await item.getByRole('button', { name: 'Edit', exact: true }).click();
+    const area = item.getByRole('textbox', { name: 'Note text', exact: true });
+    check((await area.inputValue()) === stand, `editing a result starts from ${show(await area.inputValue())}, not the note's text`);
+    await area.fill(standEdited);
+    await item.getByRole('button', { name: 'Save', exact: true }).click();
+    await resultsAre([party, creme, standEdited], 'after editing a result');
+    check(show((await marksOf(standEdited)).marks) === '[]', 'an edited result still shows the old marks');
+
+    const gone1 = itemById(await idOf(party));
+    await gone1.getByRole('button', { name: 'Delete', exact: true }).click();
+    const deleted = page.waitForResponse((r) => r.request().method() === 'DELETE' && r.url().startsWith(`${origin}/notes/`));
+    await gone1.getByRole('button', { name: 'Yes, delete', exact: true }).click();
+    check((await deleted).status() === 204, 'DELETE of a result did not answer 204');
+    await resultsAre([creme, standEdited], 'after deleting a result');
+    await summaryIs(/^2 notes match “lemonade”, best first\.$/, 'after deleting a result');
+  });
+
+  await step('search "zebra": "No notes match" in the live region, no items', async () => {
+    await search('zebra');
+    await summaryIs(/^No notes match “zebra”\.$/, 'search "zebra"');
+    await resultsAre([], 'search "zebra"');
+    check(!(await page.getByText('No notes here yet.', { exact: true }).isVisible()), '"No notes here yet." shows for a search');
+  });
+
+  await step('search "-x" (nothing to look for) → 422 next to the search box; emptying the box brings the list back', async () => {
+    await expectHttpError([422], () => search('-x'));
+    const text = await fieldError(searchForm(), 'Search notes', 'search "-x"');
+    console.log(`  Search notes error: ${show(text)}`);
+    await summaryIs(/^No notes match “zebra”\.$/, 'after a refused query the results stay');
+    await searchBox().fill('');
+    await plainListBack(all.slice(0, PAGE_SIZE), 'after emptying the search box');
+    check((await searchBox().getAttribute('aria-invalid')) === null, 'the search box is still aria-invalid after emptying it');
+    check(!(await searchForm().locator('.field-error').count()), 'the search error is still shown after emptying the box');
+  });
+
+  await step('a long note: the result is the API\'s excerpt, "…" where it is cut, the word marked', async () => {
+    const long = `${'Some words before the match. '.repeat(12)}Tune the xylophone 🎵 soon. ${'Some words after the match. '.repeat(12)}`.trim();
+    const r = await apiInPage('POST', '/notes', { text: long });
+    check(r.status === 201, `POST /notes answered ${r.status}`);
+    await search('xylophone');
+    await summaryIs(/^1 note matches “xylophone”, best first\.$/, 'search "xylophone"');
+    const seen = await notesList().locator(':scope > li p.note-text').evaluate((el) => ({
+      text: el.textContent,
+      marks: [...el.querySelectorAll('mark')].map((m) => m.textContent),
+    }));
+    console.log(`  excerpt: ${show(seen.text)}`);
+    check(show(seen.marks) === show(['xylophone']), `the excerpt marks ${show(seen.marks)}`);
+    check(seen.text.startsWith('…') && seen.text.endsWith('…') && seen.text.length < long.length, 'the excerpt is not shown as one, "…" at both ends');
+    check(long.includes(seen.text.slice(1, -1)), 'the excerpt is not a part of the note');
+  });
+
+  const bulkNewestFirst = [...bulk].reverse();
+  await step(`search "bulk": ${bulkCount} results, ${PAGE_SIZE} a page through Link: rel="next", each once, ties newest first; Escape: the list`, async () => {
+    await search('bulk');
+    await summaryIs(/^Page 1: 20 notes matching “bulk”, best first, more on the next page\.$/, 'search "bulk"');
+    const results = [await itemTexts()];
+    while (await nextButton().isEnabled()) {
+      check(results.length < 20, 'Next is still enabled after 20 pages of results');
+      results.push(await goToPage(nextButton(), results.length + 1, results[results.length - 1]));
+    }
+    const sizes = results.map((p) => p.length);
+    const flat = results.flat();
+    console.log(`  result pages: ${sizes.join(' + ')} = ${flat.length}`);
+    check(new Set(flat).size === flat.length, 'a result appears on two pages');
+    check(show(flat) === show(bulkNewestFirst), `results not every bulk note once, newest first (equal rank): first ${show(flat.slice(0, 3))}, last ${show(flat.slice(-3))}`);
+    await summaryIs(new RegExp(`^Page ${results.length}: ${sizes[sizes.length - 1]} notes matching “bulk”, best first\\.$`), 'last page of "bulk"');
+    const back = await goToPage(previousButton(), results.length - 1, results[results.length - 1]);
+    check(show(back) === show(results[results.length - 2]), 'Previous does not show the page of results before');
+    await searchBox().press('Escape');
+    check((await searchBox().inputValue()) === '', 'Escape left text in the search box');
+    await plainListBack(all.slice(0, PAGE_SIZE), 'after Escape');
+    await until(async () => (await statusRegion().innerText()).includes('Search closed') || { ok: false, seen: await statusRegion().innerText() }, 'the status region does not say the search closed');
+  });
+
+  await step('exactly 20 matches: one page (a Next that finds no more leaves page 1 as the last)', async () => {
+    const ride = Array.from({ length: PAGE_SIZE }, (_, i) => `Zeppelin ride ${i + 1}`);
+    const r = await apiInPage('POST', '/notes/bulk', ride.map((text) => ({ text })));
+    check(r.status === 201, `POST /notes/bulk answered ${r.status}`);
+    await search('zeppelin', { enter: true });
+    await resultsAre(ride, 'search "zeppelin"');
+    if (await nextButton().isEnabled()) {
+      console.log('  the full page links on: Next, to an empty page');
+      await nextButton().click();
+      await until(async () => (await nextButton().isDisabled()) || null, 'Next is still enabled after an empty page of results');
+      await until(() => searchBox().evaluate((el) => el === document.activeElement), 'focus did not go to the search box with no pager button left');
+    }
+    await summaryIs(/^20 notes match “zeppelin”, best first\.$/, 'search "zeppelin"');
+    check((await currentPageNumber()) === 1 && (await itemTexts()).length === PAGE_SIZE, `after Next: ${show(await pager().innerText())}, ${(await itemTexts()).length} items`);
+    await searchBox().press('Escape');
+    await plainListBack(all.slice(0, PAGE_SIZE), 'after Escape');
+  });
+
   await step('screenshots: desktop (1280×800) and 360 px wide, signed in with notes, full page', async () => {
     const desktop = path.join(outDir, 'web-desktop.png');
     const narrow = path.join(outDir, 'web-360.png');
@@ -702,7 +897,7 @@ async function main() {
   });
 
   assertClean('end of the flow');
-  console.log(`web flow passed: sign-up/in/out, 3 notes added/done/edited/deleted, ${TOTAL_NOTES} notes paged, isolation, axe (0 serious/critical), first load ${size.raw} B raw / ${size.sent} B sent; screenshots ${path.join(outDir, 'web-desktop.png')} ${path.join(outDir, 'web-360.png')}`);
+  console.log(`web flow passed: sign-up/in/out, 3 notes added/done/edited/deleted, ${TOTAL_NOTES} notes paged, search (marks by code point, 422, paged results), isolation, axe (0 serious/critical), first load ${size.raw} B raw / ${size.sent} B sent; screenshots ${path.join(outDir, 'web-desktop.png')} ${path.join(outDir, 'web-360.png')}`);
   console.log(`web: ${passed} passed, 0 failed`);
 }
 

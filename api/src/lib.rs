@@ -5,7 +5,8 @@
 //!
 //! 1. [`config`] — settings from the environment; [`telemetry`] — the log subscriber;
 //! 2. [`account`] — the e-mail, name and password rules and the bounded password hashing
-//!    (domain rules: no HTTP, no database);
+//!    (domain rules: no HTTP, no database); [`search`] — the search query language, how a
+//!    note matches it and its snippet, and the query as each backend's SQL;
 //! 3. [`limits`] — the sign-in throttle, the export slots, the `Idempotency-Key`s in flight;
 //!    [`session_cache`] — who a token signed in, remembered for half a second;
 //! 4. [`db`] — the pool, each request's handle on it ([`db::RequestDb`], the one way handlers
@@ -24,6 +25,7 @@ pub mod config;
 pub mod telemetry;
 
 pub mod account;
+pub mod search;
 
 pub mod limits;
 pub mod session_cache;

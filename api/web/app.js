@@ -39,6 +39,14 @@ function saveSession(value) {
 
 /** One call to the API: the parsed JSON body (null for 204), or an ApiError. */
 async function api(method, path, body) {
+  return (await call(method, path, body)).data;
+}
+
+/**
+ * One call to the API: `data`, the parsed JSON body (null for 204), and `next`, the URL its
+ * `Link: rel="next"` header gives (null without one); or an ApiError.
+ */
+async function call(method, path, body) {
   const headers = { Accept: 'application/json' };
   if (session) headers.Authorization = `Bearer ${session.token}`;
   if (body !== undefined) headers['Content-Type'] = 'application/json';
@@ -55,9 +63,9 @@ async function api(method, path, body) {
       detail: 'The server could not be reached. Check the connection and try again.',
     });
   }
-  if (response.status === 204) return null;
+  if (response.status === 204) return { data: null, next: null };
   const data = await response.json().catch(() => null);
-  if (response.ok) return data;
+  if (response.ok) return { data, next: nextLink(response.headers.get('Link')) };
   const error = new ApiError(response.status, data, response.headers.get('Retry-After'));
   if (response.status === 401 && session && path !== '/sessions') {
     // The token expired or was revoked (signed out elsewhere, password changed).
@@ -67,13 +75,18 @@ async function api(method, path, body) {
   throw error;
 }
 
+/** The target of `rel="next"` in a Link header, as given: its query is the API's to read. */
+function nextLink(header) {
+  const found = /<([^>]*)>[^<]*?;\s*rel="?next\b/i.exec(header || '');
+  return found ? found[1] : null;
+}
+
 // ------------------------------------------------------------------ messages
 
-function announce(text) {
-  const status = $('status');
-  status.textContent = '';
+function announce(text, region = $('status')) {
+  region.textContent = '';
   // A new text node each time, so screen readers repeat the same message.
-  window.setTimeout(() => { status.textContent = text; }, 50);
+  window.setTimeout(() => { region.textContent = text; }, 50);
 }
 
 /** A message for people from an API error, for the end of a form. */
@@ -163,6 +176,7 @@ function show(message) {
     loadPage();
   } else {
     $('notes').replaceChildren();
+    forgetSearch();
   }
   if (message) announce(message);
 }
@@ -228,40 +242,88 @@ $('sign-out').addEventListener('click', async () => {
 const listing = {
   order: localStorage.getItem(ORDER_KEY) === 'desc' ? 'desc' : 'asc',
   completed: '',
+  query: '', // the search shown ('' for the plain list)
+  // Cursors: for the list, the last id of the page before; for a search, the URL the page
+  // before linked to (`Link: rel="next"`, opaque). Both kinds page the same way from here.
   after: null, // the cursor of the page shown (null: the first page)
   cursors: [], // the cursors of the pages before it, for "Previous"
-  last: null, // the last id on the page shown
+  next: null, // the cursor of the next page (null: there is none)
+  listAt: null, // while searching: the list's { after, cursors }, to go back to
 };
 
-async function loadPage() {
-  const query = new URLSearchParams({ limit: String(PAGE_SIZE + 1), order: listing.order });
-  if (listing.completed) query.set('completed', listing.completed);
-  if (listing.after !== null) query.set('after', String(listing.after));
-  const error = $('list-error');
-  let notes;
+// Answers can overtake each other (a slow search, then Escape): only the latest one is shown.
+let latestLoad = 0;
+
+/** The page `state` points at: `notes`, and `next`, the cursor of the page after (or null). */
+function fetchPage(state) {
+  return state.query ? fetchResults(state) : fetchNotes(state);
+}
+
+async function fetchNotes(state) {
+  const query = new URLSearchParams({ limit: String(PAGE_SIZE + 1), order: state.order });
+  if (state.completed) query.set('completed', state.completed);
+  if (state.after !== null) query.set('after', String(state.after));
+  const notes = await api('GET', `/notes?${query}`);
+  // One note more than a page says whether there is a next page.
+  const next = notes.length > PAGE_SIZE ? notes[PAGE_SIZE - 1].id : null;
+  return { notes: notes.slice(0, PAGE_SIZE), next };
+}
+
+async function fetchResults(state) {
+  let path = state.after;
+  if (path === null) {
+    const query = new URLSearchParams({ q: state.query, limit: String(PAGE_SIZE) });
+    if (state.completed) query.set('completed', state.completed);
+    path = `/notes?${query}`;
+  }
+  const { data, next } = await call('GET', path);
+  return { notes: data, next };
+}
+
+/** Fetch and show the page `listing` points at; `isLast` when the page after it is known empty. */
+async function loadPage(isLast = false) {
+  const ticket = ++latestLoad;
+  let page;
   try {
-    notes = await api('GET', `/notes?${query}`);
+    page = await fetchPage(listing);
   } catch (failure) {
-    if (!session) return;
+    if (!session || ticket !== latestLoad) return;
+    const error = $('list-error');
     error.textContent = describe(failure);
     error.hidden = false;
     return;
   }
-  error.hidden = true;
-  // One note more than a page says whether there is a next page.
-  const hasNext = notes.length > PAGE_SIZE;
-  notes = notes.slice(0, PAGE_SIZE);
+  if (ticket === latestLoad) await showPage(page, isLast);
+}
+
+async function showPage({ notes, next }, isLast = false) {
+  $('list-error').hidden = true;
   if (!notes.length && listing.cursors.length) {
-    // The last note of a later page went: show the page before.
+    // Nothing here: the last note of this page went, or a search's page before was exactly
+    // full (a full page always links on). Show the page before, as the last one.
     listing.after = listing.cursors.pop();
-    return loadPage();
+    return loadPage(true);
   }
-  listing.last = notes.length ? notes[notes.length - 1].id : null;
+  listing.next = isLast ? null : next;
   $('notes').replaceChildren(...notes.map(noteItem));
-  $('empty').hidden = notes.length > 0;
+  $('empty').hidden = notes.length > 0 || Boolean(listing.query);
+  // Results come best first whatever the order.
+  $('order').disabled = Boolean(listing.query);
   $('previous').disabled = listing.cursors.length === 0;
-  $('next').disabled = !hasNext;
+  $('next').disabled = listing.next === null;
   $('page-number').textContent = `Page ${listing.cursors.length + 1}`;
+  announce(listing.query ? resultSummary(notes.length) : '', $('search-summary'));
+}
+
+/** What a search found, for the live region next to the results. */
+function resultSummary(count) {
+  const query = `“${listing.query}”`;
+  if (!count) return `No notes match ${query}.`;
+  const notes = count === 1 ? '1 note' : `${count} notes`;
+  const page = listing.cursors.length + 1;
+  if (page === 1 && listing.next === null) return `${notes} match${count === 1 ? 'es' : ''} ${query}, best first.`;
+  const more = listing.next === null ? '' : ', more on the next page';
+  return `Page ${page}: ${notes} matching ${query}, best first${more}.`;
 }
 
 function firstPage() {
@@ -293,7 +355,7 @@ function noteItem(note) {
 function renderNote(item, note) {
   const id = `note-${note.id}`;
   item.className = note.completed ? 'note done' : 'note';
-  const text = element('p', { className: 'note-text', id: `${id}-text`, textContent: note.text });
+  const text = element('p', { className: 'note-text', id: `${id}-text` }, noteText(note));
   const done = element('input', { type: 'checkbox', id: `${id}-done`, checked: note.completed });
   done.setAttribute('aria-describedby', text.id);
   done.addEventListener('change', () => setDone(item, note, done));
@@ -312,11 +374,51 @@ function renderNote(item, note) {
   );
 }
 
+/** The note's text, or for a search result its snippet with the matched words marked. */
+function noteText(note) {
+  if (typeof note.snippet !== 'string') return [note.text];
+  const at = note.text.indexOf(note.snippet);
+  // An excerpt says so: "…" where it starts or ends inside the text.
+  const before = at > 0 ? ['…'] : [];
+  const after = at >= 0 && at + note.snippet.length < note.text.length ? ['…'] : [];
+  return [...before, ...marked(note.snippet, note.matches), ...after];
+}
+
+/**
+ * `snippet` as text nodes, with each [start, end) of `matches` in a <mark>. The API counts
+ * characters as Unicode code points, a JavaScript string as UTF-16 units (an emoji is two):
+ * Array.from splits by code point, so the offsets index it directly.
+ */
+function marked(snippet, matches) {
+  const chars = Array.from(snippet);
+  const ranges = (Array.isArray(matches) ? matches : [])
+    .filter(([start, end]) => Number.isInteger(start) && Number.isInteger(end) && start < end)
+    .sort((a, b) => a[0] - b[0]);
+  const nodes = [];
+  let at = 0;
+  for (const [start, end] of ranges) {
+    if (start < at || end > chars.length) continue; // overlapping or out of range: left plain
+    if (start > at) nodes.push(document.createTextNode(chars.slice(at, start).join('')));
+    nodes.push(element('mark', { textContent: chars.slice(start, end).join('') }));
+    at = end;
+  }
+  if (at < chars.length) nodes.push(document.createTextNode(chars.slice(at).join('')));
+  return nodes;
+}
+
+/** Take the API's new version of `note`; a snippet no longer fits a changed text. */
+function update(note, changed) {
+  if (changed.text !== note.text) {
+    delete note.snippet;
+    delete note.matches;
+  }
+  Object.assign(note, changed);
+}
+
 async function setDone(item, note, box) {
   box.disabled = true;
   try {
-    const changed = await api('PATCH', `/notes/${note.id}`, { completed: box.checked });
-    Object.assign(note, changed);
+    update(note, await api('PATCH', `/notes/${note.id}`, { completed: box.checked }));
     renderNote(item, note);
     $(`note-${note.id}-done`).focus();
     announce(note.completed ? 'Marked done.' : 'Marked not done.');
@@ -360,8 +462,7 @@ function editNote(item, note) {
     clearErrors(form);
     busy(form, true);
     try {
-      const changed = await api('PATCH', `/notes/${note.id}`, { text: area.value });
-      Object.assign(note, changed);
+      update(note, await api('PATCH', `/notes/${note.id}`, { text: area.value }));
       renderNote(item, note);
       item.querySelector('.note-actions button').focus();
       announce('Note saved.');
@@ -440,11 +541,12 @@ $('show').addEventListener('change', (event) => {
 });
 
 $('next').addEventListener('click', async () => {
-  if (listing.last === null) return;
+  if (listing.next === null) return;
   listing.cursors.push(listing.after);
-  listing.after = listing.last;
+  listing.after = listing.next;
   await loadPage();
-  if ($('next').disabled) $('previous').focus();
+  // A search's next page can turn out empty, back on page 1 with both buttons disabled.
+  if ($('next').disabled) ($('previous').disabled ? $('search-q') : $('previous')).focus();
 });
 
 $('previous').addEventListener('click', async () => {
@@ -452,6 +554,83 @@ $('previous').addEventListener('click', async () => {
   listing.after = listing.cursors.pop();
   await loadPage();
   if ($('previous').disabled) $('next').focus();
+});
+
+// ------------------------------------------------------------------ search
+
+$('search').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  const query = form.elements.q.value.trim();
+  if (!query) {
+    endSearch();
+    return;
+  }
+  clearErrors(form);
+  busy(form, true);
+  const ticket = ++latestLoad;
+  try {
+    // Switch to the results only once the API takes the query: a refused one leaves the page
+    // as it was, with the reason next to the box.
+    const page = await fetchPage({ ...listing, query, after: null });
+    if (ticket !== latestLoad) return;
+    if (!listing.query) listing.listAt = { after: listing.after, cursors: listing.cursors };
+    Object.assign(listing, { query, after: null, cursors: [] });
+    await showPage(page);
+  } catch (error) {
+    if (session && ticket === latestLoad) searchError(form, error);
+  } finally {
+    busy(form, false);
+    if (session) form.elements.q.focus();
+  }
+});
+
+/**
+ * A refused query (422) goes next to the box: the API's message about `q`, or its detail when
+ * it names no such field. Other failures (busy, offline) go at the end of the form.
+ */
+function searchError(form, error) {
+  if (error.status !== 422) {
+    showErrors(form, error);
+    return;
+  }
+  clearErrors(form);
+  const listed = Array.isArray(error.problem.errors) ? error.problem.errors : [];
+  const own = listed.find(({ field }) => field === 'q');
+  fieldError(form.elements.q, own ? own.message : error.message);
+}
+
+/** Back to the plain list, on the page it was on before the search. */
+function endSearch() {
+  latestLoad += 1; // a search still on its way is no longer wanted
+  clearErrors($('search'));
+  if (!listing.query) return;
+  const back = listing.listAt || { after: null, cursors: [] };
+  Object.assign(listing, { query: '', listAt: null, after: back.after, cursors: back.cursors });
+  announce('Search closed: your notes are listed again.');
+  loadPage();
+}
+
+/** Signed out: nothing of the search is kept for whoever signs in next. */
+function forgetSearch() {
+  $('search').reset();
+  clearErrors($('search'));
+  Object.assign(listing, { query: '', listAt: null });
+  $('search-summary').textContent = '';
+}
+
+$('search-q').addEventListener('keydown', (event) => {
+  const box = event.currentTarget;
+  if (event.key !== 'Escape' || (!box.value && !listing.query)) return;
+  // Chromium empties a search box on Escape by itself, other browsers do not: do it here, once.
+  event.preventDefault();
+  box.value = '';
+  endSearch();
+});
+
+// Emptying the box (its clear button, or deleting the words) goes back to the list as well.
+$('search-q').addEventListener('input', (event) => {
+  if (!event.currentTarget.value.trim()) endSearch();
 });
 
 // Another tab signed in or out: follow it.

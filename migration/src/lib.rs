@@ -12,6 +12,7 @@ mod m20261201_000004_create_sessions;
 mod m20261202_000005_add_versions;
 mod m20261202_000006_create_idempotency_keys;
 mod m20261205_000007_answered_idempotency_keys;
+mod m20261206_000008_search_notes;
 
 /// Constraint names the applications map to answers (a unique violation on the e-mail index
 /// is "e-mail address taken").
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_add_versions::Migration),
             Box::new(m20261202_000006_create_idempotency_keys::Migration),
             Box::new(m20261205_000007_answered_idempotency_keys::Migration),
+            Box::new(m20261206_000008_search_notes::Migration),
         ]
     }
 }

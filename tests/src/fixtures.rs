@@ -108,6 +108,15 @@ pub fn assert_retry_after(reply: &Reply, status: StatusCode) -> u64 {
 // ---------------------------------------------------------------------------------------
 // Rows, through the API and in the database
 
+/// The `Link: <…>; rel="next"` target, if any.
+pub fn next_link(reply: &Reply) -> Option<String> {
+    let link = reply.header("link")?;
+    assert!(link.ends_with("; rel=\"next\""), "{link}");
+    let start = link.find('<')? + 1;
+    let end = link.find('>')?;
+    Some(link[start..end].to_owned())
+}
+
 /// A new note's body: `text`, `completed`.
 pub fn note_body(text: &str, completed: bool) -> Value {
     serde_json::json!({"text": text, "completed": completed})

@@ -539,7 +539,11 @@ async fn mysql_clone_script(admin: &DatabaseConnection, template: &str) -> Resul
         ))
         .await
         .map_err(error)?;
-    let mut script = String::from("SET SESSION FOREIGN_KEY_CHECKS = 0; ");
+    // FULLTEXT indexes take the session's stop-word setting when created: the migration
+    // makes the notes' index without stop words, and so must the copy.
+    let mut script = String::from(
+        "SET SESSION FOREIGN_KEY_CHECKS = 0; SET SESSION innodb_ft_enable_stopword = OFF; ",
+    );
     let mut copies = String::new();
     for row in tables {
         let table: String = row.try_get("", "name").map_err(error)?;
@@ -559,7 +563,9 @@ async fn mysql_clone_script(admin: &DatabaseConnection, template: &str) -> Resul
         ));
     }
     script.push_str(&copies);
-    script.push_str("SET SESSION FOREIGN_KEY_CHECKS = 1");
+    script.push_str(
+        "SET SESSION FOREIGN_KEY_CHECKS = 1; SET SESSION innodb_ft_enable_stopword = DEFAULT",
+    );
     Ok(script)
 }
 

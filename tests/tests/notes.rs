@@ -17,7 +17,7 @@ use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder};
 use serde_json::{Value, json};
 use tests::{
     Backend, TestApp, assert_problem, backends,
-    fixtures::{array, create_note, export_lines, id_of, ids, time_of},
+    fixtures::{array, create_note, export_lines, id_of, ids, next_link, time_of},
     http::{Reply, assert_common_headers, get, json_request},
 };
 
@@ -213,15 +213,6 @@ fn error_fields(problem: &Value) -> Vec<String> {
 
 async fn count_notes(app: &TestApp) -> u64 {
     note::Entity::find().count(app.conn()).await.unwrap()
-}
-
-/// The `Link: <…>; rel="next"` target, if any.
-fn next_link(reply: &Reply) -> Option<String> {
-    let link = reply.header("link")?;
-    assert!(link.ends_with("; rel=\"next\""), "{link}");
-    let start = link.find('<')? + 1;
-    let end = link.find('>')?;
-    Some(link[start..end].to_owned())
 }
 
 // ---------------------------------------------------------------- create and get

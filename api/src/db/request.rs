@@ -7,8 +7,8 @@ use futures_util::{StreamExt, stream::LocalBoxStream};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
-    PrimaryKeyTrait, QueryFilter, QueryResult, QueryTrait, Select, Selector, SelectorTrait,
-    Statement, TryIntoModel, prelude::DateTimeUtc,
+    PrimaryKeyTrait, QueryFilter, QueryResult, QueryTrait, Select, Selector, SelectorRaw,
+    SelectorTrait, Statement, TryIntoModel, prelude::DateTimeUtc,
 };
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
@@ -518,6 +518,19 @@ impl<S: SelectorTrait> Rows for Selector<S> {
 
     fn statement(self, backend: DbBackend) -> Statement {
         self.into_statement(backend)
+    }
+
+    fn decode(row: QueryResult) -> Result<S::Item, DbErr> {
+        S::from_raw_query_result(row)
+    }
+}
+
+/// A raw statement's rows (`M::find_by_statement(statement)`): what `M` decodes them into.
+impl<S: SelectorTrait> Rows for SelectorRaw<S> {
+    type Item = S::Item;
+
+    fn statement(self, _: DbBackend) -> Statement {
+        self.into_statement()
     }
 
     fn decode(row: QueryResult) -> Result<S::Item, DbErr> {

@@ -1,8 +1,9 @@
-//! Keyset pagination by id, shared by every list route.
+//! Keyset pagination, shared by every list route.
 //!
-//! `?limit=` (1..=1000, default 100) and `?after=` (the last id seen). A full page carries
-//! `Link: <…>; rel="next"` pointing at the same query with `after` set to the page's last id,
-//! so a client walks the table without offsets that shift under concurrent inserts.
+//! `?limit=` (1..=1000, default 100; for a search — a query with `q` — 1..=100, default 20)
+//! and `?after=` (the last id seen). A full page carries `Link: <…>; rel="next"` pointing at
+//! the same query with `after` set to the page's last id (and, for a search, `rank` to its
+//! rank), so a client walks the table without offsets that shift under concurrent inserts.
 
 use actix_web::{HttpRequest, HttpResponse, http::header};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Select};
@@ -16,6 +17,9 @@ use super::{
 
 pub const DEFAULT_LIMIT: u64 = 100;
 pub const MAX_LIMIT: u64 = 1000;
+/// The page size of a search, whose results are heavier (a snippet each) and ranked.
+pub const DEFAULT_SEARCH_LIMIT: u64 = 20;
+pub const MAX_SEARCH_LIMIT: u64 = 100;
 
 /// The longest query string accepted, to bound parsing work.
 const MAX_QUERY_LEN: usize = 2048;
@@ -39,16 +43,20 @@ impl ListQuery {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
             .map_err(|_| ApiError::BadRequest("the query string is malformed".into()))?;
         let mut errors = Vec::new();
+        let (default, max) = match last(&pairs, "q") {
+            Some(_) => (DEFAULT_SEARCH_LIMIT, MAX_SEARCH_LIMIT),
+            None => (DEFAULT_LIMIT, MAX_LIMIT),
+        };
         let limit = match last(&pairs, "limit") {
-            None => DEFAULT_LIMIT,
+            None => default,
             Some(raw) => match parse_decimal(raw) {
-                Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                Some(n) if (1..=max).contains(&n) => n,
                 _ => {
                     errors.push(FieldError::new(
                         "limit",
-                        format!("must be an integer from 1 to {MAX_LIMIT}"),
+                        format!("must be an integer from 1 to {max}"),
                     ));
-                    DEFAULT_LIMIT
+                    default
                 }
             },
         };
@@ -70,6 +78,22 @@ impl ListQuery {
             after,
             pairs,
         })
+    }
+
+    /// The parameter `name` as given (its last value), if it is.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        last(&self.pairs, name)
+    }
+
+    /// A non-negative integer parameter, absent when not given.
+    pub fn integer_param(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        self.param(name)
+            .map(|raw| {
+                parse_decimal(raw)
+                    .and_then(|n| i64::try_from(n).ok())
+                    .ok_or_else(|| ApiError::invalid(name, "must be a non-negative integer"))
+            })
+            .transpose()
     }
 
     /// A boolean filter (`true`/`false`), absent when not given.
@@ -120,17 +144,31 @@ impl ListQuery {
         items: &[T],
         id: impl Fn(&T) -> i64,
     ) -> HttpResponse {
-        let last_id = items.last().map(id);
+        let next = items
+            .last()
+            .filter(|_| items.len() as u64 == self.limit)
+            .map(|last| vec![("after", id(last).to_string())]);
+        self.respond_with_next(req, items, next)
+    }
+
+    /// 200 with `items` as a JSON array, and a `Link: rel="next"` header to the same query
+    /// with the parameters of `next` (the next page's cursor) when there is one.
+    pub fn respond_with_next<T: Serialize>(
+        &self,
+        req: &HttpRequest,
+        items: &[T],
+        next: Option<Vec<(&str, String)>>,
+    ) -> HttpResponse {
         let mut response = HttpResponse::Ok();
-        if let Some(last_id) = last_id.filter(|_| items.len() as u64 == self.limit) {
+        if let Some(cursor) = next {
             let mut next: Vec<(&str, String)> = self
                 .pairs
                 .iter()
-                .filter(|(k, _)| k != "after" && k != "limit")
+                .filter(|(k, _)| k != "limit" && cursor.iter().all(|(name, _)| k != name))
                 .map(|(k, v)| (k.as_str(), v.clone()))
                 .collect();
             next.push(("limit", self.limit.to_string()));
-            next.push(("after", last_id.to_string()));
+            next.extend(cursor);
             let query = serde_urlencoded::to_string(&next).unwrap_or_default();
             response.insert_header((
                 header::LINK,
@@ -148,7 +186,10 @@ impl utoipa::IntoParams for ListQuery {
             super::parameter(
                 "limit",
                 ParameterIn::Query,
-                &format!("page size (default {DEFAULT_LIMIT})"),
+                &format!(
+                    "page size (default {DEFAULT_LIMIT}, at most {MAX_LIMIT}; for a search: \
+                     default {DEFAULT_SEARCH_LIMIT}, at most {MAX_SEARCH_LIMIT})"
+                ),
                 super::integer_schema(1, Some(MAX_LIMIT)),
             ),
             super::parameter(
@@ -179,6 +220,10 @@ mod tests {
         assert_eq!((q.limit, q.after), (DEFAULT_LIMIT, None));
         let q = ListQuery::parse("limit=1000&after=7").unwrap();
         assert_eq!((q.limit, q.after), (1000, Some(7)));
+        let q = ListQuery::parse("q=apple").unwrap();
+        assert_eq!(q.limit, DEFAULT_SEARCH_LIMIT);
+        assert!(ListQuery::parse("q=apple&limit=100").is_ok());
+        assert!(ListQuery::parse("q=apple&limit=101").is_err());
         for bad in [
             "limit=0",
             "limit=1001",

@@ -53,7 +53,9 @@ pub async fn export(
             ExportRefused::AllBusy => ApiError::Busy("every export slot is busy"),
         })?;
     let notes = db.stream(note::Listed::select(
-        super::owned_by(&me).order_by_asc(note::Column::Id),
+        super::in_owner_order(me.id())
+            .order_by_asc(note::Column::UserId)
+            .order_by_asc(note::Column::Id),
     ));
     let mut lines = Box::pin(ndjson_chunks(notes));
     // The first row is fetched before answering, so an exhausted pool or a database that is

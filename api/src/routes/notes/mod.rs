@@ -9,6 +9,7 @@
 pub mod bulk;
 pub mod export;
 pub mod input;
+pub mod search;
 pub mod view;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,11 +19,12 @@ use entity::{
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    TryIntoModel,
+    QueryOrder, TryIntoModel,
 };
 
 pub use input::{MAX_BULK_ITEMS, MAX_TEXT_CHARS, NewNote, NewNotes, NotePatch};
-pub use view::NoteView;
+pub use search::FoundNote;
+pub use view::{NoteView, NotesPage};
 
 use crate::{
     db::RequestDb,
@@ -65,21 +67,30 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// List notes
+/// List or search notes
 ///
-/// A page of notes in id order (oldest first, or newest first with `order=desc`),
-/// optionally only the completed (or open) ones. A full page
-/// carries `Link: <…>; rel="next"`: follow it to the next page (keyset paging, so notes
-/// added meanwhile are neither skipped nor repeated).
+/// Without `q`: a page of notes in id order (oldest first, or newest first with
+/// `order=desc`), optionally only the completed (or open) ones.
+///
+/// With `q`: the notes whose text matches the query, best first (the query's words occurring
+/// most often; ties: newest first), each with a `snippet` and the `matches` in it. The
+/// language: `word` (all words must occur), `"a phrase"` (adjacent, in order), `-word` (left
+/// out), `word*` (any word starting so); case-insensitive, punctuation separates words,
+/// words shorter than 3 letters are ignored outside phrases.
+///
+/// A full page carries `Link: <…>; rel="next"`: follow it to the next page (keyset paging,
+/// so notes added meanwhile are neither skipped nor repeated).
 #[utoipa::path(
     get, path = "/notes", tag = "notes", operation_id = "list_notes",
     params(
         ListQuery,
+        ("q" = Option<String>, Query, min_length = 1, max_length = 256, description = "search: only notes matching this query, best first"),
+        ("rank" = Option<i64>, Query, minimum = 0, description = "search pages: the rank of the last note seen (set by the `Link` of the previous page, with `after`)"),
         ("completed" = Option<bool>, Query, description = "only notes in this state"),
-        ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "`asc` (default: oldest first) or `desc` (newest first; `after` then returns smaller ids)"),
+        ("order" = Option<String>, Query, pattern = "^(asc|desc)$", description = "without `q`: `asc` (default: oldest first) or `desc` (newest first; `after` then returns smaller ids)"),
     ),
     responses(
-        (status = 200, description = "the page, in id order", body = [NoteView]),
+        (status = 200, description = "the page: notes in id order, or search results best first", body = NotesPage),
         BadListQuery,
         SignedIn,
     )
@@ -90,11 +101,11 @@ pub async fn list(
     db: RequestDb,
 ) -> Result<HttpResponse, ApiError> {
     let query = ListQuery::parse(req.query_string())?;
-    let completed = query.bool_param("completed")?;
-    let mut select = query.page(owned_by(&me), note::Column::Id, query.newest_first()?);
-    if let Some(completed) = completed {
-        select = select.filter(note::Column::Completed.eq(completed));
+    if let Some(q) = query.param("q") {
+        return search::search(&me, &req, &db, &query, q).await;
     }
+    let completed = query.bool_param("completed")?;
+    let select = page_of(me.id(), &query, query.newest_first()?, completed);
     // Only the columns a page shows, read by position (bench/PERFORMANCE.md, "list decoding").
     let notes: Vec<NoteView> = db
         .all(note::Listed::select(select))
@@ -103,6 +114,27 @@ pub async fn list(
         .map(NoteView::from)
         .collect();
     Ok(query.respond(&req, &notes, |item| item.id))
+}
+
+/// The select of one plain page of `owner`'s notes, in id order (newest first when
+/// `newest_first`), only those in the `completed` state when given.
+pub fn page_of(
+    owner: i64,
+    query: &ListQuery,
+    newest_first: bool,
+    completed: Option<bool>,
+) -> sea_orm::Select<note::Entity> {
+    let mine = in_owner_order(owner);
+    let mine = if newest_first {
+        mine.order_by_desc(note::Column::UserId)
+    } else {
+        mine.order_by_asc(note::Column::UserId)
+    };
+    let select = query.page(mine, note::Column::Id, newest_first);
+    match completed {
+        Some(completed) => select.filter(note::Column::Completed.eq(completed)),
+        None => select,
+    }
 }
 
 /// Create a note
@@ -263,7 +295,14 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The caller's notes.
-fn owned_by(me: &CurrentUser) -> sea_orm::Select<note::Entity> {
-    note::Entity::find().filter(note::Column::UserId.eq(me.id()))
+/// The notes of `owner`, to be read in the `(user_id, id)` index's order.
+///
+/// Asked for as `user_id BETWEEN owner AND owner`, not `user_id = owner`: with an equality,
+/// PostgreSQL treats `ORDER BY user_id` as redundant, and on skewed data (a user owning a
+/// tenth of the table, all of it newer than the rest) walks the primary key in id order,
+/// expecting to meet the owner's notes early, and filters out everyone else's first. With a
+/// range, only the `(user_id, id)` index gives the order without a sort (docs/architecture.md,
+/// "Pages of one user's notes"; `tests/tests/search.rs` checks the plan).
+fn in_owner_order(owner: i64) -> sea_orm::Select<note::Entity> {
+    note::Entity::find().filter(note::Column::UserId.between(owner, owner))
 }

@@ -5,6 +5,8 @@ use entity::note;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::FoundNote;
+
 /// A note as the API shows it.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = Note)]
@@ -39,4 +41,13 @@ impl From<note::Listed> for NoteView {
             updated_at: note.updated_at,
         }
     }
+}
+
+/// What `GET /notes` answers: notes in id order, or, with `q`, search results best first.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only described: the handler answers one of the two
+pub enum NotesPage {
+    Notes(Vec<NoteView>),
+    Found(Vec<FoundNote>),
 }

@@ -1,0 +1,97 @@
+//! A full-text index over the notes' text, in each database's own engine, built for the notes
+//! already there and kept by the database in the same transaction as every write.
+//!
+//! Every engine indexes the text with punctuation turned into blanks and in lower case, with
+//! no stemming and no stop words, so that the three find the same words (the `api`'s
+//! `search` module decides on the text; the index only has to find every candidate):
+//!
+//! - PostgreSQL: a generated `search tsvector` column (`to_tsvector('simple', …)`, kept out of
+//!   the entity) and a GIN index on `(user_id, search)` — `btree_gin` lets one index serve the
+//!   owner and the words, so one user's search never walks everyone's matches.
+//! - MariaDB: a generated `search_text` column (the text, lower-cased, punctuation replaced) with
+//!   a `FULLTEXT` index, created with the built-in stop-word list off (`with`, `about`, `www`
+//!   are searchable). Words shorter than `innodb_ft_min_token_size` (3) are not indexed.
+//! - SQLite: an FTS5 table with external content (`notes_search`, tokenizer `unicode61`
+//!   without diacritics removal) kept by triggers on `notes`.
+//!
+//! `down` drops the index and what feeds it; the notes stay.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+/// What `up` runs, statement by statement, per backend.
+const POSTGRES_UP: &[&str] = &[
+    "CREATE EXTENSION IF NOT EXISTS btree_gin",
+    "ALTER TABLE notes ADD COLUMN search tsvector GENERATED ALWAYS AS \
+     (to_tsvector('simple'::regconfig, regexp_replace(text, '[^[:alnum:]]+', ' ', 'g'))) STORED",
+    "CREATE INDEX notes_search_idx ON notes USING gin (user_id, search)",
+];
+const POSTGRES_DOWN: &[&str] = &[
+    "DROP INDEX IF EXISTS notes_search_idx",
+    "ALTER TABLE notes DROP COLUMN IF EXISTS search",
+];
+
+const MARIADB_UP: &[&str] = &[
+    "ALTER TABLE notes ADD COLUMN search_text TEXT \
+     AS (LOWER(REGEXP_REPLACE(text, '[^[:alnum:]]+', ' '))) STORED",
+    // One round trip, so that the session setting holds for the index it is meant for: the
+    // stop-word list is attached to a FULLTEXT index when the index is created.
+    "SET SESSION innodb_ft_enable_stopword = OFF; \
+     CREATE FULLTEXT INDEX notes_search_idx ON notes (search_text); \
+     SET SESSION innodb_ft_enable_stopword = DEFAULT",
+];
+const MARIADB_DOWN: &[&str] = &[
+    "DROP INDEX notes_search_idx ON notes",
+    "ALTER TABLE notes DROP COLUMN search_text",
+];
+
+const SQLITE_UP: &[&str] = &[
+    "CREATE VIRTUAL TABLE notes_search USING fts5(text, content='notes', content_rowid='id', \
+     tokenize='unicode61 remove_diacritics 0')",
+    "CREATE TRIGGER notes_search_insert AFTER INSERT ON notes BEGIN \
+     INSERT INTO notes_search (rowid, text) VALUES (new.id, new.text); END",
+    "CREATE TRIGGER notes_search_delete AFTER DELETE ON notes BEGIN \
+     INSERT INTO notes_search (notes_search, rowid, text) VALUES ('delete', old.id, old.text); END",
+    "CREATE TRIGGER notes_search_update AFTER UPDATE OF text ON notes BEGIN \
+     INSERT INTO notes_search (notes_search, rowid, text) VALUES ('delete', old.id, old.text); \
+     INSERT INTO notes_search (rowid, text) VALUES (new.id, new.text); END",
+    "INSERT INTO notes_search (notes_search) VALUES ('rebuild')",
+];
+const SQLITE_DOWN: &[&str] = &[
+    "DROP TRIGGER IF EXISTS notes_search_insert",
+    "DROP TRIGGER IF EXISTS notes_search_delete",
+    "DROP TRIGGER IF EXISTS notes_search_update",
+    "DROP TABLE IF EXISTS notes_search",
+];
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run(manager, [POSTGRES_UP, MARIADB_UP, SQLITE_UP]).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run(manager, [POSTGRES_DOWN, MARIADB_DOWN, SQLITE_DOWN]).await
+    }
+}
+
+/// Run the statements for the manager's backend: `[postgres, mariadb, sqlite]`.
+async fn run(
+    manager: &SchemaManager<'_>,
+    [postgres, mariadb, sqlite]: [&[&str]; 3],
+) -> Result<(), DbErr> {
+    let statements = match manager.get_database_backend() {
+        sea_orm::DatabaseBackend::Postgres => postgres,
+        sea_orm::DatabaseBackend::MySql => mariadb,
+        _ => sqlite,
+    };
+    for statement in statements {
+        manager
+            .get_connection()
+            .execute_unprepared(statement)
+            .await?;
+    }
+    Ok(())
+}

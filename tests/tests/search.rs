@@ -1,0 +1,443 @@
+//! Finding notes (`GET /notes?q=…`) on every backend: the query language, ranking, snippets
+//! and their offsets, pages, scoping, read-your-writes, hostile queries — and the plain
+//! pages of a user who owns a tenth of a skewed table.
+//!
+//! The table-driven test gives every backend the same corpus and the same queries and
+//! expects the same notes: the three full-text engines agree.
+
+use std::collections::BTreeSet;
+
+use actix_web::http::StatusCode;
+use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
+use serde_json::{Value, json};
+use tests::{
+    Backend, TestApp, assert_problem, backends,
+    fixtures::{array, create_note, id_of, next_link, note_body},
+    http::Reply,
+};
+
+/// `GET /notes?q=<query>` (and `extra` parameters, already encoded), as the app's user.
+async fn search(app: &TestApp, query: &str, extra: &str) -> Reply {
+    app.get(&search_path(query, extra)).await
+}
+
+fn search_path(query: &str, extra: &str) -> String {
+    let q: String = url::form_urlencoded::byte_serialize(query.as_bytes()).collect();
+    format!("/notes?q={q}{extra}")
+}
+
+/// The ids a successful search answers, in its order.
+async fn found_ids(app: &TestApp, query: &str) -> Vec<i64> {
+    let reply = search(app, query, "").await;
+    assert_eq!(reply.status, StatusCode::OK, "q={query:?}: {reply:?}");
+    array(&reply.json()).iter().map(id_of).collect()
+}
+
+/// Create one note per text, in order; their ids.
+async fn create_texts(app: &TestApp, texts: &[&str]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for text in texts {
+        ids.push(id_of(
+            &create_note(app, None, &note_body(text, false)).await.json(),
+        ));
+    }
+    ids
+}
+
+/// The same on every backend (no stemming, no stop words, punctuation separates words).
+const CORPUS: &[&str] = &[
+    /* 0 */ "Apples and pears for the picnic",
+    /* 1 */ "Apple pie recipe: apples, butter, flour",
+    /* 2 */ "Bob's e-mail is bob@example.org",
+    /* 3 */ "foo_bar config with WWW about it",
+    /* 4 */ "Running shoes, run daily",
+    /* 5 */ "Big red apple",
+    /* 6 */ "red big apple",
+    /* 7 */ "Café crème in the morning",
+    /* 8 */ "Déjà vu at the CAFÉ",
+    /* 9 */ "nothing to see here",
+    /* 10 */ "to be or not to be",
+    /* 11 */ "pear tart",
+    /* 12 */ "日本語 テキスト 東京タワー",
+];
+
+/// Each query and the corpus notes (by index) it finds.
+const QUERIES: &[(&str, &[usize])] = &[
+    ("apple", &[1, 5, 6]),
+    ("APPLES", &[0, 1]),
+    ("appl*", &[0, 1, 5, 6]),
+    ("\"big red\"", &[5]),
+    ("\"red big\"", &[6]),
+    ("\"big red", &[5]),
+    ("apple -pie", &[5, 6]),
+    ("red apple", &[5, 6]),
+    ("example", &[2]),
+    ("bob@example.org", &[2]),
+    ("org bob", &[2]),
+    ("foo", &[3]),
+    ("bar", &[3]),
+    ("with about www", &[3]),
+    ("run", &[4]),
+    ("run*", &[4]),
+    ("café", &[7, 8]),
+    ("CAFÉ crème", &[7]),
+    ("cafe", &[]),
+    ("\"not to be\"", &[10]),
+    ("pear*", &[0, 11]),
+    ("-apple pear*", &[0, 11]),
+    ("tart -pear", &[]),
+    ("tart -pea*", &[]),
+    ("zebra", &[]),
+    ("日本語", &[12]),
+    ("a an apple", &[1, 5, 6]),
+];
+
+#[backends(sqlite, postgres, mysql)]
+async fn every_operator_finds_the_same_notes_on_every_backend(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let ids = create_texts(&app, CORPUS).await;
+    for (query, expected) in QUERIES {
+        let expected: BTreeSet<i64> = expected.iter().map(|&i| ids[i]).collect();
+        let found = found_ids(&app, query).await;
+        assert_eq!(
+            found.iter().copied().collect::<BTreeSet<i64>>(),
+            expected,
+            "q={query:?} on {backend:?}"
+        );
+        assert_eq!(found.len(), expected.len(), "each note once: q={query:?}");
+    }
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn more_occurrences_rank_first_and_ties_go_to_the_newest(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let ids = create_texts(
+        &app,
+        &[
+            "kiwi once, with other words here",
+            "kiwi kiwi kiwi, and some words",
+            "kiwi once, with other words here",
+            "kiwi twice: kiwi and words",
+        ],
+    )
+    .await;
+    assert_eq!(
+        found_ids(&app, "kiwi").await,
+        [ids[1], ids[3], ids[2], ids[0]]
+    );
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn results_carry_snippets_and_character_offsets(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let long = format!(
+        "{} Ünïcode needle, then 😀 needle again {}",
+        "😀 déjà ".repeat(60),
+        "straw ".repeat(60)
+    );
+    let short = "short 😀 text with a Needle";
+    let ids = create_texts(&app, &[&long, short]).await;
+    let reply = search(&app, "needle", "").await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let results = array(&reply.json());
+    assert_eq!(
+        results.iter().map(id_of).collect::<Vec<_>>(),
+        [ids[0], ids[1]]
+    );
+    for result in &results {
+        let object = result.as_object().unwrap();
+        for field in [
+            "id",
+            "user_id",
+            "text",
+            "completed",
+            "created_at",
+            "updated_at",
+        ] {
+            assert!(object.contains_key(field), "{field} in {result}");
+        }
+        let snippet: Vec<char> = result["snippet"].as_str().unwrap().chars().collect();
+        assert!(snippet.len() <= 200, "{result}");
+        let matches = result["matches"].as_array().unwrap();
+        assert!(!matches.is_empty(), "{result}");
+        for span in matches {
+            let (start, end) = (span[0].as_u64().unwrap(), span[1].as_u64().unwrap());
+            let word: String = snippet[start as usize..end as usize].iter().collect();
+            assert_eq!(word.to_lowercase(), "needle", "{result}");
+        }
+    }
+    assert_eq!(results[0]["matches"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        results[1]["snippet"], short,
+        "a short text is its own snippet"
+    );
+    assert_eq!(results[1]["matches"], json!([[20, 26]]));
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn pages_walk_every_match_once(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let items: Vec<Value> = (0..45)
+        .map(|i| {
+            note_body(
+                &format!("walk {} number {i}", "walk ".repeat(i % 4)),
+                i % 2 == 0,
+            )
+        })
+        .collect();
+    let reply = app.post_json("/notes/bulk", &Value::Array(items)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    let created: BTreeSet<i64> = array(&reply.json()).iter().map(id_of).collect();
+    create_texts(&app, &["no match here"]).await;
+
+    let mut seen = Vec::new();
+    let mut path = Some(search_path("walk", "&limit=10"));
+    let mut pages = 0;
+    while let Some(next) = path {
+        let reply = app.get(&next).await;
+        assert_eq!(reply.status, StatusCode::OK, "{next}: {reply:?}");
+        let page = array(&reply.json());
+        assert!(page.len() <= 10);
+        seen.extend(page.iter().map(id_of));
+        path = next_link(&reply);
+        pages += 1;
+        assert!(pages <= 6, "the links end");
+    }
+    assert_eq!(seen.len(), 45, "no note twice: {seen:?}");
+    assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), created);
+
+    // Combined with `completed`: the even ones.
+    let done = array(
+        &search(&app, "walk", "&completed=true&limit=100")
+            .await
+            .json(),
+    );
+    assert_eq!(done.len(), 23);
+    assert!(done.iter().all(|note| note["completed"] == true));
+    // Default page size 20.
+    assert_eq!(array(&search(&app, "walk", "").await.json()).len(), 20);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn another_users_notes_are_never_searched(backend: Backend) {
+    let (app, me) = TestApp::signed_in(backend).await;
+    let other = app.sign_up_and_in("other").await;
+    let mine = create_texts(&app, &["shared secret words"]).await;
+    create_note(
+        &app,
+        Some(&other.token),
+        &note_body("shared secret words", false),
+    )
+    .await;
+    create_note(
+        &app,
+        Some(&other.token),
+        &note_body("only theirs: xylophone", false),
+    )
+    .await;
+    assert_eq!(found_ids(&app, "shared secret").await, mine);
+    assert_eq!(found_ids(&app, "xylophone").await, Vec::<i64>::new());
+    let theirs = array(
+        &app.send_as(&other.token, tests::http::get(&search_path("shared", "")))
+            .await
+            .json(),
+    );
+    assert_eq!(theirs.len(), 1);
+    assert_ne!(theirs[0]["user_id"], me.id);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn a_note_is_found_right_after_each_write(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let [id] = create_texts(&app, &["fresh mango"]).await[..] else {
+        unreachable!()
+    };
+    assert_eq!(found_ids(&app, "mango").await, [id]);
+
+    let path = format!("/notes/{id}");
+    let reply = app
+        .patch_json(&path, &json!({"text": "fresh papaya"}))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(found_ids(&app, "mango").await, Vec::<i64>::new());
+    assert_eq!(found_ids(&app, "papaya").await, [id]);
+
+    let reply = app.patch_json(&path, &json!({"completed": true})).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(found_ids(&app, "papaya").await, [id]);
+
+    assert_eq!(app.delete(&path).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(found_ids(&app, "papaya").await, Vec::<i64>::new());
+
+    let bulk = json!([{"text": "bulk guava one"}, {"text": "bulk guava two"}]);
+    let reply = app.post_json("/notes/bulk", &bulk).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    assert_eq!(found_ids(&app, "guava").await.len(), 2);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn queries_with_nothing_to_look_for_are_422_naming_q(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    create_texts(&app, &["something to find"]).await;
+    for query in [
+        "",
+        "   ",
+        "-apple",
+        "!!! ???",
+        "*",
+        "-",
+        "\"\"",
+        "to be",
+        &"x".repeat(257),
+    ] {
+        let reply = search(&app, query, "").await;
+        let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(problem["errors"][0]["field"], "q", "q={query:?}: {problem}");
+    }
+    let longest = format!("something {}", "é".repeat(246));
+    assert_eq!(search(&app, &longest, "").await.status, StatusCode::OK);
+    let reply = search(&app, "something", "&limit=101").await;
+    let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "limit");
+    let reply = search(&app, "something", "&after=5").await;
+    assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    app.finish().await;
+}
+
+/// Operators and syntax of every backend's search language, SQL, and odd text.
+const HOSTILE_QUERIES: &[&str] = &[
+    "\"",
+    "\"\"\"",
+    "\"unbalanced quote",
+    "(",
+    ")",
+    "((apple",
+    "[apple]",
+    "{apple}",
+    "*",
+    "**",
+    "-",
+    "--",
+    "- -",
+    "apple*)",
+    "*apple",
+    "a*b*c",
+    "'; DROP TABLE notes; --",
+    "apple' OR '1'='1",
+    "1; SELECT pg_sleep(5)",
+    "NEAR(apple pear)",
+    "apple AND pear",
+    "apple OR pear",
+    "NOT apple",
+    "text:apple",
+    "^apple",
+    "apple + pear",
+    "apple & pear",
+    "apple | pear",
+    "!apple",
+    "apple <-> pear",
+    "apple:*",
+    "+apple -pear ~pie <big >red @2",
+    "\"apple\" @8",
+    "apple\u{0}pear",
+    "\u{0}",
+    "e\u{0301}\u{0301}\u{0301}",
+    "😀😀😀 apple",
+    "\u{202E}elppa\u{202C} عربي עברית",
+    "%_%",
+    "\\apple\\",
+    "$1 ?",
+    "apple\npear\ttart",
+];
+
+#[backends(sqlite, postgres, mysql)]
+async fn hostile_queries_never_fail_the_server(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    create_texts(&app, &["apple pear tart", "عربي עברית text"]).await;
+    let longest = "apple ".repeat(43)[..256].to_owned();
+    let too_long = format!("{longest}x");
+    for query in HOSTILE_QUERIES
+        .iter()
+        .copied()
+        .chain([longest.as_str(), too_long.as_str()])
+    {
+        let reply = search(&app, query, "").await;
+        match reply.status {
+            StatusCode::OK => assert!(reply.json().is_array(), "q={query:?}: {reply:?}"),
+            StatusCode::UNPROCESSABLE_ENTITY => {
+                let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+                assert_eq!(problem["errors"][0]["field"], "q", "q={query:?}: {problem}");
+            }
+            status => panic!("q={query:?} answered {status}: {reply:?}"),
+        }
+    }
+    // Operators of the backends' languages are words, or punctuation, here.
+    assert_eq!(
+        found_ids(&app, "apple OR pear").await.len(),
+        1,
+        "OR: too short a word"
+    );
+    assert_eq!(
+        found_ids(&app, "NOT apple").await.len(),
+        0,
+        "NOT: a word the note lacks"
+    );
+    assert_eq!(
+        found_ids(&app, "apple & !pear").await.len(),
+        1,
+        "punctuation"
+    );
+    app.finish().await;
+}
+
+/// A user who owns a tenth of the notes, all of them newer than everyone else's: their plain
+/// pages must read the `(user_id, id)` index, not walk the primary key past everyone else's
+/// notes (the PostgreSQL planner's trap on skewed data).
+#[backends(postgres)]
+async fn a_heavy_users_pages_read_the_owner_index(backend: Backend) {
+    let (app, heavy) = TestApp::signed_in(backend).await;
+    let others = app.sign_up_and_in("others").await;
+    let conn = app.conn();
+    for (owner, count) in [(others.id, 60_000), (heavy.id, 6_000)] {
+        conn.execute_unprepared(&format!(
+            "INSERT INTO notes (user_id, text, completed, created_at, updated_at) \
+             SELECT {owner}, 'note ' || n, false, now(), now() FROM generate_series(1, {count}) n"
+        ))
+        .await
+        .unwrap();
+    }
+    conn.execute_unprepared("ANALYZE notes").await.unwrap();
+    for (order, newest_first) in [("", false), ("&order=desc", true)] {
+        let query = api::http::pagination::ListQuery::parse(&format!("limit=20{order}")).unwrap();
+        let select = api::routes::notes::page_of(heavy.id, &query, newest_first, None);
+        let statement = select.build(DbBackend::Postgres);
+        let plan = conn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                format!("EXPLAIN {}", statement.sql),
+                statement.values.unwrap(),
+            ))
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.try_get_by_index::<String>(0).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            plan.contains("notes_user_id_id_idx"),
+            "order {order:?}:\n{plan}"
+        );
+        assert!(!plan.contains("notes_pkey"), "order {order:?}:\n{plan}");
+    }
+    // And the pages still read right.
+    let page = array(&app.get("/notes?limit=20&order=desc").await.json());
+    assert_eq!(page.len(), 20);
+    assert!(page.iter().all(|note| note["user_id"] == heavy.id));
+    app.finish().await;
+}
