@@ -14,8 +14,13 @@ use api::{
         notes::{MAX_BULK_ITEMS, MAX_TEXT_CHARS, NewNote, NewNotes, NotePatch},
         users::NewUser,
     },
+    search::{
+        Query, QueryError, SNIPPET_CHARS,
+        sql::{self, Page},
+    },
 };
 use proptest::prelude::*;
+use sea_orm::{DbBackend, Value as SqlValue};
 use serde_json::{Value, json};
 
 /// Arbitrary JSON values, with strings that like to be long, empty, or odd.
@@ -148,4 +153,86 @@ proptest! {
             Err(error) => prop_assert!(matches!(error, ApiError::NotFound)),
         }
     }
+
+    #[test]
+    fn search_queries_reach_the_database_as_words_only(query in search_query()) {
+        match Query::parse(&query) {
+            Ok(parsed) => {
+                let page = Page { owner: 1, completed: None, after: Some((2, 3)), limit: 20 };
+                for backend in [DbBackend::Sqlite, DbBackend::Postgres, DbBackend::MySql] {
+                    let statement = sql::statement(&parsed, &page, backend);
+                    for value in statement.values.unwrap().0 {
+                        if let SqlValue::String(Some(text)) = value {
+                            // Only words, each operator the translation's own.
+                            prop_assert!(
+                                text.chars().all(|c| c.is_alphanumeric() || " '\"*:&!+-".contains(c)),
+                                "{text:?} from {query:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            Err(error) => prop_assert!(
+                query.trim().is_empty() || query.chars().count() > 256 || error == QueryError::NothingToFind,
+                "{error:?} for {query:?}"
+            ),
+        }
+    }
+
+    #[test]
+    fn search_results_mark_only_matched_words(query in search_query(), text in "\\PC{0,400}") {
+        if let Ok(parsed) = Query::parse(&query)
+            && let Some(found) = parsed.find(&text)
+        {
+            let snippet: Vec<char> = found.snippet.chars().collect();
+            prop_assert!(snippet.len() <= SNIPPET_CHARS);
+            prop_assert!(text.contains(found.snippet.as_str()));
+            for [start, end] in found.matches {
+                prop_assert!(start < end && end <= snippet.len());
+                prop_assert!(snippet[start..end].iter().all(|c| c.is_alphanumeric()));
+            }
+        }
+    }
+}
+
+/// Search queries: random text, and text made of every backend's operators and words.
+fn search_query() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        "[a-zA-Z]{1,8}",
+        "[a-z]{3,6}\\*",
+        Just("\"".to_owned()),
+        Just("-".to_owned()),
+        Just("*".to_owned()),
+        prop::sample::select(vec![
+            "NEAR(",
+            "AND",
+            "OR",
+            "NOT",
+            ":",
+            "^",
+            "&",
+            "|",
+            "!",
+            "<->",
+            "+",
+            "~",
+            "<",
+            ">",
+            "@",
+            "(",
+            ")",
+            "'",
+            "\u{0}",
+            "é",
+            "😀",
+            "\u{301}",
+            "عربي",
+            "; DROP TABLE notes; --",
+        ])
+        .prop_map(str::to_owned),
+    ];
+    prop_oneof![
+        "\\PC{0,300}",
+        prop::collection::vec(piece, 0..12).prop_map(|pieces| pieces.join(" ")),
+    ]
 }

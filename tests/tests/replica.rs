@@ -139,7 +139,7 @@ async fn every_write_is_read_back_through_two_instances_while_the_replica_lags(b
     let mut seen = 0;
     for round in 0..rounds {
         let (writer, reader) = (&servers[round % 2], &servers[(round + 1) % 2]);
-        let text = format!("round {round}");
+        let text = format!("round {round} marker{round:03}");
         let (status, note) = client
             .send(
                 writer,
@@ -174,6 +174,13 @@ async fn every_write_is_read_back_through_two_instances_while_the_replica_lags(b
             newest[0]["id"], id,
             "round {round}: the list misses the write"
         );
+        let search = format!("/notes?q=marker{round:03}");
+        let (status, found) = client.send(reader, "GET", &search, &user.token, None).await;
+        assert_eq!(status, StatusCode::OK, "{found}");
+        assert_eq!(
+            found[0]["id"], id,
+            "round {round}: the search misses the write"
+        );
         seen += 1;
     }
     let (replica_reads_during, _) = replica.reads();
@@ -190,6 +197,15 @@ async fn every_write_is_read_back_through_two_instances_while_the_replica_lags(b
             notes.as_array().unwrap().len(),
             rounds,
             "every note, from the replica"
+        );
+        let (status, found) = client
+            .send(server, "GET", "/notes?q=round&limit=100", &user.token, None)
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            found.as_array().unwrap().len(),
+            rounds,
+            "found on the replica"
         );
     }
     let (after, _) = replica.reads();

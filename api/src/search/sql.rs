@@ -40,15 +40,15 @@ pub fn statement(query: &Query, page: &Page, backend: DbBackend) -> Statement {
     let matched = match backend {
         DbBackend::Postgres => format!(
             "search @@ to_tsquery('simple', {})",
-            sql.bind(postgres_query(query))
+            sql.bind(POSTGRES.spell(query))
         ),
         DbBackend::MySql => format!(
             "MATCH (search_text) AGAINST ({} IN BOOLEAN MODE)",
-            sql.bind(mariadb_query(query))
+            sql.bind(MARIADB.spell(query))
         ),
         _ => format!(
             "id IN (SELECT rowid FROM notes_search WHERE notes_search MATCH {})",
-            sql.bind(sqlite_query(query))
+            sql.bind(SQLITE.spell(query))
         ),
     };
     let completed = match page.completed {
@@ -68,18 +68,27 @@ pub fn statement(query: &Query, page: &Page, backend: DbBackend) -> Statement {
     ))
 }
 
-/// `Σ (length(t) - length(replace(t, word, ''))) / length(word)` over the query's words,
-/// with `t` the lower-cased text: how often they occur.
+/// The most words the rank counts: each is a string replacement over every candidate's text,
+/// and a long query of common words must not cost the database a scan per word.
+const MAX_RANKED_WORDS: usize = 8;
+
+/// `Σ (length(t) - length(replace(t, word, ''))) / length(word)` over the query's (first
+/// [`MAX_RANKED_WORDS`] distinct) words, with `t` the lower-cased text: how often they occur.
 fn rank(sql: &mut Sql, query: &Query) -> String {
     let (length, divide) = match sql.backend {
         DbBackend::MySql => ("CHAR_LENGTH", "DIV"),
         DbBackend::Postgres => ("CHAR_LENGTH", "/"),
         _ => ("LENGTH", "/"),
     };
-    let counts: Vec<String> = query
-        .required_words()
+    let mut words: Vec<&str> = Vec::new();
+    for (word, _) in query.required_words() {
+        if !words.contains(&word) && words.len() < MAX_RANKED_WORDS {
+            words.push(word);
+        }
+    }
+    let counts: Vec<String> = words
         .into_iter()
-        .map(|(word, _)| {
+        .map(|word| {
             let chars = word.chars().count() as i64;
             format!(
                 "(({length}(LOWER(text)) - {length}(REPLACE(LOWER(text), {}, ''))) {divide} {})",
@@ -91,55 +100,58 @@ fn rank(sql: &mut Sql, query: &Query) -> String {
     format!("({})", counts.join(" + "))
 }
 
-fn postgres_query(query: &Query) -> String {
-    let term = |(word, prefix): (&str, bool)| {
-        if prefix {
-            format!("'{word}':*")
-        } else {
-            format!("'{word}'")
-        }
-    };
-    let required = query.required_words().into_iter().map(term);
-    let excluded = query
-        .excluded_words()
-        .into_iter()
-        .map(|word| format!("!{}", term(word)));
-    required.chain(excluded).collect::<Vec<_>>().join(" & ")
+/// How one engine spells the query's words: each word between `quote`s, a prefix followed by
+/// `prefix`, a required word after `required`, an excluded one after `excluded`, joined by
+/// `separator`.
+struct Syntax {
+    quote: &'static str,
+    prefix: &'static str,
+    required: &'static str,
+    excluded: &'static str,
+    separator: &'static str,
 }
 
-fn sqlite_query(query: &Query) -> String {
-    let term = |(word, prefix): (&str, bool)| {
-        if prefix {
-            format!("\"{word}\"*")
-        } else {
-            format!("\"{word}\"")
-        }
-    };
-    let required = query.required_words().into_iter().map(term);
-    let excluded = query
-        .excluded_words()
-        .into_iter()
-        .map(|word| format!("NOT {}", term(word)));
-    required.chain(excluded).collect::<Vec<_>>().join(" ")
-}
+const POSTGRES: Syntax = Syntax {
+    quote: "'",
+    prefix: ":*",
+    required: "",
+    excluded: "!",
+    separator: " & ",
+};
+const SQLITE: Syntax = Syntax {
+    quote: "\"",
+    prefix: "*",
+    required: "",
+    excluded: "NOT ",
+    separator: " ",
+};
+const MARIADB: Syntax = Syntax {
+    quote: "",
+    prefix: "*",
+    required: "+",
+    excluded: "-",
+    separator: " ",
+};
 
-fn mariadb_query(query: &Query) -> String {
-    let term = |(word, prefix): (&str, bool)| {
-        if prefix {
-            format!("{word}*")
-        } else {
-            word.to_owned()
-        }
-    };
-    let required = query
-        .required_words()
-        .into_iter()
-        .map(|word| format!("+{}", term(word)));
-    let excluded = query
-        .excluded_words()
-        .into_iter()
-        .map(|word| format!("-{}", term(word)));
-    required.chain(excluded).collect::<Vec<_>>().join(" ")
+impl Syntax {
+    fn spell(&self, query: &Query) -> String {
+        let term = |mark: &str, (word, prefix): (&str, bool)| {
+            let prefix = if prefix { self.prefix } else { "" };
+            format!("{mark}{quote}{word}{quote}{prefix}", quote = self.quote)
+        };
+        let required = query
+            .required_words()
+            .into_iter()
+            .map(|w| term(self.required, w));
+        let excluded = query
+            .excluded_words()
+            .into_iter()
+            .map(|w| term(self.excluded, w));
+        required
+            .chain(excluded)
+            .collect::<Vec<_>>()
+            .join(self.separator)
+    }
 }
 
 /// SQL text with its values bound in order, in the backend's placeholder style.
@@ -179,14 +191,14 @@ mod tests {
         let query =
             Query::parse(r#"Apple "big red" fru* -pear -"old tree" -ab x' OR 1=1"#).unwrap();
         assert_eq!(
-            postgres_query(&query),
+            POSTGRES.spell(&query),
             "'apple' & 'big' & 'red' & 'fru':* & !'pear'"
         );
         assert_eq!(
-            sqlite_query(&query),
+            SQLITE.spell(&query),
             r#""apple" "big" "red" "fru"* NOT "pear""#
         );
-        assert_eq!(mariadb_query(&query), "+apple +big +red +fru* -pear");
+        assert_eq!(MARIADB.spell(&query), "+apple +big +red +fru* -pear");
     }
 
     #[test]

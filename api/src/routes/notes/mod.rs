@@ -301,8 +301,8 @@ pub async fn delete(
 /// PostgreSQL treats `ORDER BY user_id` as redundant, and on skewed data (a user owning a
 /// tenth of the table, all of it newer than the rest) walks the primary key in id order,
 /// expecting to meet the owner's notes early, and filters out everyone else's first. With a
-/// range, only the `(user_id, id)` index gives the order without a sort (docs/architecture.md,
-/// "Pages of one user's notes"; `tests/tests/search.rs` checks the plan).
+/// range, only the `(user_id, id)` index gives the order without a sort (docs/search.md,
+/// "Plain pages of one user's notes"; `tests/tests/search.rs` checks the plan).
 fn in_owner_order(owner: i64) -> sea_orm::Select<note::Entity> {
     note::Entity::find().filter(note::Column::UserId.between(owner, owner))
 }
