@@ -307,6 +307,13 @@ async fn queries_with_nothing_to_look_for_are_422_naming_q(backend: Backend) {
     assert_eq!(problem["errors"][0]["field"], "limit");
     let reply = search(&app, "something", "&after=5").await;
     assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    let reply = search(&app, "something", "&order=sideways").await;
+    let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "order");
+    // `rank` is checked whether or not the request searches.
+    let reply = app.get("/notes?rank=9223372036854775808").await;
+    let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "rank");
     app.finish().await;
 }
 

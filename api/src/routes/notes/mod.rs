@@ -100,12 +100,15 @@ pub async fn list(
     req: HttpRequest,
     db: RequestDb,
 ) -> Result<HttpResponse, ApiError> {
+    // Every documented parameter is checked, whichever of the two it applies to.
     let query = ListQuery::parse(req.query_string())?;
+    let rank = query.integer_param("rank")?;
+    let newest_first = query.newest_first()?;
     if let Some(q) = query.param("q") {
-        return search::search(&me, &req, &db, &query, q).await;
+        return search::search(&me, &req, &db, &query, q, rank).await;
     }
     let completed = query.bool_param("completed")?;
-    let select = page_of(me.id(), &query, query.newest_first()?, completed);
+    let select = page_of(me.id(), &query, newest_first, completed);
     // Only the columns a page shows, read by position (bench/PERFORMANCE.md, "list decoding").
     let notes: Vec<NoteView> = db
         .all(note::Listed::select(select))

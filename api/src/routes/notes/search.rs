@@ -52,16 +52,17 @@ impl FromQueryResult for Candidate {
     }
 }
 
-/// The page of the caller's notes matching `q` that `query` asks for.
+/// The page of the caller's notes matching `q` that `query` asks for (`rank`: the rank of the
+/// last note of the previous page, given with its id in `after`).
 pub async fn search(
     me: &CurrentUser,
     req: &HttpRequest,
     db: &RequestDb,
     query: &ListQuery,
     q: &str,
+    rank: Option<i64>,
 ) -> Result<HttpResponse, ApiError> {
     let parsed = Query::parse(q).map_err(|error| ApiError::invalid("q", error.to_string()))?;
-    let rank = query.integer_param("rank")?;
     let mut page = Page {
         owner: me.id(),
         completed: query.bool_param("completed")?,

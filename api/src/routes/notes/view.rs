@@ -3,7 +3,13 @@
 use chrono::{DateTime, Utc};
 use entity::note;
 use serde::Serialize;
-use utoipa::ToSchema;
+use utoipa::{
+    PartialSchema, ToSchema,
+    openapi::{
+        RefOr, Schema,
+        schema::{AnyOfBuilder, ArrayBuilder, Ref},
+    },
+};
 
 use super::FoundNote;
 
@@ -44,10 +50,28 @@ impl From<note::Listed> for NoteView {
 }
 
 /// What `GET /notes` answers: notes in id order, or, with `q`, search results best first.
-#[derive(Serialize, ToSchema)]
-#[serde(untagged)]
-#[allow(dead_code)] // only described: the handler answers one of the two
-pub enum NotesPage {
-    Notes(Vec<NoteView>),
-    Found(Vec<FoundNote>),
+/// Described as `anyOf` (not `oneOf`): an empty page, or a page of results — which are notes
+/// too — fits both.
+pub struct NotesPage;
+
+impl utoipa::PartialSchema for NotesPage {
+    fn schema() -> RefOr<Schema> {
+        let page_of = |item: &str| ArrayBuilder::new().items(Ref::from_schema_name(item));
+        AnyOfBuilder::new()
+            .item(page_of("Note"))
+            .item(page_of("FoundNote"))
+            .description(Some(
+                "notes in id order, or, with `q`, search results best first",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for NotesPage {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        schemas.push((NoteView::name().into(), NoteView::schema()));
+        <NoteView as ToSchema>::schemas(schemas);
+        schemas.push((FoundNote::name().into(), FoundNote::schema()));
+        <FoundNote as ToSchema>::schemas(schemas);
+    }
 }
