@@ -131,21 +131,6 @@ PG_DB=bench_notes_$$
 PG_CREATED=false
 declare -A PID=()
 
-log() { printf '==> %s\n' "$*" >&2; }
-
-stop_server() {
-  local name=$1 pid=${PID[$1]:-}
-  [ -n "$pid" ] || return 0
-  unset "PID[$name]"
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
   local status=$?
   for name in "${!PID[@]}"; do stop_server "$name"; done
@@ -170,19 +155,9 @@ log "building api and baseline (release, $CARGO_TARGET_DIR)"
 # The whole workspace with all targets: the same feature set as the README's test command, so
 # after the tests (or in CI) this builds nothing new, and the cache holds one build.
 cargo build --release --quiet --workspace --all-targets
+ensure_tools
 
-if ! command -v wrk >/dev/null; then
-  log "installing wrk"
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq wrk >/dev/null; else sudo apt-get install -y -qq wrk >/dev/null; fi
-fi
-for tool in wrk curl; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 1; }
-done
-
-# --- helpers ---------------------------------------------------------------------------------
-kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
-reset_peak() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
-
+# --- helpers (more in bench/lib.sh) ---------------------------------------------------------
 # start_server NAME URL: start api, baseline or api_read (the api with DATABASE_READ_URL set to
 # the replica's copy of the database) on DATABASE_URL=URL and wait until it answers.
 start_server() {
@@ -192,23 +167,7 @@ start_server() {
     baseline) bin=$BASELINE_BIN ;;
     api_read) read_url=$REPLICA_URL/${url##*/} ;;
   esac
-  if curl -s -o /dev/null "http://127.0.0.1:$port/"; then
-    echo "bench: port $port is already in use (set BENCH_PORT)" >&2
-    exit 1
-  fi
-  DATABASE_URL=$url DATABASE_READ_URL=$read_url HOST=127.0.0.1 PORT=$port RUST_LOG=warn LOG_FORMAT=json AUTO_MIGRATE=true \
-    "$bin" >>"$WORK/$name.log" 2>&1 &
-  PID[$name]=$!
-  for _ in $(seq 1 200); do
-    # Any HTTP answer will do (without a token it is 401): the api listens only once migrated.
-    if [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/notes?limit=1")" != 000 ]; then
-      return 0
-    fi
-    kill -0 "${PID[$name]}" 2>/dev/null || { echo "bench: $name exited at start ($(exit_of "${PID[$name]}"))" >&2; exit 1; }
-    sleep 0.1
-  done
-  echo "bench: $name did not answer within 20 s" >&2
-  exit 1
+  launch_server "$name" "$bin" "$port" DATABASE_URL="$url" DATABASE_READ_URL="$read_url" AUTO_MIGRATE=true
 }
 
 # check_servers [SERVER...]: the servers (api and baseline unless named) refuse GET /notes/1
@@ -232,36 +191,6 @@ check_servers() {
       exit 1
     fi
   done
-}
-
-# busy_pct: share of CPU time (all cores) not idle over 1 s, in percent.
-busy_pct() {
-  local a b
-  a=$(awk '/^cpu / { print $2 + $3 + $4 + $6 + $7 + $8, $5 }' /proc/stat)
-  sleep 1
-  b=$(awk '/^cpu / { print $2 + $3 + $4 + $6 + $7 + $8, $5 }' /proc/stat)
-  awk -v a="$a" -v b="$b" 'BEGIN { split(a, x, " "); split(b, y, " ");
-    busy = y[1] - x[1]; idle = y[2] - x[2]; printf "%d", (busy + idle) ? 100 * busy / (busy + idle) : 0 }'
-}
-
-# wait_quiet: before a measured run, wait (up to BENCH_QUIET_WAIT s) until other processes
-# (a build, a test run) leave the CPUs under BENCH_QUIET_PCT % busy; sets BUSY to what was seen.
-BUSY=0
-wait_quiet() {
-  local deadline=$((SECONDS + QUIET_WAIT)) warned=false
-  while BUSY=$(busy_pct); [ "$BUSY" -gt "$QUIET_PCT" ] && [ $SECONDS -lt $deadline ]; do
-    $warned || log "the machine is busy ($BUSY % CPU): waiting up to ${QUIET_WAIT} s for it to calm down"
-    warned=true
-    sleep 4
-  done
-  [ "$BUSY" -le "$QUIET_PCT" ] || log "still $BUSY % busy: measuring anyway (recorded as background_busy_pct)"
-}
-
-# exit_of PID: how a server that is gone ended (its exit status, or the signal that ended it).
-exit_of() {
-  local status=0
-  wait "$1" 2>/dev/null || status=$?
-  if [ "$status" -gt 128 ]; then echo "killed by SIG$(kill -l $((status - 128)))"; else echo "exit status $status"; fi
 }
 
 port_of() {

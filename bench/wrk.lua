@@ -3,7 +3,9 @@
 -- Environment:
 --   WRK_SCENARIO   get (GET /notes/{random id}), list (GET /notes?limit=100),
 --                  post (POST /notes), mix (WRK_WRITE_PCT % POST, the rest GET by id),
---                  postkey (POST /notes with a new Idempotency-Key on every request)
+--                  postkey (POST /notes with a new Idempotency-Key on every request),
+--                  path (GET WRK_PATH, the same request every time: bench/search.sh)
+--   WRK_PATH       path and query of the `path` scenario, e.g. /notes?q=apple%20pear&limit=20
 --   WRK_MAX_ID     ids are drawn uniformly from 1..WRK_MAX_ID (default 100000)
 --   WRK_WRITE_PCT  share of writes in the mix, in percent (default 10)
 --   WRK_TOKEN      bearer token sent as `Authorization: Bearer <token>` on every request
@@ -57,6 +59,16 @@ elseif scenario == "postkey" then
       { ["Authorization"] = authorization, ["Content-Type"] = "application/json",
         ["Idempotency-Key"] = "bench-" .. run .. "-" .. (tid or 0) .. "-" .. sent },
       '{"text":"a note written by the benchmark","completed":false}')
+  end
+elseif scenario == "path" then
+  local path = os.getenv("WRK_PATH") or ""
+  if path == "" then
+    error("WRK_PATH is not set")
+  end
+  local path_request
+  request = function()
+    path_request = path_request or wrk.format("GET", path, { ["Authorization"] = authorization })
+    return path_request
   end
 elseif scenario == "mix" then
   request = function()
