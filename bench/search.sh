@@ -522,6 +522,9 @@ explain() {
         value=${v#*=}
         args+=(-v "${v%%=*}='${value//\'/\'\'}'")
         ;;
+      # The api binds the owner as int8: an int4 literal would keep user_id out of the
+      # GIN (user_id, search) index's condition (btree_gin has no int8 = int4 operator).
+      user) args+=(-v "user=${v#*=}::bigint") ;;
       *) args+=(-v "$v") ;;
     esac
   done < <(sql_vars "$name" "$user")

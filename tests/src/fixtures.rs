@@ -12,10 +12,10 @@ use std::{
 
 use actix_web::http::{Method, StatusCode, header::HeaderMap};
 use chrono::{DateTime, Utc};
-use entity::{note, session};
+use entity::{note, session, user};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, TransactionTrait,
+    QueryOrder, TransactionTrait, sea_query::IntoCondition,
 };
 use serde_json::Value;
 
@@ -42,6 +42,18 @@ pub fn array(value: &Value) -> Vec<Value> {
         .as_array()
         .unwrap_or_else(|| panic!("not an array: {value}"))
         .clone()
+}
+
+/// The keys of a JSON object, sorted (panics with the value when it is not an object).
+pub fn sorted_keys(value: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort_unstable();
+    keys
 }
 
 /// The time in `field` of `value`: an RFC 3339 string written in UTC (`…Z`), as the contract
@@ -134,6 +146,20 @@ pub async fn create_note(app: &TestApp, token: Option<&str>, body: &Value) -> Re
     reply
 }
 
+/// `/notes/{id}` of `note`.
+pub fn note_path(note: &Value) -> String {
+    format!("/notes/{}", id_of(note))
+}
+
+/// [`TestApp::signed_in`], and a note the user made with `body`: the app, the note's 201 and
+/// its path.
+pub async fn signed_in_with_note(backend: Backend, body: &Value) -> (TestApp, Reply, String) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let created = create_note(&app, None, body).await;
+    let path = note_path(&created.json());
+    (app, created, path)
+}
+
 /// `PATCH /users/{id}` with `body`, as `token`'s user (`None`: the app's signed-in user).
 pub async fn patch_user(app: &TestApp, token: Option<&str>, id: i64, body: &Value) -> Reply {
     let request = http::json_request(Method::PATCH, &format!("/users/{id}"), body);
@@ -153,13 +179,23 @@ pub async fn sessions_of(app: &TestApp, user_id: i64) -> Vec<session::Model> {
         .unwrap()
 }
 
+/// How many stored rows of `E` meet `condition`.
+pub async fn count_rows<E>(app: &TestApp, condition: impl IntoCondition) -> u64
+where
+    E: EntityTrait,
+    E::Model: Sync + 'static,
+{
+    E::find().filter(condition).count(app.conn()).await.unwrap()
+}
+
 /// How many stored notes have exactly `text`.
 pub async fn notes_with_text(app: &TestApp, text: &str) -> u64 {
-    note::Entity::find()
-        .filter(note::Column::Text.eq(text))
-        .count(app.conn())
-        .await
-        .unwrap()
+    count_rows::<note::Entity>(app, note::Column::Text.eq(text)).await
+}
+
+/// How many stored users have `email`.
+pub async fn users_with_email(app: &TestApp, email: &str) -> u64 {
+    count_rows::<user::Entity>(app, user::Column::Email.eq(email)).await
 }
 
 /// Rows per INSERT while seeding: at most 2500 binds, within every backend's limit.
@@ -286,6 +322,19 @@ pub async fn send_over_http(request: awc::ClientRequest, body: Option<&Value>) -
 
 // ---------------------------------------------------------------------------------------
 // The OpenAPI document
+
+/// The operations anyone may call, as `METHOD path`: sign-up, sign-in, the operational
+/// routes and the web page.
+pub const PUBLIC_ROUTES: [&str; 8] = [
+    "POST /users",
+    "POST /sessions",
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /openapi.json",
+    "GET /docs",
+    "GET /",
+];
 
 /// One operation of the OpenAPI document.
 #[derive(Clone, Debug)]

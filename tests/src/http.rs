@@ -37,6 +37,12 @@ impl Reply {
     }
 }
 
+/// `reply` has `status` (panics with the reply otherwise); its body as JSON.
+pub fn assert_json(reply: &Reply, status: StatusCode) -> Value {
+    assert_eq!(reply.status, status, "{reply:?}");
+    reply.json()
+}
+
 /// An RFC 9457 problem answered with `status`: the status, `application/problem+json`, the
 /// headers every response carries, `type`, `title`, `status` (equal to the status) and
 /// `detail`, and for a 422 an `errors` list naming each field. Returns the problem.
@@ -64,6 +70,12 @@ pub fn assert_problem(reply: &Reply, status: StatusCode) -> Value {
         }
     }
     problem
+}
+
+/// [`assert_problem`] for one case of many: a status other than `status` fails naming `case`.
+pub fn assert_case_problem(reply: &Reply, status: StatusCode, case: &str) -> Value {
+    assert_eq!(reply.status, status, "{case}: {reply:?}");
+    assert_problem(reply, status)
 }
 
 /// The headers every response carries: a non-empty `x-request-id` and

@@ -61,7 +61,7 @@ use futures_util::future::LocalBoxFuture;
 use sea_orm::{DatabaseConnection, DatabaseExecutor, DatabaseTransaction, TransactionTrait};
 use serde_json::Value;
 
-pub use http::{Reply, assert_problem};
+pub use http::{Reply, assert_json, assert_problem};
 pub use naming::{is_leftover, parse_owner_pid};
 pub use run::{
     Private, RunDatabase, admin_url, check_leftovers, drop_database, list_test_databases,
@@ -417,6 +417,30 @@ impl TestApp {
         (app, user)
     }
 
+    /// [`TestApp::signed_in`] as alice, and a second user, bob, signed in too (his requests
+    /// name his token).
+    pub async fn alice_and_bob(backend: Backend) -> (Self, SignedIn, SignedIn) {
+        let (app, alice) = Self::signed_in(backend).await;
+        let bob = app.sign_up_and_in("bob").await;
+        (app, alice, bob)
+    }
+
+    /// [`TestApp::signed_in`], and an admin ([`TestApp::admin`]) whose requests name their
+    /// token.
+    pub async fn signed_in_with_admin(backend: Backend) -> (Self, SignedIn, SignedIn) {
+        let (app, user) = Self::signed_in(backend).await;
+        let admin = app.admin().await;
+        (app, user, admin)
+    }
+
+    /// The app with default settings and a signed-in admin ([`TestApp::admin`]); requests
+    /// carry no token unless given one.
+    pub async fn with_admin(backend: Backend) -> (Self, SignedIn) {
+        let app = Self::spawn(backend).await;
+        let admin = app.admin().await;
+        (app, admin)
+    }
+
     /// Sign up a new user (`<tag>-<n>@example.com`, [`TEST_PASSWORD`]) through the API and
     /// sign them in.
     pub async fn sign_up_and_in(&self, tag: &str) -> SignedIn {
@@ -503,6 +527,11 @@ impl TestApp {
         self.send(http::get(path)).await
     }
 
+    /// `GET path` as `token`'s user.
+    pub async fn get_as(&self, token: &str, path: &str) -> Reply {
+        self.send_as(token, http::get(path)).await
+    }
+
     /// `POST path` with a JSON body.
     pub async fn post_json(&self, path: &str, body: &Value) -> Reply {
         self.send(http::json_request(Method::POST, path, body))
@@ -523,6 +552,11 @@ impl TestApp {
     /// `DELETE path`.
     pub async fn delete(&self, path: &str) -> Reply {
         self.send(TestRequest::delete().uri(path)).await
+    }
+
+    /// `DELETE path` as `token`'s user.
+    pub async fn delete_as(&self, token: &str, path: &str) -> Reply {
+        self.send_as(token, TestRequest::delete().uri(path)).await
     }
 
     /// The same app on a real port on 127.0.0.1 (same pool), for tests that need sockets.

@@ -22,9 +22,9 @@ use serde_json::{Value, json};
 use tests::{
     Backend, Reply, SignedIn, TEST_PASSWORD, TestApp, assert_problem, backends,
     fixtures::{
-        Operation, array, assert_retry_after, assert_unauthenticated, client, create_note,
-        export_lines, id_of, ids, note_body, openapi_document, operations, patch_user,
-        problem_identity, sessions_of, time_of,
+        Operation, PUBLIC_ROUTES, array, assert_retry_after, assert_unauthenticated, client,
+        create_note, export_lines, id_of, ids, note_body, note_path, openapi_document, operations,
+        patch_user, problem_identity, sessions_of, sorted_keys, time_of,
     },
     http::{TestServer, json_request},
     unique_email,
@@ -36,18 +36,6 @@ const PEER: &str = "192.0.2.10:51000";
 const PEER_IP: &str = "192.0.2.10";
 /// Another client, on another address.
 const OTHER_PEER: &str = "192.0.2.20:51000";
-
-/// The operations anyone may call: sign-up, sign-in, the operational routes and the web page.
-const PUBLIC_OPERATIONS: [&str; 8] = [
-    "POST /users",
-    "POST /sessions",
-    "GET /healthz",
-    "GET /readyz",
-    "GET /metrics",
-    "GET /openapi.json",
-    "GET /docs",
-    "GET /",
-];
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -93,10 +81,71 @@ async fn sign_up(app: &TestApp, tag: &str) -> (i64, String) {
     (id_of(&reply.json()), email)
 }
 
+/// The app, and a user signed up with `tag` (not signed in): their id and e-mail address.
+async fn app_with_user(backend: Backend, tag: &str) -> (TestApp, i64, String) {
+    let app = TestApp::spawn(backend).await;
+    let (id, email) = sign_up(&app, tag).await;
+    (app, id, email)
+}
+
+/// [`TestApp::signed_in`], and the token of a second session of the same user.
+async fn signed_in_twice(backend: Backend) -> (TestApp, SignedIn, String) {
+    let (app, user) = TestApp::signed_in(backend).await;
+    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+    (app, user, other)
+}
+
+/// For a walk of the OpenAPI document: [`TestApp::signed_in`] as a note's owner, the note's
+/// id (the walk must leave the note as it is), and the document.
+async fn document_walk(backend: Backend) -> (TestApp, SignedIn, i64, Value) {
+    let (app, owner) = TestApp::signed_in(backend).await;
+    let note = create_note(&app, Some(&owner.token), &note_body("still here", false)).await;
+    let doc = openapi_document(&app).await;
+    (app, owner, id_of(&note.json()), doc)
+}
+
+/// A note of `owner`'s with `text`: its id, its row and its path.
+async fn note_of(app: &TestApp, owner: &SignedIn, text: &str) -> (i64, note::Model, String) {
+    let note = create_note(app, Some(&owner.token), &note_body(text, false))
+        .await
+        .json();
+    let id = id_of(&note);
+    (id, stored_note(app, id).await.unwrap(), note_path(&note))
+}
+
+/// `GET`, `PATCH` with `change` and `DELETE` of `path` as `token`'s user, by method.
+async fn read_change_delete(
+    app: &TestApp,
+    token: &str,
+    path: &str,
+    change: &Value,
+) -> [(&'static str, Reply); 3] {
+    let patch = json_request(Method::PATCH, path, change);
+    [
+        ("GET", app.get_as(token, path).await),
+        ("PATCH", app.send_as(token, patch).await),
+        ("DELETE", app.delete_as(token, path).await),
+    ]
+}
+
+/// `PATCH /users/{id}` with `body` as `admin`, who may: panics unless 200.
+async fn change_as_admin(app: &TestApp, admin: &SignedIn, id: i64, body: &Value) {
+    let reply = patch_user(app, Some(&admin.token), id, body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+}
+
+/// Delete `token`'s session behind the API's back.
+async fn delete_session(app: &TestApp, token: &str) {
+    session::Entity::delete_many()
+        .filter(session::Column::TokenDigest.eq(session::digest(token)))
+        .exec(app.conn())
+        .await
+        .unwrap();
+}
+
 /// `GET /users/me` with `token`.
 async fn me_with(app: &TestApp, token: &str) -> Reply {
-    app.send_as(token, TestRequest::get().uri("/users/me"))
-        .await
+    app.get_as(token, "/users/me").await
 }
 
 /// `token` is refused (401 with `WWW-Authenticate: Bearer`).
@@ -133,7 +182,7 @@ async fn assert_token_accepted(app: &TestApp, token: &str, id: i64, why: &str) {
 
 /// The ids `GET path` lists for `token`'s user.
 async fn listed_ids(app: &TestApp, token: &str, path: &str) -> Vec<i64> {
-    let reply = app.send_as(token, TestRequest::get().uri(path)).await;
+    let reply = app.get_as(token, path).await;
     assert_eq!(reply.status, StatusCode::OK, "GET {path}: {reply:?}");
     ids(&array(&reply.json()))
 }
@@ -158,9 +207,7 @@ async fn interleaved_notes(app: &TestApp, alice: &SignedIn, bob: &SignedIn) -> [
 
 /// The notes `GET /notes/export` streams for `token`'s user.
 async fn exported(app: &TestApp, token: &str) -> Vec<Value> {
-    let reply = app
-        .send_as(token, TestRequest::get().uri("/notes/export"))
-        .await;
+    let reply = app.get_as(token, "/notes/export").await;
     assert_eq!(reply.status, StatusCode::OK, "export: {reply:?}");
     export_lines(&reply)
 }
@@ -197,6 +244,33 @@ fn assert_throttled(reply: &Reply) {
     );
 }
 
+/// The app with `SIGNIN_MAX_FAILURES=3`, and a user signed up with `tag` who has failed
+/// `failures` sign-ins from [`PEER`]: their id and e-mail address.
+async fn user_failing_sign_ins(
+    backend: Backend,
+    tag: &str,
+    failures: usize,
+) -> (TestApp, i64, String) {
+    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
+    let (id, email) = sign_up(&app, tag).await;
+    fail_from_peer(&app, failures, &email).await;
+    (app, id, email)
+}
+
+/// Sign in with [`TEST_PASSWORD`] from [`OTHER_PEER`] and return the whole reply.
+async fn sign_in_elsewhere(app: &TestApp, email: &str) -> Reply {
+    app.send_anonymous(sign_in_request(email, TEST_PASSWORD, OTHER_PEER))
+        .await
+}
+
+/// `times` failed sign-ins (a wrong password) for `email` from [`PEER`].
+async fn fail_from_peer(app: &TestApp, times: usize, email: &str) {
+    fail_sign_ins(app, times, || {
+        sign_in_request(email, "wrong password", PEER)
+    })
+    .await;
+}
+
 /// `times` failed sign-ins (a wrong password) for `email` from `request`'s client.
 async fn fail_sign_ins(app: &TestApp, times: usize, request: impl Fn() -> TestRequest) {
     for attempt in 1..=times {
@@ -229,15 +303,8 @@ async fn sign_in_answers_201_with_a_bearer_token_its_expiry_and_the_user(backend
     assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
     assert_eq!(reply.header("content-type"), Some("application/json"));
     let body = reply.json();
-    let mut keys: Vec<&str> = body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        sorted_keys(&body),
         ["expires_at", "token", "token_type", "user"],
         "{body}"
     );
@@ -260,8 +327,7 @@ async fn sign_in_answers_201_with_a_bearer_token_its_expiry_and_the_user(backend
 
 #[backends(sqlite, postgres, mysql)]
 async fn a_token_has_at_least_128_random_bits_and_every_sign_in_gets_a_new_one(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let (_, email) = sign_up(&app, "tokens").await;
+    let (app, _, email) = app_with_user(backend, "tokens").await;
 
     let mut tokens = BTreeSet::new();
     for _ in 0..5 {
@@ -282,8 +348,7 @@ async fn a_token_has_at_least_128_random_bits_and_every_sign_in_gets_a_new_one(b
 
 #[backends(sqlite, postgres, mysql)]
 async fn only_the_tokens_digest_is_stored(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let (id, email) = sign_up(&app, "digest").await;
+    let (app, id, email) = app_with_user(backend, "digest").await;
 
     let token = token_for(&app, &email, TEST_PASSWORD).await;
 
@@ -310,8 +375,7 @@ async fn only_the_tokens_digest_is_stored(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn unknown_email_wrong_password_and_inactive_account_get_the_same_401(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let (_, email) = sign_up(&app, "known").await;
+    let (app, _, email) = app_with_user(backend, "known").await;
     let (inactive_id, inactive) = sign_up(&app, "inactive").await;
     let mut row = user::Entity::find_by_id(inactive_id)
         .one(app.conn())
@@ -343,8 +407,7 @@ async fn unknown_email_wrong_password_and_inactive_account_get_the_same_401(back
 
 #[backends(sqlite, postgres, mysql)]
 async fn sign_in_without_an_email_or_a_password_is_422_naming_it(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let (_, email) = sign_up(&app, "fields").await;
+    let (app, _, email) = app_with_user(backend, "fields").await;
     let cases = [
         (json!({"password": TEST_PASSWORD}), "email"),
         (json!({"email": email}), "password"),
@@ -374,8 +437,7 @@ async fn sign_in_without_an_email_or_a_password_is_422_naming_it(backend: Backen
 
 #[backends(sqlite, postgres, mysql)]
 async fn sign_in_matches_the_email_trimmed_and_case_insensitively(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let (id, email) = sign_up(&app, "Case").await;
+    let (app, id, email) = app_with_user(backend, "Case").await;
     let typed = format!("  {}\t", email.to_uppercase());
 
     let reply = try_sign_in(&app, &typed, TEST_PASSWORD).await;
@@ -454,14 +516,8 @@ async fn a_token_read_a_moment_ago_is_trusted_for_half_a_second_only(backend: Ba
     let read = Instant::now();
     assert_token_accepted(&app, &user.token, user.id, "first use").await;
 
-    session::Entity::delete_many()
-        .filter(session::Column::TokenDigest.eq(session::digest(&user.token)))
-        .exec(app.conn())
-        .await
-        .unwrap();
-    let right_after = app
-        .send_as(&user.token, TestRequest::get().uri("/notes"))
-        .await;
+    delete_session(&app, &user.token).await;
+    let right_after = app.get_as(&user.token, "/notes").await;
     let gap = read.elapsed();
     assert_token_refused_within_a_second(&app, &user.token, "after the lookup's half second").await;
 
@@ -481,11 +537,7 @@ async fn a_revoked_token_is_401(backend: Backend) {
     assert_token_accepted(&app, &user.token, user.id, "before it is revoked").await;
 
     // Revoked behind the API's back: its session row is gone.
-    session::Entity::delete_many()
-        .filter(session::Column::TokenDigest.eq(session::digest(&user.token)))
-        .exec(app.conn())
-        .await
-        .unwrap();
+    delete_session(&app, &user.token).await;
 
     assert_token_refused_within_a_second(&app, &user.token, "after it was revoked").await;
     app.finish().await;
@@ -563,11 +615,11 @@ fn example(doc: &Value, schema: &Value) -> Value {
     }
 }
 
-/// The operations that are not [`PUBLIC_OPERATIONS`].
+/// The operations that are not [`PUBLIC_ROUTES`].
 fn protected_operations(doc: &Value) -> Vec<Operation> {
     operations(doc)
         .into_iter()
-        .filter(|op| !PUBLIC_OPERATIONS.contains(&op.route().as_str()))
+        .filter(|op| !PUBLIC_ROUTES.contains(&op.route().as_str()))
         .collect()
 }
 
@@ -619,7 +671,7 @@ async fn the_openapi_document_opens_exactly_the_public_operations(backend: Backe
         .filter(|op| is_open(&op.operation))
         .map(Operation::route)
         .collect();
-    let public: BTreeSet<String> = PUBLIC_OPERATIONS.into_iter().map(str::to_owned).collect();
+    let public: BTreeSet<String> = PUBLIC_ROUTES.into_iter().map(str::to_owned).collect();
     assert_eq!(
         open, public,
         "the operations without a security requirement are exactly the public ones"
@@ -642,12 +694,8 @@ async fn the_openapi_document_opens_exactly_the_public_operations(backend: Backe
 async fn every_documented_operation_but_the_public_ones_refuses_an_anonymous_call(
     backend: Backend,
 ) {
-    let (app, owner) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, Some(&owner.token), &note_body("still here", false))
-        .await
-        .json();
-    let before = stored_note(&app, id_of(&note)).await.unwrap();
-    let doc = openapi_document(&app).await;
+    let (app, owner, note, doc) = document_walk(backend).await;
+    let before = stored_note(&app, note).await.unwrap();
     let mut protected = protected_operations(&doc);
     // DELETE last: were one to go through, the others still find the rows.
     protected.sort_by_key(|op| op.method == "DELETE");
@@ -657,7 +705,7 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_anonymous_cal
     );
 
     for op in &protected {
-        let request = valid_request(&doc, op, owner.id, id_of(&note));
+        let request = valid_request(&doc, op, owner.id, note);
         let reply = app.send_anonymous(request).await;
 
         assert_eq!(
@@ -668,13 +716,13 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_anonymous_cal
         );
         assert_unauthenticated(&reply);
     }
-    assert_eq!(stored_note(&app, id_of(&note)).await, Some(before));
+    assert_eq!(stored_note(&app, note).await, Some(before));
     assert_token_accepted(&app, &owner.token, owner.id, "the owner is untouched").await;
     assert_eq!(sessions_of(&app, owner.id).await.len(), 1);
     // The bodies were valid: signed in, the same requests succeed.
     for op in &protected {
         if op.operation["requestBody"].is_object() {
-            let request = valid_request(&doc, op, owner.id, id_of(&note));
+            let request = valid_request(&doc, op, owner.id, note);
             let reply = app.send_as(&owner.token, request).await;
             assert!(
                 reply.status.is_success(),
@@ -688,15 +736,11 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_anonymous_cal
 
 #[backends(sqlite, postgres, mysql)]
 async fn every_documented_operation_but_the_public_ones_refuses_an_unknown_token(backend: Backend) {
-    let (app, owner) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, Some(&owner.token), &note_body("still here", false))
-        .await
-        .json();
-    let doc = openapi_document(&app).await;
+    let (app, owner, note, doc) = document_walk(backend).await;
     let unknown = "0".repeat(64);
 
     for op in protected_operations(&doc) {
-        let request = valid_request(&doc, &op, owner.id, id_of(&note));
+        let request = valid_request(&doc, &op, owner.id, note);
         let reply = app.send_as(&unknown, request).await;
 
         assert_eq!(
@@ -707,7 +751,7 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_unknown_token
         );
         assert_unauthenticated(&reply);
     }
-    assert!(stored_note(&app, id_of(&note)).await.is_some());
+    assert!(stored_note(&app, note).await.is_some());
     app.finish().await;
 }
 
@@ -716,16 +760,12 @@ async fn every_documented_operation_but_the_public_ones_refuses_an_unknown_token
 /// which extractor happens to finish first).
 #[backends(sqlite, postgres, mysql)]
 async fn an_unknown_token_is_401_even_with_a_bad_body_or_path(backend: Backend) {
-    let (app, owner) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, Some(&owner.token), &note_body("still here", false))
-        .await
-        .json();
-    let doc = openapi_document(&app).await;
+    let (app, owner, note, doc) = document_walk(backend).await;
     let unknown = "0".repeat(64);
 
     for op in &protected_operations(&doc) {
         let route = op.route();
-        let (method, uri) = method_and_uri(op, owner.id, id_of(&note));
+        let (method, uri) = method_and_uri(op, owner.id, note);
         let raw = |content_type: &str, body: &str| {
             TestRequest::default()
                 .method(method.clone())
@@ -741,7 +781,7 @@ async fn an_unknown_token_is_401_even_with_a_bad_body_or_path(backend: Backend) 
             cases.push(("not JSON", raw("text/plain", "x")));
         }
         if op.path.contains("{id}") {
-            let request = valid_request(&doc, op, owner.id, id_of(&note));
+            let request = valid_request(&doc, op, owner.id, note);
             let bad_id = op.path.replace("{id}", "not-an-id");
             cases.push(("a malformed id", request.uri(&bad_id)));
         }
@@ -765,35 +805,15 @@ async fn an_unknown_token_is_401_even_with_a_bad_body_or_path(backend: Backend) 
 
 #[backends(sqlite, postgres, mysql)]
 async fn another_users_note_is_404_on_get_patch_and_delete_and_stays_as_it_was(backend: Backend) {
-    let (app, alice) = TestApp::signed_in(backend).await;
-    let bob = app.sign_up_and_in("bob").await;
-    let note = create_note(
-        &app,
-        Some(&alice.token),
-        &note_body("alice's secret", false),
-    )
-    .await
-    .json();
-    let id = id_of(&note);
-    let before = stored_note(&app, id).await.unwrap();
-    let path = format!("/notes/{id}");
-    let missing = app
-        .send_as(&bob.token, TestRequest::get().uri("/notes/999999999"))
-        .await;
+    let (app, alice, bob) = TestApp::alice_and_bob(backend).await;
+    let (id, before, path) = note_of(&app, &alice, "alice's secret").await;
+    let missing = app.get_as(&bob.token, "/notes/999999999").await;
     let missing = problem_identity(&assert_problem(&missing, StatusCode::NOT_FOUND));
 
-    let get = app.send_as(&bob.token, TestRequest::get().uri(&path)).await;
-    let patch = app
-        .send_as(
-            &bob.token,
-            json_request(Method::PATCH, &path, &note_body("bob was here", true)),
-        )
-        .await;
-    let delete = app
-        .send_as(&bob.token, TestRequest::delete().uri(&path))
-        .await;
+    let change = note_body("bob was here", true);
+    let attempts = read_change_delete(&app, &bob.token, &path, &change).await;
 
-    for (name, reply) in [("GET", get), ("PATCH", patch), ("DELETE", delete)] {
+    for (name, reply) in attempts {
         let problem = assert_problem(&reply, StatusCode::NOT_FOUND);
         assert_eq!(
             problem_identity(&problem),
@@ -814,8 +834,7 @@ async fn another_users_note_is_404_on_get_patch_and_delete_and_stays_as_it_was(b
 
 #[backends(sqlite, postgres, mysql)]
 async fn note_lists_show_only_the_callers_notes_whatever_the_parameters(backend: Backend) {
-    let (app, alice) = TestApp::signed_in(backend).await;
-    let bob = app.sign_up_and_in("bob").await;
+    let (app, alice, bob) = TestApp::alice_and_bob(backend).await;
     let [a1, b1, a2, b2, a3] = interleaved_notes(&app, &alice, &bob).await;
 
     let cases = [
@@ -842,8 +861,7 @@ async fn note_lists_show_only_the_callers_notes_whatever_the_parameters(backend:
 
 #[backends(sqlite, postgres, mysql)]
 async fn an_export_streams_only_the_callers_notes(backend: Backend) {
-    let (app, alice) = TestApp::signed_in(backend).await;
-    let bob = app.sign_up_and_in("bob").await;
+    let (app, alice, bob) = TestApp::alice_and_bob(backend).await;
     let [a1, b1, a2, b2, a3] = interleaved_notes(&app, &alice, &bob).await;
 
     let bobs = exported(&app, &bob.token).await;
@@ -902,8 +920,7 @@ async fn assert_user_id_not_obeyed(app: &TestApp, reply: &Reply, caller: i64, na
 
 #[backends(sqlite, postgres, mysql)]
 async fn a_user_id_in_a_new_notes_body_is_never_obeyed(backend: Backend) {
-    let (app, alice) = TestApp::signed_in(backend).await;
-    let bob = app.sign_up_and_in("bob").await;
+    let (app, alice, bob) = TestApp::alice_and_bob(backend).await;
 
     let single = app
         .send_as(
@@ -940,37 +957,17 @@ async fn a_user_id_in_a_new_notes_body_is_never_obeyed(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn admins_get_404_on_other_users_notes_too(backend: Backend) {
-    let (app, alice) = TestApp::signed_in(backend).await;
-    let admin = app.admin().await;
-    let note = create_note(
-        &app,
-        Some(&alice.token),
-        &note_body("not for admins", false),
-    )
-    .await
-    .json();
-    let id = id_of(&note);
-    let before = stored_note(&app, id).await.unwrap();
-    let path = format!("/notes/{id}");
+    let (app, alice, admin) = TestApp::signed_in_with_admin(backend).await;
+    let (id, before, path) = note_of(&app, &alice, "not for admins").await;
 
-    let get = app
-        .send_as(&admin.token, TestRequest::get().uri(&path))
-        .await;
-    let patch = app
-        .send_as(
-            &admin.token,
-            json_request(Method::PATCH, &path, &json!({"completed": true})),
-        )
-        .await;
-    let delete = app
-        .send_as(&admin.token, TestRequest::delete().uri(&path))
-        .await;
+    let change = json!({"completed": true});
+    let attempts = read_change_delete(&app, &admin.token, &path, &change).await;
     let listed = listed_ids(&app, &admin.token, "/notes").await;
     let exports = exported(&app, &admin.token).await;
 
-    assert_problem(&get, StatusCode::NOT_FOUND);
-    assert_problem(&patch, StatusCode::NOT_FOUND);
-    assert_problem(&delete, StatusCode::NOT_FOUND);
+    for (_, reply) in &attempts {
+        assert_problem(reply, StatusCode::NOT_FOUND);
+    }
     assert!(listed.is_empty(), "{listed:?}");
     assert!(exports.is_empty(), "{exports:?}");
     assert_eq!(stored_note(&app, id).await, Some(before));
@@ -982,21 +979,16 @@ async fn admins_get_404_on_other_users_notes_too(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn signing_out_revokes_that_token_and_no_other(backend: Backend) {
-    let (app, user) = TestApp::signed_in(backend).await;
-    let other_session = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let (app, user, other_session) = signed_in_twice(backend).await;
 
-    let reply = app
-        .send_as(&user.token, TestRequest::delete().uri("/sessions/current"))
-        .await;
+    let reply = app.delete_as(&user.token, "/sessions/current").await;
 
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
     assert!(reply.body.is_empty());
     assert_token_refused(&app, &user.token, "the signed-out token").await;
     assert!(session_of_token(&app, &user.token).await.is_none());
     assert_token_accepted(&app, &other_session, user.id, "another session").await;
-    let again = app
-        .send_as(&user.token, TestRequest::delete().uri("/sessions/current"))
-        .await;
+    let again = app.delete_as(&user.token, "/sessions/current").await;
     assert_unauthenticated(&again);
     app.finish().await;
 }
@@ -1005,18 +997,12 @@ async fn signing_out_revokes_that_token_and_no_other(backend: Backend) {
 async fn changing_ones_own_password_revokes_the_other_sessions_but_not_the_current_one(
     backend: Backend,
 ) {
-    let (app, user) = TestApp::signed_in(backend).await;
-    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let (app, user, other) = signed_in_twice(backend).await;
     let third = token_for(&app, &user.email, TEST_PASSWORD).await;
     let new_password = "a brand new password";
 
-    let reply = patch_user(
-        &app,
-        Some(&user.token),
-        user.id,
-        &json!({"password": new_password, "current_password": TEST_PASSWORD}),
-    )
-    .await;
+    let change = json!({"password": new_password, "current_password": TEST_PASSWORD});
+    let reply = patch_user(&app, Some(&user.token), user.id, &change).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_token_accepted(&app, &user.token, user.id, "the token that changed it").await;
@@ -1030,19 +1016,17 @@ async fn changing_ones_own_password_revokes_the_other_sessions_but_not_the_curre
 
 #[backends(sqlite, postgres, mysql)]
 async fn an_admin_setting_a_users_password_revokes_every_session_of_that_user(backend: Backend) {
-    let (app, user) = TestApp::signed_in(backend).await;
-    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let (app, user, other) = signed_in_twice(backend).await;
     let admin = app.admin().await;
 
-    let reply = patch_user(
+    change_as_admin(
         &app,
-        Some(&admin.token),
+        &admin,
         user.id,
         &json!({"password": "set by the admin"}),
     )
     .await;
 
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_token_refused(&app, &user.token, "the user's first session").await;
     assert_token_refused(&app, &other, "the user's second session").await;
     assert!(sessions_of(&app, user.id).await.is_empty());
@@ -1052,32 +1036,17 @@ async fn an_admin_setting_a_users_password_revokes_every_session_of_that_user(ba
 
 #[backends(sqlite, postgres, mysql)]
 async fn deactivation_revokes_every_session_for_good_and_sign_in_is_401(backend: Backend) {
-    let (app, user) = TestApp::signed_in(backend).await;
-    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let (app, user, other) = signed_in_twice(backend).await;
     let admin = app.admin().await;
 
-    let reply = patch_user(
-        &app,
-        Some(&admin.token),
-        user.id,
-        &json!({"is_active": false}),
-    )
-    .await;
+    change_as_admin(&app, &admin, user.id, &json!({"is_active": false})).await;
 
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     assert_token_refused(&app, &user.token, "deactivated: first session").await;
     assert_token_refused(&app, &other, "deactivated: second session").await;
     assert!(sessions_of(&app, user.id).await.is_empty());
     assert_unauthenticated(&try_sign_in(&app, &user.email, TEST_PASSWORD).await);
     // Revoked, not merely hidden while inactive: reactivation does not bring them back.
-    let reply = patch_user(
-        &app,
-        Some(&admin.token),
-        user.id,
-        &json!({"is_active": true}),
-    )
-    .await;
-    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    change_as_admin(&app, &admin, user.id, &json!({"is_active": true})).await;
     assert_token_refused(&app, &user.token, "reactivated: first session").await;
     assert_token_refused(&app, &other, "reactivated: second session").await;
     token_for(&app, &user.email, TEST_PASSWORD).await;
@@ -1086,14 +1055,10 @@ async fn deactivation_revokes_every_session_for_good_and_sign_in_is_401(backend:
 
 #[backends(sqlite, postgres, mysql)]
 async fn deleting_a_user_revokes_their_sessions(backend: Backend) {
-    let (app, user) = TestApp::signed_in(backend).await;
-    let other = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let (app, user, other) = signed_in_twice(backend).await;
 
     let reply = app
-        .send_as(
-            &user.token,
-            TestRequest::delete().uri(&format!("/users/{}", user.id)),
-        )
+        .delete_as(&user.token, &format!("/users/{}", user.id))
         .await;
 
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{reply:?}");
@@ -1241,8 +1206,7 @@ async fn a_password_change_revokes_the_other_sessions_on_another_instance_within
 
 #[backends(sqlite, postgres, mysql)]
 async fn purging_deletes_expired_sessions_and_keeps_live_ones(backend: Backend) {
-    let (app, user) = TestApp::signed_in(backend).await;
-    let expired = token_for(&app, &user.email, TEST_PASSWORD).await;
+    let (app, user, expired) = signed_in_twice(backend).await;
     let now = entity::now();
     set_expiry(&app, &expired, now - chrono::Duration::seconds(1)).await;
     assert_eq!(sessions_of(&app, user.id).await.len(), 2);
@@ -1268,9 +1232,7 @@ async fn purging_deletes_expired_sessions_and_keeps_live_ones(backend: Backend) 
 
 #[backends(sqlite, postgres, mysql)]
 async fn after_max_failures_even_the_right_password_is_429_with_retry_after(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
-    let (id, email) = sign_up(&app, "throttled").await;
-    fail_sign_ins(&app, 3, || sign_in_request(&email, "wrong password", PEER)).await;
+    let (app, id, email) = user_failing_sign_ins(backend, "throttled", 3).await;
 
     let right = try_sign_in(&app, &email, TEST_PASSWORD).await;
     let wrong = try_sign_in(&app, &email, "wrong password").await;
@@ -1286,27 +1248,24 @@ async fn after_max_failures_even_the_right_password_is_429_with_retry_after(back
 
 #[backends(sqlite, postgres, mysql)]
 async fn the_throttle_holds_one_email_from_one_client_only(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
-    let (_, email) = sign_up(&app, "throttled").await;
+    let (app, _, email) = user_failing_sign_ins(backend, "throttled", 3).await;
     let (_, other_email) = sign_up(&app, "bystander").await;
-    fail_sign_ins(&app, 3, || sign_in_request(&email, "wrong password", PEER)).await;
     assert_throttled(&try_sign_in(&app, &email, TEST_PASSWORD).await);
 
-    let other_email_same_client = try_sign_in(&app, &other_email, TEST_PASSWORD).await;
-    let same_email_other_client = app
-        .send_anonymous(sign_in_request(&email, TEST_PASSWORD, OTHER_PEER))
-        .await;
+    let let_through = [
+        (
+            "another e-mail from the same client",
+            try_sign_in(&app, &other_email, TEST_PASSWORD).await,
+        ),
+        (
+            "the same e-mail from another client",
+            sign_in_elsewhere(&app, &email).await,
+        ),
+    ];
 
-    assert_eq!(
-        other_email_same_client.status,
-        StatusCode::CREATED,
-        "another e-mail from the same client: {other_email_same_client:?}"
-    );
-    assert_eq!(
-        same_email_other_client.status,
-        StatusCode::CREATED,
-        "the same e-mail from another client: {same_email_other_client:?}"
-    );
+    for (case, reply) in let_through {
+        assert_eq!(reply.status, StatusCode::CREATED, "{case}: {reply:?}");
+    }
     app.finish().await;
 }
 
@@ -1314,17 +1273,13 @@ async fn the_throttle_holds_one_email_from_one_client_only(backend: Backend) {
 /// does not clear the failures of another e-mail from the same client.
 #[backends(sqlite, postgres, mysql)]
 async fn a_successful_sign_in_under_the_limit_clears_no_other_failures(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
-    let (_, alice) = sign_up(&app, "alice").await;
-    let (_, bob) = sign_up(&app, "bob").await;
     // bob is throttled from PEER; alice has two failures there.
-    fail_sign_ins(&app, 3, || sign_in_request(&bob, "wrong password", PEER)).await;
-    fail_sign_ins(&app, 2, || sign_in_request(&alice, "wrong password", PEER)).await;
+    let (app, _, bob) = user_failing_sign_ins(backend, "bob", 3).await;
+    let (_, alice) = sign_up(&app, "alice").await;
+    fail_from_peer(&app, 2, &alice).await;
 
     let alice_here = try_sign_in(&app, &alice, TEST_PASSWORD).await;
-    let alice_elsewhere = app
-        .send_anonymous(sign_in_request(&alice, TEST_PASSWORD, OTHER_PEER))
-        .await;
+    let alice_elsewhere = sign_in_elsewhere(&app, &alice).await;
 
     assert_eq!(alice_here.status, StatusCode::CREATED, "{alice_here:?}");
     assert_eq!(
@@ -1340,15 +1295,11 @@ async fn a_successful_sign_in_under_the_limit_clears_no_other_failures(backend: 
 /// client's failures for the e-mail.
 #[backends(sqlite, postgres, mysql)]
 async fn a_successful_sign_in_from_another_client_leaves_this_clients_failures(backend: Backend) {
-    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
-    let (_, email) = sign_up(&app, "alice").await;
-    fail_sign_ins(&app, 2, || sign_in_request(&email, "wrong password", PEER)).await;
-    let elsewhere = app
-        .send_anonymous(sign_in_request(&email, TEST_PASSWORD, OTHER_PEER))
-        .await;
+    let (app, _, email) = user_failing_sign_ins(backend, "alice", 2).await;
+    let elsewhere = sign_in_elsewhere(&app, &email).await;
     assert_eq!(elsewhere.status, StatusCode::CREATED, "{elsewhere:?}");
 
-    fail_sign_ins(&app, 1, || sign_in_request(&email, "wrong password", PEER)).await;
+    fail_from_peer(&app, 1, &email).await;
     let reply = try_sign_in(&app, &email, TEST_PASSWORD).await;
 
     assert_throttled(&reply);

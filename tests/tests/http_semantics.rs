@@ -7,8 +7,7 @@ use actix_web::http::{Method, StatusCode};
 use serde_json::{Value, json};
 use tests::{
     Backend, TestApp, backends,
-    fixtures::{client, openapi_document, operations},
-    http::json_request,
+    fixtures::{client, create_note, openapi_document, operations, signed_in_with_note},
 };
 
 /// Every `GET` path the app serves, with `{id}` to fill in.
@@ -29,17 +28,8 @@ const GET_PATHS: [&str; 12] = [
 
 #[backends(sqlite, postgres, mysql)]
 async fn every_get_route_answers_head_with_its_status_and_headers_and_no_body(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = app.admin().await;
-    let note = app
-        .send_as(
-            &admin.token,
-            json_request(
-                actix_web::http::Method::POST,
-                "/notes",
-                &json!({"text": "head"}),
-            ),
-        )
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let note = create_note(&app, Some(&admin.token), &json!({"text": "head"}))
         .await
         .json();
     let document = openapi_document(&app).await;
@@ -94,18 +84,12 @@ async fn every_get_route_answers_head_with_its_status_and_headers_and_no_body(ba
 
 #[backends(sqlite, postgres, mysql)]
 async fn a_note_patch_that_changes_nothing_keeps_its_tag_and_time(backend: Backend) {
-    let (app, _me) = TestApp::signed_in(backend).await;
-    let created = app
-        .post_json("/notes", &json!({"text": "same", "completed": true}))
-        .await;
-    let id = created.json()["id"].as_i64().unwrap();
-    let path = format!("/notes/{id}");
+    let body = json!({"text": "same", "completed": true});
+    let (app, created, path) = signed_in_with_note(backend, &body).await;
     tokio::time::sleep(Duration::from_millis(20)).await;
 
     let empty = app.patch_json(&path, &json!({})).await;
-    let same = app
-        .patch_json(&path, &json!({"text": "same", "completed": true}))
-        .await;
+    let same = app.patch_json(&path, &body).await;
     let changed = app.patch_json(&path, &json!({"completed": false})).await;
 
     for reply in [&empty, &same] {

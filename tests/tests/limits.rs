@@ -33,6 +33,7 @@ use tests::{
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
+    sync::MutexGuard,
 };
 
 /// One timing-sensitive test at a time in this binary.
@@ -47,14 +48,20 @@ const STEP: Duration = Duration::from_secs(4 * HANG.as_secs());
 const STALL_NOTES: usize = 5000;
 const NOTE_TEXT_CHARS: usize = 2000;
 
-/// The app with `settings` on a new database.
-async fn app_with(backend: Backend, settings: &[(&str, &str)]) -> TestApp {
-    within(
+/// The app with `settings` on a new database, once no other test of this file runs: the
+/// guard on [`SERIAL`] keeps it so until dropped.
+async fn app_with(
+    backend: Backend,
+    settings: &[(&str, &str)],
+) -> (MutexGuard<'static, ()>, TestApp) {
+    let serial = SERIAL.lock().await;
+    let app = within(
         "setting up the app",
         STEP,
         TestApp::with_settings(backend, settings),
     )
-    .await
+    .await;
+    (serial, app)
 }
 
 /// A new user, signed in, owning `notes` notes.
@@ -95,6 +102,21 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
+/// Read more of a response into `buffer`, waiting at most [`HANG`]; `part` (its head, its
+/// body) names what the server must not close before.
+async fn read_more(stream: &mut TcpStream, buffer: &mut Vec<u8>, part: &str) {
+    let mut chunk = vec![0u8; 16 * 1024];
+    let n = tokio::time::timeout(HANG, stream.read(&mut chunk))
+        .await
+        .unwrap_or_else(|_| panic!("the response {part} within the deadline"))
+        .unwrap_or_else(|e| panic!("read the response {part}: {e}"));
+    assert!(
+        n > 0,
+        "the server closed before the response {part} was read"
+    );
+    buffer.extend_from_slice(&chunk[..n]);
+}
+
 /// `GET path` as `token`'s user on a socket of its own, reading the head only (see
 /// [`RawResponse`]).
 async fn raw_get(address: SocketAddr, path: &str, token: &str) -> RawResponse {
@@ -108,14 +130,8 @@ async fn raw_get(address: SocketAddr, path: &str, token: &str) -> RawResponse {
         .await
         .expect("send the request");
     let mut buffer = Vec::new();
-    let mut chunk = vec![0u8; 16 * 1024];
     let head_end = loop {
-        let n = tokio::time::timeout(HANG, stream.read(&mut chunk))
-            .await
-            .expect("the response head within the deadline")
-            .expect("read the response");
-        assert!(n > 0, "the server closed before answering");
-        buffer.extend_from_slice(&chunk[..n]);
+        read_more(&mut stream, &mut buffer, "head").await;
         if let Some(at) = find(&buffer, b"\r\n\r\n") {
             break at + 4;
         }
@@ -142,12 +158,7 @@ async fn raw_get(address: SocketAddr, path: &str, token: &str) -> RawResponse {
         .and_then(|v| v.parse::<usize>().ok());
     if let Some(length) = length {
         while buffer.len() < head_end + length {
-            let n = tokio::time::timeout(HANG, stream.read(&mut chunk))
-                .await
-                .expect("the response body within the deadline")
-                .expect("read the response body");
-            assert!(n > 0, "the server closed mid-body");
-            buffer.extend_from_slice(&chunk[..n]);
+            read_more(&mut stream, &mut buffer, "body").await;
         }
     }
     let last_read = Instant::now();
@@ -225,6 +236,17 @@ struct Traffic {
 }
 
 impl Traffic {
+    /// Send `request` (a `GET`) and record its answer as `what`'s, expecting 200.
+    async fn get(&mut self, what: &str, request: awc::ClientRequest) {
+        let started = Instant::now();
+        let status = request
+            .send()
+            .await
+            .map(|r| r.status())
+            .map_err(|e| e.to_string());
+        self.record(what, status, 200, started.elapsed());
+    }
+
     fn record(
         &mut self,
         what: &str,
@@ -276,24 +298,14 @@ async fn ordinary_traffic(base: String, token: String, stop: Rc<Cell<bool>>) -> 
         };
         traffic.record("POST /notes", status, 201, started.elapsed());
 
-        let started = Instant::now();
-        let listed = client
-            .get(format!("{base}/notes?limit=5"))
-            .bearer_auth(&token)
-            .send()
-            .await;
-        let status = listed.map(|r| r.status()).map_err(|e| e.to_string());
-        traffic.record("GET /notes", status, 200, started.elapsed());
+        let listed = client.get(format!("{base}/notes?limit=5"));
+        traffic.get("GET /notes", listed.bearer_auth(&token)).await;
 
         if let Some(id) = id {
-            let started = Instant::now();
-            let got = client
-                .get(format!("{base}/notes/{id}"))
-                .bearer_auth(&token)
-                .send()
+            let got = client.get(format!("{base}/notes/{id}"));
+            traffic
+                .get("GET /notes/{id}", got.bearer_auth(&token))
                 .await;
-            let status = got.map(|r| r.status()).map_err(|e| e.to_string());
-            traffic.record("GET /notes/{id}", status, 200, started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -445,8 +457,7 @@ async fn stalled_exports_cannot_starve_the_rest_of_the_api(backend: Backend) {
 /// second export is the one refused.
 #[backends(sqlite, postgres, mysql)]
 async fn one_users_running_export_does_not_stop_another_users(backend: Backend) {
-    let _serial = SERIAL.lock().await;
-    let app = app_with(
+    let (_serial, app) = app_with(
         backend,
         &[
             ("DB_POOL_MAX", "4"),
@@ -485,8 +496,7 @@ async fn one_users_running_export_does_not_stop_another_users(backend: Backend) 
 /// `EXPORT_IDLE_TIMEOUT_S`, gets the whole export even though it takes several times as long.
 #[backends(sqlite, postgres, mysql)]
 async fn an_export_whose_client_keeps_reading_is_not_cut(backend: Backend) {
-    let _serial = SERIAL.lock().await;
-    let app = app_with(backend, &[("EXPORT_IDLE_TIMEOUT_S", "1")]).await;
+    let (_serial, app) = app_with(backend, &[("EXPORT_IDLE_TIMEOUT_S", "1")]).await;
     let reader = user_with_notes(&app, "reader", STALL_NOTES).await;
     let server = app.serve().await;
 
@@ -537,8 +547,7 @@ async fn an_export_whose_client_keeps_reading_is_not_cut(backend: Backend) {
 /// in, and `/healthz` answers within a second throughout.
 #[backends(sqlite, postgres, mysql)]
 async fn password_hashing_is_bounded_and_the_server_stays_responsive(backend: Backend) {
-    let _serial = SERIAL.lock().await;
-    let app = app_with(
+    let (_serial, app) = app_with(
         backend,
         &[("HASH_CONCURRENCY", "2"), ("DB_ACQUIRE_TIMEOUT_MS", "300")],
     )
@@ -690,9 +699,8 @@ fn median(mut times: Vec<Duration>) -> Duration {
 /// times faster), and its answer is the same 401.
 #[backends(sqlite, postgres, mysql)]
 async fn sign_in_for_an_unknown_email_costs_a_full_hash(backend: Backend) {
-    let _serial = SERIAL.lock().await;
     // Enough failures allowed that the throttle never answers 429 here.
-    let app = app_with(backend, &[("SIGNIN_MAX_FAILURES", "1000")]).await;
+    let (_serial, app) = app_with(backend, &[("SIGNIN_MAX_FAILURES", "1000")]).await;
     let known = user_with_notes(&app, "timing", 0).await;
     let server = app.serve().await;
     let client = client(HANG);

@@ -6,11 +6,31 @@ use migration::{EARLIER_NOTES_EMAIL, Migrator, MigratorTrait};
 use sea_orm::{
     ActiveModelBehavior, ActiveModelTrait,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait, Iterable,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Iterable,
     PaginatorTrait, QueryFilter, QueryOrder, SqlErr, Statement,
-    sea_query::{Alias, Expr, ExprTrait, Query},
+    sea_query::{Expr, ExprTrait, Query},
 };
 use tests::{Backend, TestDb, backends, schema};
+
+/// `error` is a unique constraint's violation: the unique index on `columns` decides.
+fn assert_unique_violation(error: &DbErr, columns: &str) {
+    assert!(
+        matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
+        "the unique index on {columns} decides: {error}"
+    );
+}
+
+/// A user with `email` and a placeholder hash, saved through the entity (its rules apply).
+async fn insert_user(db: &DatabaseConnection, email: &str) -> user::Model {
+    user::ActiveModel {
+        email: Set(email.to_owned()),
+        hashed_password: Set("$argon2id$placeholder".to_owned()),
+        ..ActiveModelBehavior::new()
+    }
+    .insert(db)
+    .await
+    .unwrap()
+}
 
 /// Migrations applied before `m20261201_000003_add_ownership`.
 const BEFORE_OWNERSHIP: usize = 2;
@@ -197,10 +217,7 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
         .exec(conn)
         .await
         .unwrap_err();
-    assert!(
-        matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
-        "the unique index on token_digest decides: {error}"
-    );
+    assert_unique_violation(&error, "token_digest");
 
     let orphan = note::ActiveModel {
         user_id: Set(999_999),
@@ -231,10 +248,7 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
         .exec(conn)
         .await
         .unwrap_err();
-    assert!(
-        matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
-        "the unique index on email decides: {error}"
-    );
+    assert_unique_violation(&error, "email");
 
     // An idempotency key keeps an answer larger than MySQL's TEXT (64 KiB), and one key per
     // scope.
@@ -268,10 +282,7 @@ async fn migrated_schema_matches_the_entities(backend: Backend) {
         .exec(conn)
         .await
         .unwrap_err();
-    assert!(
-        matches!(error.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))),
-        "the unique index on (scope, key) decides: {error}"
-    );
+    assert_unique_violation(&error, "(scope, key)");
     db.finish().await;
 }
 
@@ -327,13 +338,8 @@ type EarlierNote = (i64, String, bool, DateTime<Utc>, DateTime<Utc>);
 async fn insert_earlier_note(db: &DatabaseConnection, text: &str, completed: bool, at: &str) {
     let at: DateTime<Utc> = at.parse().unwrap();
     let insert = Query::insert()
-        .into_table(Alias::new("notes"))
-        .columns([
-            Alias::new("text"),
-            Alias::new("completed"),
-            Alias::new("created_at"),
-            Alias::new("updated_at"),
-        ])
+        .into_table("notes")
+        .columns(["text", "completed", "created_at", "updated_at"])
         .values_panic([text.into(), completed.into(), at.into(), at.into()])
         .to_owned();
     db.execute(&insert).await.unwrap();
@@ -343,13 +349,13 @@ async fn insert_earlier_note(db: &DatabaseConnection, text: &str, completed: boo
 async fn insert_earlier_user(db: &DatabaseConnection, email: &str) {
     let at = Utc::now();
     let insert = Query::insert()
-        .into_table(Alias::new("users"))
+        .into_table("users")
         .columns([
-            Alias::new("email"),
-            Alias::new("hashed_password"),
-            Alias::new("is_active"),
-            Alias::new("created_at"),
-            Alias::new("updated_at"),
+            "email",
+            "hashed_password",
+            "is_active",
+            "created_at",
+            "updated_at",
         ])
         .values_panic([
             email.into(),
@@ -365,15 +371,9 @@ async fn insert_earlier_user(db: &DatabaseConnection, email: &str) {
 /// Every note's columns but the owner, by id (works with and without `user_id`).
 async fn notes_without_owner(db: &DatabaseConnection) -> Vec<EarlierNote> {
     let select = Query::select()
-        .columns([
-            Alias::new("id"),
-            Alias::new("text"),
-            Alias::new("completed"),
-            Alias::new("created_at"),
-            Alias::new("updated_at"),
-        ])
-        .from(Alias::new("notes"))
-        .order_by(Alias::new("id"), sea_orm::Order::Asc)
+        .columns(["id", "text", "completed", "created_at", "updated_at"])
+        .from("notes")
+        .order_by("id", sea_orm::Order::Asc)
         .to_owned();
     db.query_all(&select)
         .await
@@ -439,8 +439,8 @@ async fn ownership_migration_keeps_earlier_notes_through_up_down_up(backend: Bac
     insert_earlier_note(conn, "deleted", false, "2025-06-04T12:00:00Z").await;
     let deleted = notes_without_owner(conn).await.last().unwrap().0;
     let delete = Query::delete()
-        .from_table(Alias::new("notes"))
-        .and_where(Expr::col(Alias::new("id")).eq(deleted))
+        .from_table("notes")
+        .and_where(Expr::col("id").eq(deleted))
         .to_owned();
     conn.execute(&delete).await.unwrap();
     let earlier = notes_without_owner(conn).await;
@@ -543,14 +543,7 @@ async fn deleting_a_user_deletes_their_notes_and_sessions(backend: Backend) {
     let conn = db.pool();
     let mut users = Vec::new();
     for email in ["gone@example.com", "stays@example.com"] {
-        let user = user::ActiveModel {
-            email: Set(email.to_owned()),
-            hashed_password: Set("$argon2id$placeholder".to_owned()),
-            ..ActiveModelBehavior::new()
-        }
-        .insert(conn)
-        .await
-        .unwrap();
+        let user = insert_user(conn, email).await;
         for n in 0..2 {
             note::ActiveModel {
                 user_id: Set(user.id),
@@ -609,7 +602,7 @@ async fn deleting_a_user_deletes_their_notes_and_sessions(backend: Backend) {
     db.finish().await;
 }
 
-/// The search migration indexes the notes already there, `down` keeps every note, and `up`
+/// The search migrations index the notes already there, `down` keeps every note, and `up`
 /// again indexes them again — what `GET /notes?q=` then finds, through the statement the
 /// server runs.
 #[backends(sqlite, postgres, mysql)]
@@ -617,15 +610,12 @@ async fn search_migration_indexes_existing_notes_through_up_down_up(backend: Bac
     let db = TestDb::private(backend, &[]).await;
     let conn = db.pool();
     let latest = Migrator::migrations().len();
-    migrate_to(conn, latest - 1).await;
-    let owner = user::ActiveModel {
-        email: Set("searcher@example.com".to_owned()),
-        hashed_password: Set("$argon2id$placeholder".to_owned()),
-        ..user::ActiveModel::new()
-    }
-    .insert(conn)
-    .await
-    .unwrap();
+    let before_search = Migrator::migrations()
+        .iter()
+        .position(|migration| migration.name() == "m20261206_000008_search_notes")
+        .unwrap();
+    migrate_to(conn, before_search).await;
+    let owner = insert_user(conn, "searcher@example.com").await;
     let mut ids = Vec::new();
     for text in ["an older walrus", "walrus and WITH", "nothing here"] {
         let note = note::ActiveModel {
@@ -661,7 +651,7 @@ async fn search_migration_indexes_existing_notes_through_up_down_up(backend: Bac
     migrate_to(conn, latest).await;
     assert_eq!(found("walrus").await, [ids[0], ids[1]]);
     assert_eq!(found("with").await, [ids[1]], "no stop words");
-    migrate_to(conn, latest - 1).await;
+    migrate_to(conn, before_search).await;
     assert_eq!(
         note::Entity::find().count(conn).await.unwrap(),
         3,

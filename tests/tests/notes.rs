@@ -17,8 +17,11 @@ use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder};
 use serde_json::{Value, json};
 use tests::{
     Backend, TestApp, assert_problem, backends,
-    fixtures::{array, create_note, export_lines, id_of, ids, next_link, time_of},
-    http::{Reply, assert_common_headers, get, json_request},
+    fixtures::{
+        array, create_note, export_lines, id_of, ids, next_link, note_path, signed_in_with_note,
+        sorted_keys, time_of,
+    },
+    http::{Reply, assert_case_problem, assert_common_headers, get, json_request},
 };
 
 const MAX_TEXT_CHARS: usize = 10_000;
@@ -68,7 +71,7 @@ async fn create_notes(app: &TestApp, count: usize, alternate: bool) -> Vec<Value
 /// Change `note`'s text through the API (so its `updated_at` differs from its `created_at`)
 /// and return it as changed.
 async fn edit_note(app: &TestApp, note: &Value) -> Value {
-    let path = format!("/notes/{}", id_of(note));
+    let path = note_path(note);
     let text = format!("{} (edited)", note["text"].as_str().unwrap());
     let reply = app.patch_json(&path, &json!({"text": text})).await;
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
@@ -113,6 +116,13 @@ async fn assert_no_notes(app: &TestApp) {
     assert_eq!(list(app, "/notes").await.json(), json!([]));
 }
 
+/// [`TestApp::signed_in`], checked to show no notes yet.
+async fn signed_in_with_no_notes(backend: Backend) -> TestApp {
+    let (app, _) = TestApp::signed_in(backend).await;
+    assert_no_notes(&app).await;
+    app
+}
+
 fn request(method: Method, path: &str) -> TestRequest {
     TestRequest::default().method(method).uri(path)
 }
@@ -125,13 +135,8 @@ fn raw_json_request(method: Method, path: &str, body: impl Into<Vec<u8>>) -> Tes
 
 /// A note exactly as the contract shows it: these six fields and no other.
 fn assert_note_shape(note: &Value) {
-    let object = note
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {note}"));
-    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        sorted_keys(note),
         [
             "completed",
             "created_at",
@@ -271,20 +276,15 @@ async fn creates_note_with_exact_shape_and_location(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn creates_completed_note_when_asked(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
+    let body = json!({"text": "done already", "completed": true});
 
-    let note = create_note(
-        &app,
-        None,
-        &json!({"text": "done already", "completed": true}),
-    )
-    .await
-    .json();
+    let (app, created, path) = signed_in_with_note(backend, &body).await;
 
+    let note = created.json();
     assert_eq!(note["text"], "done already");
     assert_eq!(note["completed"], true);
     assert_shown_as_stored(&app, std::slice::from_ref(&note)).await;
-    let fetched = app.get(&format!("/notes/{}", id_of(&note))).await;
+    let fetched = app.get(&path).await;
     assert_eq!(fetched.json(), note, "GET shows what POST answered");
     app.finish().await;
 }
@@ -317,7 +317,7 @@ async fn get_shows_every_field_of_the_note_as_stored(backend: Backend) {
 
     let mut fetched = Vec::new();
     for note in &notes {
-        let reply = app.get(&format!("/notes/{}", id_of(note))).await;
+        let reply = app.get(&note_path(note)).await;
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
         assert_eq!(reply.header("content-type"), Some("application/json"));
         assert_common_headers(&reply);
@@ -331,11 +331,8 @@ async fn get_shows_every_field_of_the_note_as_stored(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn get_of_missing_note_is_404_problem(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "only one"}))
-        .await
-        .json();
-    let missing = id_of(&created) + 1000;
+    let (app, created, _) = signed_in_with_note(backend, &json!({"text": "only one"})).await;
+    let missing = id_of(&created.json()) + 1000;
 
     let reply = app.get(&format!("/notes/{missing}")).await;
     let largest = app.get(&format!("/notes/{}", i64::MAX)).await;
@@ -349,8 +346,7 @@ async fn get_of_missing_note_is_404_problem(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn lists_every_field_of_every_note_in_id_order(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let created = create_distinct_notes(&app, 5).await;
 
     let reply = list(&app, "/notes").await;
@@ -368,8 +364,7 @@ async fn lists_every_field_of_every_note_in_id_order(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_defaults_to_100_notes(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let created = create_notes(&app, 101, false).await;
 
     let reply = list(&app, "/notes").await;
@@ -382,8 +377,7 @@ async fn list_defaults_to_100_notes(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_accepts_limit_from_1_to_1000(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let created = create_distinct_notes(&app, 3).await;
 
     let one = listed(&app, "/notes?limit=1").await;
@@ -447,8 +441,7 @@ async fn list_rejects_non_numeric_parameters_with_4xx(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_ignores_unknown_parameters(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let created = create_notes(&app, 2, false).await;
 
     let shown = listed(&app, "/notes?utm_source=mail&_=12345").await;
@@ -459,8 +452,7 @@ async fn list_ignores_unknown_parameters(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_after_returns_only_later_notes(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let created = create_distinct_notes(&app, 5).await;
     let second = id_of(&created[1]);
     let last = id_of(&created[4]);
@@ -480,8 +472,7 @@ async fn list_after_returns_only_later_notes(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_after_with_limit_pages_through_later_notes(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let created = create_distinct_notes(&app, 5).await;
     let first = id_of(&created[0]);
 
@@ -500,8 +491,7 @@ async fn list_after_with_limit_pages_through_later_notes(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_filters_by_completed(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let created = create_distinct_notes(&app, 6).await;
     let (done, open): (Vec<Value>, Vec<Value>) = created
         .iter()
@@ -523,8 +513,7 @@ async fn list_filters_by_completed(backend: Backend) {
 /// in any order of the parameters.
 #[backends(sqlite, postgres, mysql)]
 async fn list_filters_by_completed_after_a_cursor_and_within_a_limit(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     // Completed: 1, 4, 7, 10; open: 0, 2, 3, 5, 6, 8, 9, 11.
     let created = create_distinct_notes(&app, 12).await;
     let pick =
@@ -587,8 +576,7 @@ async fn walk(app: &TestApp, path: &str, limit: usize) -> (Vec<Value>, Vec<usize
 /// every field, for both values of the filter.
 #[backends(sqlite, postgres, mysql)]
 async fn next_link_only_on_full_pages_and_walks_every_note(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     // Completed: 1, 4, 7; open: the other seven.
     let created = create_distinct_notes(&app, 10).await;
     let (done, open): (Vec<Value>, Vec<Value>) = created
@@ -650,11 +638,9 @@ async fn newest_first_walks_every_note_downwards(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_text_and_advances_updated_at(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "draft", "completed": true}))
-        .await
-        .json();
-    let path = format!("/notes/{}", id_of(&created));
+    let (app, created, path) =
+        signed_in_with_note(backend, &json!({"text": "draft", "completed": true})).await;
+    let created = created.json();
 
     let reply = app.patch_json(&path, &json!({"text": "final"})).await;
 
@@ -677,11 +663,9 @@ async fn patch_changes_text_and_advances_updated_at(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_completed_only(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "keep this text"}))
-        .await
-        .json();
-    let path = format!("/notes/{}", id_of(&created));
+    let (app, created, path) =
+        signed_in_with_note(backend, &json!({"text": "keep this text"})).await;
+    let created = created.json();
 
     let done = app.patch_json(&path, &json!({"completed": true})).await;
     let undone = app.patch_json(&path, &json!({"completed": false})).await;
@@ -700,11 +684,9 @@ async fn patch_changes_completed_only(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_with_no_fields_changes_nothing_not_even_updated_at(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "as is", "completed": true}))
-        .await
-        .json();
-    let path = format!("/notes/{}", id_of(&created));
+    let (app, created, path) =
+        signed_in_with_note(backend, &json!({"text": "as is", "completed": true})).await;
+    let created = created.json();
 
     let reply = app
         .patch_json(
@@ -725,11 +707,8 @@ async fn patch_with_no_fields_changes_nothing_not_even_updated_at(backend: Backe
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_of_missing_note_is_404(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "exists"}))
-        .await
-        .json();
-    let missing = format!("/notes/{}", id_of(&created) + 1000);
+    let (app, created, _) = signed_in_with_note(backend, &json!({"text": "exists"})).await;
+    let missing = format!("/notes/{}", id_of(&created.json()) + 1000);
 
     let reply = app.patch_json(&missing, &json!({"completed": true})).await;
 
@@ -739,11 +718,8 @@ async fn patch_of_missing_note_is_404(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_rejects_bad_fields_with_422_and_changes_nothing(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "unchanged"}))
-        .await
-        .json();
-    let path = format!("/notes/{}", id_of(&created));
+    let (app, created, path) = signed_in_with_note(backend, &json!({"text": "unchanged"})).await;
+    let created = created.json();
     let cases = [
         (json!({"text": ""}), vec!["text"]),
         (json!({"text": null}), vec!["text"]),
@@ -776,14 +752,9 @@ async fn patch_rejects_bad_fields_with_422_and_changes_nothing(backend: Backend)
 
 #[backends(sqlite, postgres, mysql)]
 async fn delete_answers_204_then_404(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let kept = create_note(&app, None, &json!({"text": "kept"}))
-        .await
-        .json();
-    let doomed = create_note(&app, None, &json!({"text": "doomed"}))
-        .await
-        .json();
-    let path = format!("/notes/{}", id_of(&doomed));
+    let (app, kept, _) = signed_in_with_note(backend, &json!({"text": "kept"})).await;
+    let doomed = create_note(&app, None, &json!({"text": "doomed"})).await;
+    let path = note_path(&doomed.json());
 
     let deleted = app.delete(&path).await;
     let again = app.delete(&path).await;
@@ -799,7 +770,7 @@ async fn delete_answers_204_then_404(backend: Backend) {
     let stored = note::Entity::find().all(app.conn()).await.unwrap();
     assert_eq!(
         stored.iter().map(|n| n.id).collect::<Vec<_>>(),
-        [id_of(&kept)]
+        [id_of(&kept.json())]
     );
     app.finish().await;
 }
@@ -808,8 +779,7 @@ async fn delete_answers_204_then_404(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn bulk_creates_every_note_in_order(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let items = json!([
         {"text": "one"},
         {"text": "two", "completed": true},
@@ -838,8 +808,7 @@ async fn bulk_creates_every_note_in_order(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn bulk_accepts_5000_notes(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
 
     let created = create_notes(&app, MAX_BULK_ITEMS, false).await;
 
@@ -866,8 +835,7 @@ async fn bulk_accepts_5000_notes(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn bulk_with_one_invalid_item_writes_nothing(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     let items = json!([
         {"text": "valid"},
         {"text": ""},
@@ -919,8 +887,7 @@ async fn bulk_rejects_empty_oversized_and_non_array_bodies(backend: Backend) {
 /// The export streams every note, every field as stored, in id order.
 #[backends(sqlite, postgres, mysql)]
 async fn exports_every_note_as_ndjson_in_id_order(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
     // About 130 KiB of lines: several of the export's write chunks.
     let mut created = create_notes(&app, 1000, true).await;
     created.push(
@@ -943,8 +910,7 @@ async fn exports_every_note_as_ndjson_in_id_order(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn export_of_empty_table_is_empty_200(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
 
     let reply = app.get("/notes/export").await;
 
@@ -1004,11 +970,8 @@ async fn unknown_route_is_404_problem(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn wrong_method_is_405_problem(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "target"}))
-        .await
-        .json();
-    let one = format!("/notes/{}", id_of(&created));
+    let (app, created, one) = signed_in_with_note(backend, &json!({"text": "target"})).await;
+    let created = created.json();
 
     for (method, path) in [
         (Method::PUT, one.as_str()),
@@ -1023,12 +986,8 @@ async fn wrong_method_is_405_problem(backend: Backend) {
             .send(raw_json_request(method.clone(), path, r#"{"text": "x"}"#))
             .await;
 
-        assert_eq!(
-            reply.status,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}"
-        );
-        assert_problem(&reply, StatusCode::METHOD_NOT_ALLOWED);
+        let case = format!("{method} {path}");
+        assert_case_problem(&reply, StatusCode::METHOD_NOT_ALLOWED, &case);
     }
     assert_eq!(app.get(&one).await.json(), created);
     app.finish().await;
@@ -1038,8 +997,7 @@ async fn wrong_method_is_405_problem(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn hostile_texts_round_trip_unchanged(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    assert_no_notes(&app).await;
+    let app = signed_in_with_no_notes(backend).await;
 
     let mut created = Vec::new();
     for text in HOSTILE_TEXTS {
@@ -1049,7 +1007,7 @@ async fn hostile_texts_round_trip_unchanged(backend: Backend) {
     }
 
     for (note, text) in created.iter().zip(HOSTILE_TEXTS) {
-        let fetched = app.get(&format!("/notes/{}", id_of(note))).await;
+        let fetched = app.get(&note_path(note)).await;
         assert_eq!(fetched.json()["text"], *text);
         let stored = note::Entity::find_by_id(id_of(note))
             .one(app.conn())
@@ -1066,11 +1024,7 @@ async fn hostile_texts_round_trip_unchanged(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn hostile_texts_survive_patch_and_bulk(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let note = create_note(&app, None, &json!({"text": "plain"}))
-        .await
-        .json();
-    let path = format!("/notes/{}", id_of(&note));
+    let (app, _, path) = signed_in_with_note(backend, &json!({"text": "plain"})).await;
     let items: Vec<Value> = HOSTILE_TEXTS.iter().map(|t| json!({"text": t})).collect();
 
     let bulk = app.post_json("/notes/bulk", &Value::Array(items)).await;
@@ -1135,11 +1089,8 @@ async fn rejects_text_of_10001_characters(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_malformed_ids_with_4xx(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "survivor"}))
-        .await
-        .json();
-
+    let (app, created, _) = signed_in_with_note(backend, &json!({"text": "survivor"})).await;
+    let created = created.json();
     let id = id_of(&created);
     let malformed = [
         "-1".to_owned(),
@@ -1228,11 +1179,8 @@ async fn rejects_well_formed_but_wrong_bodies_with_422(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_malformed_json_with_400(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "target"}))
-        .await
-        .json();
-    let one = format!("/notes/{}", id_of(&created));
+    let (app, created, one) = signed_in_with_note(backend, &json!({"text": "target"})).await;
+    let created = created.json();
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let bodies: Vec<Vec<u8>> = vec![
         b"{\"text\": \"\xff\xfe invalid utf-8\"}".to_vec(),
@@ -1257,12 +1205,8 @@ async fn rejects_malformed_json_with_400(backend: Backend) {
                 .send(raw_json_request(method.clone(), path, body.clone()))
                 .await;
 
-            assert_eq!(
-                reply.status,
-                StatusCode::BAD_REQUEST,
-                "{method} {path} {shown:?}"
-            );
-            assert_problem(&reply, StatusCode::BAD_REQUEST);
+            let case = format!("{method} {path} {shown:?}");
+            assert_case_problem(&reply, StatusCode::BAD_REQUEST, &case);
         }
     }
     assert_eq!(count_notes(&app).await, 1);
@@ -1272,11 +1216,7 @@ async fn rejects_malformed_json_with_400(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn rejects_bodies_that_are_not_json_with_415(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let created = create_note(&app, None, &json!({"text": "target"}))
-        .await
-        .json();
-    let one = format!("/notes/{}", id_of(&created));
+    let (app, _, one) = signed_in_with_note(backend, &json!({"text": "target"})).await;
     let body = r#"{"text": "looks like JSON"}"#;
 
     for content_type in [
@@ -1299,12 +1239,8 @@ async fn rejects_bodies_that_are_not_json_with_415(backend: Backend) {
 
             let reply = app.send(req).await;
 
-            assert_eq!(
-                reply.status,
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "{method} {path} {content_type:?}"
-            );
-            assert_problem(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+            let case = format!("{method} {path} {content_type:?}");
+            assert_case_problem(&reply, StatusCode::UNSUPPORTED_MEDIA_TYPE, &case);
         }
     }
     assert_eq!(count_notes(&app).await, 1);

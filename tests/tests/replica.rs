@@ -68,6 +68,13 @@ impl Client {
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
         (status, json)
     }
+
+    /// `GET path` with `token`: the body of its 200 (anything else fails, naming `what`).
+    async fn get(&mut self, server: &TestServer, path: &str, token: &str, what: &str) -> Value {
+        let (status, body) = self.send(server, "GET", path, token, None).await;
+        assert_eq!(status, StatusCode::OK, "{what}: {body}");
+        body
+    }
 }
 
 /// Wait until the replica has this test's database and answers its checks.
@@ -100,6 +107,14 @@ async fn sign_up(client: &mut Client, server: &TestServer) -> SignedIn {
         password: TEST_PASSWORD.to_owned(),
         token: session["token"].as_str().unwrap().to_owned(),
     }
+}
+
+/// Once `db`'s replica is up: a server on `db`, and a user `client` signed up through it.
+async fn serve_with_user(db: &TestDb, client: &mut Client) -> (TestServer, SignedIn) {
+    wait_for_replica(db).await;
+    let server = db.spawn_server().await;
+    let user = sign_up(client, &server).await;
+    (server, user)
 }
 
 /// The replica's configured apply delay: the tests need a real one.
@@ -151,32 +166,19 @@ async fn every_write_is_read_back_through_two_instances_while_the_replica_lags(b
             .await;
         assert_eq!(status, StatusCode::CREATED, "{note}");
         let id = note["id"].as_i64().unwrap();
-        let (status, read) = client
-            .send(reader, "GET", &format!("/notes/{id}"), &user.token, None)
-            .await;
-        assert_eq!(
-            status,
-            StatusCode::OK,
-            "round {round}: the write is not seen: {read}"
-        );
+        let path = format!("/notes/{id}");
+        let what = format!("round {round}: the write is not seen");
+        let read = client.get(reader, &path, &user.token, &what).await;
         assert_eq!(read["text"], text);
-        let (status, newest) = client
-            .send(
-                reader,
-                "GET",
-                "/notes?order=desc&limit=1",
-                &user.token,
-                None,
-            )
+        let newest = client
+            .get(reader, "/notes?order=desc&limit=1", &user.token, "newest")
             .await;
-        assert_eq!(status, StatusCode::OK);
         assert_eq!(
             newest[0]["id"], id,
             "round {round}: the list misses the write"
         );
         let search = format!("/notes?q=marker{round:03}");
-        let (status, found) = client.send(reader, "GET", &search, &user.token, None).await;
-        assert_eq!(status, StatusCode::OK, "{found}");
+        let found = client.get(reader, &search, &user.token, "search").await;
         assert_eq!(
             found[0]["id"], id,
             "round {round}: the search misses the write"
@@ -189,24 +191,13 @@ async fn every_write_is_read_back_through_two_instances_while_the_replica_lags(b
     tokio::time::sleep(delay + Duration::from_millis(500)).await;
     let (before, _) = replica.reads();
     for server in &servers {
-        let (status, notes) = client
-            .send(server, "GET", "/notes?limit=1000", &user.token, None)
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            notes.as_array().unwrap().len(),
-            rounds,
-            "every note, from the replica"
-        );
-        let (status, found) = client
-            .send(server, "GET", "/notes?q=round&limit=100", &user.token, None)
-            .await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(
-            found.as_array().unwrap().len(),
-            rounds,
-            "found on the replica"
-        );
+        for (path, what) in [
+            ("/notes?limit=1000", "every note, from the replica"),
+            ("/notes?q=round&limit=100", "found on the replica"),
+        ] {
+            let notes = client.get(server, path, &user.token, what).await;
+            assert_eq!(notes.as_array().unwrap().len(), rounds, "{what}");
+        }
     }
     let (after, _) = replica.reads();
 
@@ -230,10 +221,8 @@ async fn a_lagging_replica_is_bypassed_and_revocation_stays_immediate(backend: B
         &[("DATABASE_READ_URL", REPLICA), ("READ_MAX_LAG_MS", "500")],
     )
     .await;
-    wait_for_replica(&db).await;
-    let server = db.spawn_server().await;
     let mut writer = Client::new();
-    let user = sign_up(&mut writer, &server).await;
+    let (server, user) = serve_with_user(&db, &mut writer).await;
     let replica = db.replica().unwrap();
 
     // Writes every 50 ms for 3 s keep the replica (2 s behind) lagging past 500 ms; another
@@ -250,10 +239,9 @@ async fn a_lagging_replica_is_bypassed_and_revocation_stays_immediate(backend: B
         assert_eq!(status, StatusCode::CREATED);
         let (_, lag) = replica.position();
         let (_, bypassed_before) = replica.reads();
-        let (status, _) = reader
-            .send(&server, "GET", "/notes?limit=1", &user.token, None)
+        reader
+            .get(&server, "/notes?limit=1", &user.token, "a read")
             .await;
-        assert_eq!(status, StatusCode::OK);
         let (_, bypassed_after) = replica.reads();
         if lag > Duration::from_millis(500) {
             lag_seen = lag_seen.max(lag);
@@ -294,17 +282,13 @@ async fn a_replica_that_stops_costs_no_read_and_serves_again_when_back(backend: 
     .await;
     let read_url = format!("{REPLICA}:{}", proxy.port);
     let db = TestDb::private(backend, &[("DATABASE_READ_URL", &read_url)]).await;
-    wait_for_replica(&db).await;
-    let server = db.spawn_server().await;
-    let mut client = Client::new();
-    let user = sign_up(&mut client, &server).await;
+    let (server, user) = serve_with_user(&db, &mut Client::new()).await;
     let replica = db.replica().unwrap();
     let mut reader = Client::new();
     let read = async |reader: &mut Client| {
-        let (status, body) = reader
-            .send(&server, "GET", "/notes", &user.token, None)
+        reader
+            .get(&server, "/notes", &user.token, "a read failed")
             .await;
-        assert_eq!(status, StatusCode::OK, "a read failed: {body}");
     };
 
     for _ in 0..20 {

@@ -25,68 +25,23 @@ use sea_orm::{
 };
 use serde_json::json;
 use tests::{
-    Backend, TestApp, TestDb, assert_problem, backends,
+    Backend, Reply, TestApp, TestDb, assert_problem, backends,
+    fixtures::{
+        HANG, client, notes_with_text, pool_in_use, wait_for_connections_in_use,
+        wait_for_idle_pool, within,
+    },
     http::{TestServer, get, json_request},
 };
-
-/// Longest a test waits for something that should take milliseconds; reaching it means the
-/// code under test hung.
-const HANG: Duration = Duration::from_secs(30);
-
-/// Fail with `what` instead of hanging when `future` does not finish within [`HANG`].
-async fn within_deadline<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(HANG, future)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {HANG:?}"))
-}
 
 fn new_note(text: &str) -> TestRequest {
     json_request(Method::POST, "/notes", &json!({ "text": text }))
 }
 
-async fn notes_with_text(app: &TestApp, text: &str) -> u64 {
-    note::Entity::find()
-        .filter(note::Column::Text.eq(text))
-        .count(app.conn())
-        .await
-        .unwrap()
-}
-
-/// Connections of the app's pool that are checked out (the app and the test share it in
-/// committed mode), and the pool's size.
-fn pool_in_use(db: &TestDb) -> (u32, u32) {
-    let conn = db.pool();
-    let (size, idle) = match db.backend() {
-        Backend::Sqlite => {
-            let pool = conn.get_sqlite_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        Backend::Postgres => {
-            let pool = conn.get_postgres_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-        Backend::MySql => {
-            let pool = conn.get_mysql_connection_pool();
-            (pool.size(), pool.num_idle())
-        }
-    };
-    (size - idle as u32, size)
-}
-
-/// Wait until no connection is checked out: every request has given its connection back (a
-/// connection seen in use next is then the one the test's holding request took).
-async fn wait_for_idle_pool(db: &TestDb) {
-    wait_for_connections_in_use(db, 0).await;
-}
-
-/// Wait until `in_use` connections are checked out (a held request has its connection).
-async fn wait_for_connections_in_use(db: &TestDb, in_use: u32) {
-    within_deadline("waiting for the pool", async {
-        while pool_in_use(db).0 != in_use {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
+/// A request's unit of work on the app's pool, and the request's handle on it.
+fn request_db(app: &TestApp) -> (Rc<UnitOfWork>, RequestDb) {
+    let uow = Rc::new(UnitOfWork::new(app.db().source()));
+    let request = RequestDb::new(Rc::clone(&uow));
+    (uow, request)
 }
 
 /// Whether the pool's connection is inside a transaction left open by an earlier request.
@@ -130,6 +85,34 @@ async fn connection_in_transaction(db: &TestDb) -> bool {
     }
 }
 
+/// No transaction was left open on the pool's connection ([`connection_in_transaction`]).
+async fn assert_no_transaction_leaked(db: &TestDb) {
+    assert!(!connection_in_transaction(db).await, "a transaction leaked");
+}
+
+/// [`TestApp::signed_in`], and the answer to `POST path` (a test route).
+async fn signed_in_post(backend: Backend, path: &str) -> (TestApp, Reply) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let reply = app.post(path).await;
+    (app, reply)
+}
+
+/// `POST route` (a test route) answers that the transaction it opened midway was rolled back:
+/// its note, `marker`, is not stored, and the request's own write is committed.
+async fn assert_rolled_back_midway(backend: Backend, route: &str, marker: &str) {
+    let (app, reply) = signed_in_post(backend, route).await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    assert_eq!(reply.json(), json!({"rolled_back": true}));
+    assert_eq!(notes_with_text(&app, marker).await, 0);
+    assert_eq!(
+        notes_with_text(&app, "midway-kept").await,
+        1,
+        "the request committed"
+    );
+    app.finish().await;
+}
+
 /// After failures, the pool is whole and clean: nothing checked out, its one connection not
 /// inside a transaction, and a normal write commits at once.
 async fn assert_pool_whole_and_clean(app: &TestApp) {
@@ -138,11 +121,8 @@ async fn assert_pool_whole_and_clean(app: &TestApp) {
         pool_in_use(app.db()).1 <= 1,
         "the pool grew past DB_POOL_MAX"
     );
-    assert!(
-        !connection_in_transaction(app.db()).await,
-        "a transaction leaked"
-    );
-    let reply = within_deadline("a write after failures", app.send(new_note("clean"))).await;
+    assert_no_transaction_leaked(app.db()).await;
+    let reply = within("a write after failures", HANG, app.send(new_note("clean"))).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{:?}", reply.body);
 }
 
@@ -187,10 +167,7 @@ async fn single_row_routes_on_the_pool_round_trip(backend: Backend) {
     assert_problem(&gone, StatusCode::NOT_FOUND);
     assert_problem(&deleted_again, StatusCode::NOT_FOUND);
     assert_eq!(notes_with_text(&app, "round trip ✓ 'quoted'").await, 0);
-    assert!(
-        !connection_in_transaction(app.db()).await,
-        "a transaction leaked"
-    );
+    assert_no_transaction_leaked(app.db()).await;
     app.finish().await;
 }
 
@@ -200,8 +177,7 @@ async fn single_row_routes_on_the_pool_round_trip(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn request_keeps_one_connection_for_its_statements_until_it_settles(backend: Backend) {
     let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "2")]).await;
-    let uow = Rc::new(UnitOfWork::new(app.db().source()));
-    let request = RequestDb::new(Rc::clone(&uow));
+    let (uow, request) = request_db(&app);
 
     request.find_by_id::<note::Entity>(1).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -229,8 +205,7 @@ async fn request_keeps_one_connection_for_its_statements_until_it_settles(backen
 #[backends(sqlite, postgres, mysql)]
 async fn request_never_holds_a_connection_it_is_not_using(backend: Backend) {
     let app = TestApp::with_settings(backend, &[("DB_POOL_MAX", "1")]).await;
-    let uow = Rc::new(UnitOfWork::new(app.db().source()));
-    let request = RequestDb::new(Rc::clone(&uow));
+    let (uow, request) = request_db(&app);
 
     request.find_by_id::<note::Entity>(1).await.unwrap();
     let while_hashing = request
@@ -240,7 +215,7 @@ async fn request_never_holds_a_connection_it_is_not_using(backend: Backend) {
         })
         .await;
     request.find_by_id::<note::Entity>(1).await.unwrap();
-    let begun = within_deadline("BEGIN after a read", request.transaction())
+    let begun = within("BEGIN after a read", HANG, request.transaction())
         .await
         .map(drop);
     uow.finish(false).await.unwrap();
@@ -259,16 +234,11 @@ async fn request_never_holds_a_connection_it_is_not_using(backend: Backend) {
 /// does not undo it — which is why handlers use it only for their last fallible step.
 #[backends(sqlite, postgres, mysql)]
 async fn single_statement_write_autocommits_on_the_pool(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-
-    let reply = app.post("/__test/single-statement/alone").await;
+    let (app, reply) = signed_in_post(backend, "/__test/single-statement/alone").await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
     assert_eq!(notes_with_text(&app, "single-alone").await, 1);
-    assert!(
-        !connection_in_transaction(app.db()).await,
-        "a transaction leaked"
-    );
+    assert_no_transaction_leaked(app.db()).await;
     app.finish().await;
 }
 
@@ -276,9 +246,7 @@ async fn single_statement_write_autocommits_on_the_pool(backend: Backend) {
 /// it.
 #[backends(sqlite, postgres, mysql)]
 async fn single_statement_joins_a_transaction_already_begun(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-
-    let reply = app.post("/__test/single-statement/joined").await;
+    let (app, reply) = signed_in_post(backend, "/__test/single-statement/joined").await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
     assert_eq!(notes_with_text(&app, "single-joined-first").await, 0);
@@ -288,9 +256,7 @@ async fn single_statement_joins_a_transaction_already_begun(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_the_request_transaction_rolls_it_back(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-
-    let reply = app.post("/__test/fail-midway/whole").await;
+    let (app, reply) = signed_in_post(backend, "/__test/fail-midway/whole").await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
     assert_eq!(notes_with_text(&app, "midway-whole").await, 0);
@@ -299,36 +265,12 @@ async fn error_midway_through_the_request_transaction_rolls_it_back(backend: Bac
 
 #[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_a_scoped_transaction_rolls_the_scope_back(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-
-    let reply = app.post("/__test/fail-midway/scoped").await;
-
-    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert_eq!(reply.json(), json!({"rolled_back": true}));
-    assert_eq!(notes_with_text(&app, "midway-scoped").await, 0);
-    assert_eq!(
-        notes_with_text(&app, "midway-kept").await,
-        1,
-        "the request committed"
-    );
-    app.finish().await;
+    assert_rolled_back_midway(backend, "/__test/fail-midway/scoped", "midway-scoped").await;
 }
 
 #[backends(sqlite, postgres, mysql)]
 async fn error_midway_through_an_explicit_transaction_rolls_it_back(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-
-    let reply = app.post("/__test/fail-midway/explicit").await;
-
-    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    assert_eq!(reply.json(), json!({"rolled_back": true}));
-    assert_eq!(notes_with_text(&app, "midway-explicit").await, 0);
-    assert_eq!(
-        notes_with_text(&app, "midway-kept").await,
-        1,
-        "the request committed"
-    );
-    app.finish().await;
+    assert_rolled_back_midway(backend, "/__test/fail-midway/explicit", "midway-explicit").await;
 }
 
 #[backends(sqlite, postgres, mysql)]
@@ -355,7 +297,12 @@ async fn panicking_handler_answers_500_problem_without_the_panic_text(backend: B
 async fn panic_after_a_write_leaves_no_row_and_frees_the_connection(backend: Backend) {
     let (app, _) = TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "1")]).await;
 
-    let reply = within_deadline("a panicking request", app.post("/__test/panic-after-write")).await;
+    let reply = within(
+        "a panicking request",
+        HANG,
+        app.post("/__test/panic-after-write"),
+    )
+    .await;
 
     assert_problem(&reply, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(notes_with_text(&app, "panic-after-write").await, 0);
@@ -373,7 +320,7 @@ async fn healthz_answers_while_the_pool_is_exhausted(backend: Backend) {
         wait_for_connections_in_use(app.db(), 1).await;
         app.get("/healthz").await
     };
-    let (held, health) = within_deadline("healthz", futures_util::future::join(hold, health)).await;
+    let (held, health) = within("healthz", HANG, futures_util::future::join(hold, health)).await;
 
     assert_eq!(health.status, StatusCode::OK, "{:?}", health.body);
     assert_eq!(held.status, StatusCode::OK);
@@ -400,8 +347,9 @@ async fn requests_waiting_for_an_exhausted_pool_get_503_with_retry_after(backend
         let by_id = app.get("/notes/1").await;
         (writer, reader, by_id)
     };
-    let (held, (writer, reader, by_id)) = within_deadline(
+    let (held, (writer, reader, by_id)) = within(
         "requests on an exhausted pool",
+        HANG,
         futures_util::future::join(hold, waiting),
     )
     .await;
@@ -436,8 +384,9 @@ async fn sqlite_writer_waiting_for_the_write_lock_gets_503_after_the_acquire_tim
         tokio::time::sleep(Duration::from_millis(100)).await;
         app.send(new_note("waited")).await
     };
-    let (held, writer) = within_deadline(
+    let (held, writer) = within(
         "a writer behind the write lock",
+        HANG,
         futures_util::future::join(hold, waiting),
     )
     .await;
@@ -479,7 +428,7 @@ fn raw_post(path: &str, token: &str) -> String {
 async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
     let (app, me) = TestApp::with_settings_signed_in(backend, &[("DB_POOL_MAX", "1")]).await;
     let server = app.serve().await;
-    let client = awc::Client::builder().timeout(HANG).finish();
+    let client = client(HANG);
     wait_for_idle_pool(app.db()).await;
     let abandoned = start_raw_request(
         server.address,
@@ -489,8 +438,9 @@ async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     reset(abandoned);
-    let mut reply = within_deadline(
+    let mut reply = within(
         "a write after an abandoned request",
+        HANG,
         client
             .post(server.url("/notes"))
             .bearer_auth(&me.token)
@@ -506,10 +456,7 @@ async fn request_after_an_abandoned_one_starts_clean(backend: Backend) {
         reply.body().await
     );
     wait_for_idle_pool(app.db()).await;
-    assert!(
-        !connection_in_transaction(app.db()).await,
-        "a transaction leaked"
-    );
+    assert_no_transaction_leaked(app.db()).await;
     assert_eq!(notes_with_text(&app, "write-and-hold").await, 0);
     assert_eq!(notes_with_text(&app, "after-abandoned").await, 1);
     server.stop().await;
@@ -526,7 +473,7 @@ async fn request_dropped_during_begin_leaves_no_transaction_open(backend: Backen
     // reply is awaited; later ones catch slower paths (acquire, the task's start).
     for attempt in 0..12 {
         let polls = 1 + attempt % 3;
-        let request = RequestDb::new(Rc::new(UnitOfWork::new(app.db().source())));
+        let (_, request) = request_db(&app);
         let mut begin = Box::pin(request.transaction());
         for _ in 0..polls {
             let ready = std::future::poll_fn(|cx| {
@@ -663,7 +610,7 @@ async fn pool_stays_whole_under_mixed_outcomes_and_abandoned_clients(backend: Ba
     let reply = app.post_json("/users", &taken).await;
     assert_eq!(reply.status, StatusCode::CREATED);
     let server = app.serve().await;
-    let client = awc::Client::builder().timeout(HANG).finish();
+    let client = client(HANG);
 
     let workers = (0..WORKERS).map(|worker| {
         let (client, server, token) = (&client, &server, me.token.as_str());
@@ -676,12 +623,15 @@ async fn pool_stays_whole_under_mixed_outcomes_and_abandoned_clients(backend: Ba
             outcomes
         }
     });
-    let outcomes: Vec<(Load, Option<u16>)> =
-        within_deadline("the mixed load", futures_util::future::join_all(workers))
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
+    let outcomes: Vec<(Load, Option<u16>)> = within(
+        "the mixed load",
+        HANG,
+        futures_util::future::join_all(workers),
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
 
     let unexpected: Vec<_> = outcomes
         .iter()

@@ -16,10 +16,10 @@ use entity::{note, user};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 use tests::{
-    Backend, TEST_PASSWORD, TestApp, assert_problem, backends,
+    Backend, TEST_PASSWORD, TestApp, assert_json, assert_problem, backends,
     fixtures::{
-        assert_unauthenticated, create_note, id_of, patch_user, problem_identity, sessions_of,
-        time_of,
+        array, assert_unauthenticated, create_note, id_of, ids, patch_user, problem_identity,
+        sessions_of, sorted_keys, time_of, users_with_email,
     },
     http::{get, json_request},
     unique_email,
@@ -45,16 +45,55 @@ async fn create_user(app: &TestApp, email: &str) -> Value {
     reply.json()
 }
 
-/// Sign up `email`, sign in: the created user and their token.
-async fn create_signed_in(app: &TestApp, email: &str) -> (Value, String) {
-    let user = create_user(app, email).await;
-    let token = app.sign_in(email, PASSWORD).await;
-    (user, token)
+/// Sign up a new address made from `tag` (not signed in): the user as shown, and their id.
+async fn new_user(app: &TestApp, tag: &str) -> (Value, i64) {
+    let shown = create_user(app, &unique_email(tag)).await;
+    let id = id_of(&shown);
+    (shown, id)
 }
 
-/// `GET path` with `token`.
-async fn get_as(app: &TestApp, token: &str, path: &str) -> tests::Reply {
-    app.send_as(token, get(path)).await
+/// A user these tests signed up and signed in.
+struct Account {
+    /// The user as sign-up showed them.
+    shown: Value,
+    id: i64,
+    email: String,
+    token: String,
+}
+
+/// Sign up a new address made from `tag`, and sign in.
+async fn new_account(app: &TestApp, tag: &str) -> Account {
+    let email = unique_email(tag);
+    let shown = create_user(app, &email).await;
+    let token = app.sign_in(&email, PASSWORD).await;
+    Account {
+        id: id_of(&shown),
+        shown,
+        email,
+        token,
+    }
+}
+
+/// The app, and a user signed up with a new address, which is then taken: the address.
+async fn app_with_taken_email(backend: Backend, tag: &str) -> (TestApp, String) {
+    let app = TestApp::spawn(backend).await;
+    let email = unique_email(tag);
+    create_user(&app, &email).await;
+    (app, email)
+}
+
+/// `email` signs in with `password`, and no longer with [`PASSWORD`].
+async fn assert_password_changed(app: &TestApp, email: &str, password: &str) {
+    assert_eq!(
+        sign_in_status(app, email, password).await,
+        StatusCode::CREATED,
+        "the new password"
+    );
+    assert_eq!(
+        sign_in_status(app, email, PASSWORD).await,
+        StatusCode::UNAUTHORIZED,
+        "the old password"
+    );
 }
 
 /// `POST /sessions` for `email` and `password`: its status.
@@ -67,7 +106,7 @@ async fn sign_in_status(app: &TestApp, email: &str, password: &str) -> StatusCod
 
 /// `token` still signs its user in (`GET /users/me` is 200).
 async fn assert_signed_in(app: &TestApp, token: &str, why: &str) {
-    let reply = get_as(app, token, "/users/me").await;
+    let reply = app.get_as(token, "/users/me").await;
     assert_eq!(reply.status, StatusCode::OK, "{why}: {reply:?}");
 }
 
@@ -87,15 +126,8 @@ async fn stored_user(app: &TestApp, id: i64) -> Option<user::Model> {
 
 /// `shown` is `row` as the contract shows a user, field by field (never the hash).
 fn assert_shows_row(shown: &Value, row: &user::Model) {
-    let mut keys: Vec<&str> = shown
-        .as_object()
-        .unwrap_or_else(|| panic!("not an object: {shown}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        sorted_keys(shown),
         [
             "created_at",
             "email",
@@ -184,9 +216,7 @@ async fn sign_up_stores_the_password_as_an_argon2id_hash(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn sign_up_rejects_a_taken_email_case_insensitively(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let email = unique_email("dave");
-    create_user(&app, &email).await;
+    let (app, email) = app_with_taken_email(backend, "dave").await;
 
     let reply = app
         .send(post_user(
@@ -195,12 +225,7 @@ async fn sign_up_rejects_a_taken_email_case_insensitively(backend: Backend) {
         .await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
-    let count = user::Entity::find()
-        .filter(user::Column::Email.eq(email.as_str()))
-        .count(app.conn())
-        .await
-        .unwrap();
-    assert_eq!(count, 1);
+    assert_eq!(users_with_email(&app, &email).await, 1);
     app.finish().await;
 }
 
@@ -251,23 +276,22 @@ async fn sign_up_accepts_passwords_of_8_to_256_characters(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn get_returns_the_user_or_404(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = app.admin().await;
-    let (created, token) = create_signed_in(&app, &unique_email("erin")).await;
-    let id = id_of(&created);
-    let missing = format!("/users/{}", id + 1_000_000);
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let user = new_account(&app, "erin").await;
+    let path = format!("/users/{}", user.id);
+    let missing = format!("/users/{}", user.id + 1_000_000);
 
-    let found = get_as(&app, &token, &format!("/users/{id}")).await;
-    let found_by_admin = get_as(&app, &admin.token, &format!("/users/{id}")).await;
-    let missing_for_admin = get_as(&app, &admin.token, &missing).await;
-    let missing_for_user = get_as(&app, &token, &missing).await;
-    let not_an_id = get_as(&app, &admin.token, "/users/abc").await;
+    let found = app.get_as(&user.token, &path).await;
+    let found_by_admin = app.get_as(&admin.token, &path).await;
+    let missing_for_admin = app.get_as(&admin.token, &missing).await;
+    let missing_for_user = app.get_as(&user.token, &missing).await;
+    let not_an_id = app.get_as(&admin.token, "/users/abc").await;
 
     assert_eq!(found.status, StatusCode::OK);
-    assert_eq!(found.json(), created);
-    assert_shows_row(&found.json(), &stored_user(&app, id).await.unwrap());
+    assert_eq!(found.json(), user.shown);
+    assert_shows_row(&found.json(), &stored_user(&app, user.id).await.unwrap());
     assert_eq!(found_by_admin.status, StatusCode::OK);
-    assert_eq!(found_by_admin.json(), created);
+    assert_eq!(found_by_admin.json(), user.shown);
     assert_problem(&missing_for_admin, StatusCode::NOT_FOUND);
     assert_problem(&missing_for_user, StatusCode::NOT_FOUND);
     assert_problem(&not_an_id, StatusCode::NOT_FOUND);
@@ -276,25 +300,25 @@ async fn get_returns_the_user_or_404(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_pages_by_id_with_a_next_link(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
     // Signed up first: the users the test pages through come after the admin.
-    let admin = app.admin().await;
-    let mut ids = Vec::new();
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let mut created = Vec::new();
     for tag in ["page-a", "page-b", "page-c"] {
-        ids.push(id_of(&create_user(&app, &unique_email(tag)).await));
+        created.push(id_of(&create_user(&app, &unique_email(tag)).await));
     }
-    let before_first = ids[0] - 1;
+    let before_first = created[0] - 1;
 
-    let first = get_as(
-        &app,
-        &admin.token,
-        &format!("/users?limit=2&after={before_first}"),
-    )
-    .await;
+    let first = app
+        .get_as(
+            &admin.token,
+            &format!("/users?limit=2&after={before_first}"),
+        )
+        .await;
 
-    assert_eq!(first.status, StatusCode::OK);
-    let page: Vec<i64> = first.json().as_array().unwrap().iter().map(id_of).collect();
-    assert_eq!(page, ids[..2]);
+    assert_eq!(
+        ids(&array(&assert_json(&first, StatusCode::OK))),
+        created[..2]
+    );
     let link = first.header("link").expect("a full page links to the next");
     let next = link
         .strip_prefix('<')
@@ -302,17 +326,12 @@ async fn list_pages_by_id_with_a_next_link(backend: Backend) {
         .unwrap_or_else(|| panic!("unexpected Link header: {link}"));
     assert!(next.starts_with("/users?"), "{next}");
 
-    let second = get_as(&app, &admin.token, next).await;
+    let second = app.get_as(&admin.token, next).await;
 
-    assert_eq!(second.status, StatusCode::OK);
-    let page: Vec<i64> = second
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(id_of)
-        .collect();
-    assert_eq!(page, ids[2..]);
+    assert_eq!(
+        ids(&array(&assert_json(&second, StatusCode::OK))),
+        created[2..]
+    );
     assert_eq!(second.header("link"), None, "a partial page is the last");
     for key in ["hashed_password", "password"] {
         assert!(second.json()[0].get(key).is_none());
@@ -322,11 +341,10 @@ async fn list_pages_by_id_with_a_next_link(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn list_rejects_bad_paging_parameters(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = app.admin().await;
+    let (app, admin) = TestApp::with_admin(backend).await;
 
     for query in ["limit=0", "limit=1001", "limit=x", "after=-1"] {
-        let reply = get_as(&app, &admin.token, &format!("/users?{query}")).await;
+        let reply = app.get_as(&admin.token, &format!("/users?{query}")).await;
 
         assert!(
             matches!(reply.status.as_u16(), 400 | 422),
@@ -339,20 +357,13 @@ async fn list_rejects_bad_paging_parameters(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_name_and_active_flag(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
     // `is_active` is for admins.
-    let admin = app.admin().await;
-    let created = create_user(&app, &unique_email("frank")).await;
-    let id = id_of(&created);
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let (created, id) = new_user(&app, "frank").await;
     tokio::time::sleep(Duration::from_millis(5)).await;
 
-    let reply = patch_user(
-        &app,
-        Some(&admin.token),
-        id,
-        &json!({"name": "Frank", "is_active": false}),
-    )
-    .await;
+    let change = json!({"name": "Frank", "is_active": false});
+    let reply = patch_user(&app, Some(&admin.token), id, &change).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     let user = reply.json();
@@ -372,7 +383,7 @@ async fn patch_changes_name_and_active_flag(backend: Backend) {
     );
     assert_shows_row(&user, &stored);
     assert_eq!(
-        get_as(&app, &admin.token, &format!("/users/{id}"))
+        app.get_as(&admin.token, &format!("/users/{id}"))
             .await
             .json(),
         user
@@ -388,15 +399,14 @@ async fn patch_changes_name_and_active_flag(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn patch_rehashes_a_new_password(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (user, token) = create_signed_in(&app, &unique_email("grace")).await;
-    let id = id_of(&user);
-    let old_hash = stored_user(&app, id).await.unwrap().hashed_password;
+    let user = new_account(&app, "grace").await;
+    let old_hash = stored_user(&app, user.id).await.unwrap().hashed_password;
 
     let change = json!({"password": "another secret", "current_password": PASSWORD});
-    let reply = patch_user(&app, Some(&token), id, &change).await;
+    let reply = patch_user(&app, Some(&user.token), user.id, &change).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
-    let new_hash = stored_user(&app, id).await.unwrap().hashed_password;
+    let new_hash = stored_user(&app, user.id).await.unwrap().hashed_password;
     assert_ne!(new_hash, old_hash);
     assert!(new_hash.starts_with("$argon2id$"), "{new_hash}");
     let body = String::from_utf8_lossy(&reply.body);
@@ -407,39 +417,25 @@ async fn patch_rehashes_a_new_password(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn patch_changes_the_email_normalized(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (user, token) = create_signed_in(&app, &unique_email("heidi")).await;
-    let id = id_of(&user);
+    let user = new_account(&app, "heidi").await;
     let new_email = unique_email("heidi-new");
 
-    let reply = patch_user(
-        &app,
-        Some(&token),
-        id,
-        &json!({"email": format!(" {} ", new_email.to_uppercase())}),
-    )
-    .await;
+    let change = json!({"email": format!(" {} ", new_email.to_uppercase())});
+    let reply = patch_user(&app, Some(&user.token), user.id, &change).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
     assert_eq!(reply.json()["email"], new_email);
-    assert_eq!(stored_user(&app, id).await.unwrap().email, new_email);
+    assert_eq!(stored_user(&app, user.id).await.unwrap().email, new_email);
     app.finish().await;
 }
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_rejects_an_email_taken_by_another_user_with_409(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let taken = unique_email("ivan");
-    create_user(&app, &taken).await;
-    let (user, token) = create_signed_in(&app, &unique_email("judy")).await;
-    let id = id_of(&user);
+    let (app, taken) = app_with_taken_email(backend, "ivan").await;
+    let user = new_account(&app, "judy").await;
 
-    let reply = patch_user(
-        &app,
-        Some(&token),
-        id,
-        &json!({"email": taken.to_uppercase()}),
-    )
-    .await;
+    let change = json!({"email": taken.to_uppercase()});
+    let reply = patch_user(&app, Some(&user.token), user.id, &change).await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
     app.finish().await;
@@ -449,24 +445,17 @@ async fn patch_rejects_an_email_taken_by_another_user_with_409(backend: Backend)
 /// together.
 #[backends(sqlite, postgres, mysql)]
 async fn patch_with_a_taken_email_leaves_the_name_unchanged(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
     // `is_active` is for admins.
-    let admin = app.admin().await;
+    let (app, admin) = TestApp::with_admin(backend).await;
     let taken = unique_email("mallory");
     create_user(&app, &taken).await;
-    let created = create_user(&app, &unique_email("niaj")).await;
-    let id = id_of(&created);
+    let (created, id) = new_user(&app, "niaj").await;
 
-    let reply = patch_user(
-        &app,
-        Some(&admin.token),
-        id,
-        &json!({"name": "Changed", "is_active": false, "email": taken}),
-    )
-    .await;
+    let change = json!({"name": "Changed", "is_active": false, "email": taken});
+    let reply = patch_user(&app, Some(&admin.token), id, &change).await;
 
     assert_problem(&reply, StatusCode::CONFLICT);
-    let after = get_as(&app, &admin.token, &format!("/users/{id}")).await;
+    let after = app.get_as(&admin.token, &format!("/users/{id}")).await;
     assert_eq!(
         after.json(),
         created,
@@ -479,17 +468,11 @@ async fn patch_with_a_taken_email_leaves_the_name_unchanged(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_answers_404_for_an_unknown_user(backend: Backend) {
-    let (app, _) = TestApp::signed_in(backend).await;
-    let admin = app.admin().await;
+    let (app, _, admin) = TestApp::signed_in_with_admin(backend).await;
 
-    let by_admin = patch_user(
-        &app,
-        Some(&admin.token),
-        999_999_999,
-        &json!({"name": "Nobody"}),
-    )
-    .await;
-    let by_user = patch_user(&app, None, 999_999_999, &json!({"name": "Nobody"})).await;
+    let rename = json!({"name": "Nobody"});
+    let by_admin = patch_user(&app, Some(&admin.token), 999_999_999, &rename).await;
+    let by_user = patch_user(&app, None, 999_999_999, &rename).await;
 
     assert_problem(&by_admin, StatusCode::NOT_FOUND);
     assert_problem(&by_user, StatusCode::NOT_FOUND);
@@ -498,11 +481,9 @@ async fn patch_answers_404_for_an_unknown_user(backend: Backend) {
 
 #[backends(sqlite, postgres, mysql)]
 async fn patch_rejects_invalid_fields_with_422(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
     // An admin may send every field, so only the values are wrong.
-    let admin = app.admin().await;
-    let created = create_user(&app, &unique_email("olivia")).await;
-    let id = id_of(&created);
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let (created, id) = new_user(&app, "olivia").await;
 
     for (body, field) in [
         (json!({"email": "nope"}), "email"),
@@ -516,16 +497,15 @@ async fn patch_rejects_invalid_fields_with_422(backend: Backend) {
 
         assert_eq!(invalid_fields(&reply), [field], "{body}");
     }
-    let after = get_as(&app, &admin.token, &format!("/users/{id}")).await;
+    let after = app.get_as(&admin.token, &format!("/users/{id}")).await;
     assert_eq!(after.json(), created);
     app.finish().await;
 }
 
 #[backends(sqlite, postgres, mysql)]
 async fn delete_answers_204_then_404(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = app.admin().await;
-    let id = id_of(&create_user(&app, &unique_email("peggy")).await);
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let (_, id) = new_user(&app, "peggy").await;
 
     let first = app.send_as(&admin.token, delete_user(id)).await;
     let second = app.send_as(&admin.token, delete_user(id)).await;
@@ -534,7 +514,7 @@ async fn delete_answers_204_then_404(backend: Backend) {
     assert!(first.body.is_empty());
     assert_problem(&second, StatusCode::NOT_FOUND);
     assert!(stored_user(&app, id).await.is_none());
-    let reply = get_as(&app, &admin.token, &format!("/users/{id}")).await;
+    let reply = app.get_as(&admin.token, &format!("/users/{id}")).await;
     assert_problem(&reply, StatusCode::NOT_FOUND);
     app.finish().await;
 }
@@ -565,12 +545,7 @@ async fn racing_sign_ups_with_one_email_give_exactly_one_201(backend: Backend) {
     let created = statuses.iter().filter(|&&s| s == 201).count();
     let conflicts = statuses.iter().filter(|&&s| s == 409).count();
     assert_eq!((created, conflicts), (1, RACERS - 1), "{statuses:?}");
-    let stored = user::Entity::find()
-        .filter(user::Column::Email.eq("race@example.com"))
-        .count(app.conn())
-        .await
-        .unwrap();
-    assert_eq!(stored, 1);
+    assert_eq!(users_with_email(&app, "race@example.com").await, 1);
     server.stop().await;
     app.finish().await;
 }
@@ -585,40 +560,44 @@ async fn notes_of(app: &TestApp, user: i64) -> u64 {
         .unwrap()
 }
 
+/// User `id` is gone with their notes and their sessions: `tokens`, theirs, are refused.
+async fn assert_deleted_with_notes_and_sessions(app: &TestApp, id: i64, tokens: [&str; 2]) {
+    assert!(stored_user(app, id).await.is_none());
+    assert_eq!(notes_of(app, id).await, 0, "their notes are deleted");
+    assert!(
+        sessions_of(app, id).await.is_empty(),
+        "their sessions are deleted"
+    );
+    for session in tokens {
+        assert_unauthenticated(&app.get_as(session, "/users/me").await);
+        assert_unauthenticated(&app.get_as(session, "/notes").await);
+    }
+}
+
 /// A user reads and changes their own account, and deleting it signs them out everywhere and
 /// deletes their notes.
 #[backends(sqlite, postgres, mysql)]
 async fn a_user_reads_changes_and_deletes_their_own_account(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let (created, token) = create_signed_in(&app, &unique_email("self")).await;
-    let id = id_of(&created);
-    let other_session = app
-        .sign_in(created["email"].as_str().unwrap(), PASSWORD)
-        .await;
-    create_note(&app, Some(&token), &json!({"text": "mine"})).await;
+    let user = new_account(&app, "self").await;
+    let other_session = app.sign_in(&user.email, PASSWORD).await;
+    create_note(&app, Some(&user.token), &json!({"text": "mine"})).await;
 
-    let read = get_as(&app, &token, &format!("/users/{id}")).await;
-    let me = get_as(&app, &token, "/users/me").await;
-    let renamed = patch_user(&app, Some(&token), id, &json!({"name": "Myself"})).await;
-    let deleted = app.send_as(&token, delete_user(id)).await;
+    let read = app
+        .get_as(&user.token, &format!("/users/{}", user.id))
+        .await;
+    let me = app.get_as(&user.token, "/users/me").await;
+    let rename = json!({"name": "Myself"});
+    let renamed = patch_user(&app, Some(&user.token), user.id, &rename).await;
+    let deleted = app.send_as(&user.token, delete_user(user.id)).await;
 
     assert_eq!(read.status, StatusCode::OK, "{read:?}");
-    assert_eq!(read.json(), created);
-    assert_eq!(me.json(), created);
+    assert_eq!(read.json(), user.shown);
+    assert_eq!(me.json(), user.shown);
     assert_eq!(renamed.status, StatusCode::OK, "{renamed:?}");
     assert_eq!(renamed.json()["name"], "Myself");
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
-    assert!(stored_user(&app, id).await.is_none());
-    assert_eq!(notes_of(&app, id).await, 0, "their notes went with them");
-    assert_eq!(
-        sessions_of(&app, id).await.len(),
-        0,
-        "their sessions went too"
-    );
-    for session in [&token, &other_session] {
-        assert_unauthenticated(&get_as(&app, session, "/users/me").await);
-        assert_unauthenticated(&get_as(&app, session, "/notes").await);
-    }
+    assert_deleted_with_notes_and_sessions(&app, user.id, [&user.token, &other_session]).await;
     app.finish().await;
 }
 
@@ -627,8 +606,7 @@ async fn a_user_reads_changes_and_deletes_their_own_account(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn another_users_account_is_404_for_a_non_admin(backend: Backend) {
     let (app, me) = TestApp::signed_in(backend).await;
-    let other = create_user(&app, &unique_email("other")).await;
-    let id = id_of(&other);
+    let (other, id) = new_user(&app, "other").await;
     let stored_before = stored_user(&app, id).await.unwrap();
     let unknown = app.get(&format!("/users/{}", id + 1_000_000)).await;
     assert_problem(&unknown, StatusCode::NOT_FOUND);
@@ -671,27 +649,29 @@ async fn another_users_account_is_404_for_a_non_admin(backend: Backend) {
 /// An admin reads, changes and deletes any account.
 #[backends(sqlite, postgres, mysql)]
 async fn an_admin_reads_changes_and_deletes_any_account(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = app.admin().await;
-    let (user, token) = create_signed_in(&app, &unique_email("managed")).await;
-    let id = id_of(&user);
-    create_note(&app, Some(&token), &json!({"text": "theirs"})).await;
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let user = new_account(&app, "managed").await;
+    create_note(&app, Some(&user.token), &json!({"text": "theirs"})).await;
 
-    let read = get_as(&app, &admin.token, &format!("/users/{id}")).await;
-    let renamed = patch_user(&app, Some(&admin.token), id, &json!({"name": "Renamed"})).await;
+    let read = app
+        .get_as(&admin.token, &format!("/users/{}", user.id))
+        .await;
+    let rename = json!({"name": "Renamed"});
+    let renamed = patch_user(&app, Some(&admin.token), user.id, &rename).await;
     let new_email = unique_email("managed-new");
-    let moved = patch_user(&app, Some(&admin.token), id, &json!({"email": new_email})).await;
-    let deleted = app.send_as(&admin.token, delete_user(id)).await;
+    let move_to = json!({"email": new_email});
+    let moved = patch_user(&app, Some(&admin.token), user.id, &move_to).await;
+    let deleted = app.send_as(&admin.token, delete_user(user.id)).await;
 
     assert_eq!(read.status, StatusCode::OK, "{read:?}");
-    assert_eq!(read.json(), user);
+    assert_eq!(read.json(), user.shown);
     assert_eq!(renamed.status, StatusCode::OK, "{renamed:?}");
     assert_eq!(renamed.json()["name"], "Renamed");
     assert_eq!(moved.status, StatusCode::OK, "{moved:?}");
     assert_eq!(moved.json()["email"], new_email);
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
-    assert!(stored_user(&app, id).await.is_none());
-    assert_eq!(notes_of(&app, id).await, 0);
+    assert!(stored_user(&app, user.id).await.is_none());
+    assert_eq!(notes_of(&app, user.id).await, 0);
     assert_signed_in(&app, &admin.token, "the admin is still signed in").await;
     app.finish().await;
 }
@@ -699,12 +679,11 @@ async fn an_admin_reads_changes_and_deletes_any_account(backend: Backend) {
 /// `GET /users` is for admins: 403 for other users, 401 without a token.
 #[backends(sqlite, postgres, mysql)]
 async fn listing_users_is_for_admins_only(backend: Backend) {
-    let (app, me) = TestApp::signed_in(backend).await;
-    let admin = app.admin().await;
+    let (app, me, admin) = TestApp::signed_in_with_admin(backend).await;
 
     let as_user = app.get("/users").await;
     let anonymous = app.send_anonymous(get("/users")).await;
-    let as_admin = get_as(&app, &admin.token, "/users").await;
+    let as_admin = app.get_as(&admin.token, "/users").await;
 
     assert_problem(&as_user, StatusCode::FORBIDDEN);
     assert!(
@@ -713,14 +692,7 @@ async fn listing_users_is_for_admins_only(backend: Backend) {
     );
     assert_unauthenticated(&anonymous);
     assert_eq!(as_admin.status, StatusCode::OK, "{as_admin:?}");
-    let listed: Vec<i64> = as_admin
-        .json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(id_of)
-        .collect();
-    assert_eq!(listed, [me.id, admin.id]);
+    assert_eq!(ids(&array(&as_admin.json())), [me.id, admin.id]);
     app.finish().await;
 }
 
@@ -752,29 +724,26 @@ async fn only_admins_change_is_active_and_is_admin(backend: Backend) {
 /// are refused and they cannot sign in) and reactivates them.
 #[backends(sqlite, postgres, mysql)]
 async fn admins_change_is_active_and_is_admin(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = app.admin().await;
-    let email = unique_email("promoted");
-    let (user, token) = create_signed_in(&app, &email).await;
-    let id = id_of(&user);
-    let (app_ref, admin_token) = (&app, admin.token.as_str());
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let user = new_account(&app, "promoted").await;
+    let (app_ref, admin_token, id) = (&app, admin.token.as_str(), user.id);
     let as_admin =
         |body: Value| async move { patch_user(app_ref, Some(admin_token), id, &body).await };
 
     let promoted = as_admin(json!({"is_admin": true})).await;
     assert_eq!(promoted.status, StatusCode::OK, "{promoted:?}");
     assert_eq!(promoted.json()["is_admin"], true);
-    assert_shows_row(&promoted.json(), &stored_user(&app, id).await.unwrap());
-    let listed = get_as(&app, &token, "/users").await;
+    assert_shows_row(&promoted.json(), &stored_user(&app, user.id).await.unwrap());
+    let listed = app.get_as(&user.token, "/users").await;
     assert_eq!(listed.status, StatusCode::OK, "a new admin lists users");
 
     let deactivated = as_admin(json!({"is_admin": false, "is_active": false})).await;
     assert_eq!(deactivated.status, StatusCode::OK, "{deactivated:?}");
     assert_eq!(deactivated.json()["is_active"], false);
     assert_eq!(deactivated.json()["is_admin"], false);
-    assert_unauthenticated(&get_as(&app, &token, "/users/me").await);
+    assert_unauthenticated(&app.get_as(&user.token, "/users/me").await);
     assert_eq!(
-        sign_in_status(&app, &email, PASSWORD).await,
+        sign_in_status(&app, &user.email, PASSWORD).await,
         StatusCode::UNAUTHORIZED
     );
 
@@ -782,7 +751,7 @@ async fn admins_change_is_active_and_is_admin(backend: Backend) {
     assert_eq!(reactivated.status, StatusCode::OK, "{reactivated:?}");
     assert_eq!(reactivated.json()["is_active"], true);
     assert_eq!(
-        sign_in_status(&app, &email, PASSWORD).await,
+        sign_in_status(&app, &user.email, PASSWORD).await,
         StatusCode::CREATED
     );
     app.finish().await;
@@ -794,58 +763,40 @@ async fn admins_change_is_active_and_is_admin(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn changing_ones_own_password_needs_the_current_one(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let email = unique_email("changer");
-    let (user, token) = create_signed_in(&app, &email).await;
-    let id = id_of(&user);
-    let other_session = app.sign_in(&email, PASSWORD).await;
-    let old_hash = stored_user(&app, id).await.unwrap().hashed_password;
+    let user = new_account(&app, "changer").await;
+    let other_session = app.sign_in(&user.email, PASSWORD).await;
+    let old_hash = stored_user(&app, user.id).await.unwrap().hashed_password;
     let new_password = "a brand new secret";
 
-    let missing = patch_user(&app, Some(&token), id, &json!({"password": new_password})).await;
-    let wrong = patch_user(
-        &app,
-        Some(&token),
-        id,
-        &json!({"password": new_password, "current_password": "not my password"}),
-    )
-    .await;
+    let without_current = json!({"password": new_password});
+    let missing = patch_user(&app, Some(&user.token), user.id, &without_current).await;
+    let with_a_wrong_one = json!({"password": new_password, "current_password": "not my password"});
+    let wrong = patch_user(&app, Some(&user.token), user.id, &with_a_wrong_one).await;
 
     assert_eq!(invalid_fields(&missing), ["current_password"]);
     assert_problem(&wrong, StatusCode::FORBIDDEN);
     assert_eq!(
-        stored_user(&app, id).await.unwrap().hashed_password,
+        stored_user(&app, user.id).await.unwrap().hashed_password,
         old_hash
     );
     assert_eq!(
-        get_as(&app, &other_session, "/users/me").await.status,
+        app.get_as(&other_session, "/users/me").await.status,
         StatusCode::OK,
         "a refused change signs no one out"
     );
 
-    let right = patch_user(
-        &app,
-        Some(&token),
-        id,
-        &json!({"password": new_password, "current_password": PASSWORD}),
-    )
-    .await;
+    let with_the_right_one = json!({"password": new_password, "current_password": PASSWORD});
+    let right = patch_user(&app, Some(&user.token), user.id, &with_the_right_one).await;
 
     assert_eq!(right.status, StatusCode::OK, "{right:?}");
-    assert_shows_row(&right.json(), &stored_user(&app, id).await.unwrap());
+    assert_shows_row(&right.json(), &stored_user(&app, user.id).await.unwrap());
+    assert_password_changed(&app, &user.email, new_password).await;
     assert_eq!(
-        sign_in_status(&app, &email, new_password).await,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        sign_in_status(&app, &email, PASSWORD).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(
-        get_as(&app, &token, "/users/me").await.status,
+        app.get_as(&user.token, "/users/me").await.status,
         StatusCode::OK,
         "the token that made the change stays"
     );
-    assert_unauthenticated(&get_as(&app, &other_session, "/users/me").await);
+    assert_unauthenticated(&app.get_as(&other_session, "/users/me").await);
     app.finish().await;
 }
 
@@ -853,30 +804,16 @@ async fn changing_ones_own_password_needs_the_current_one(backend: Backend) {
 /// with the new one only, and their earlier sessions end.
 #[backends(sqlite, postgres, mysql)]
 async fn an_admin_sets_another_users_password_without_the_current_one(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
-    let admin = app.admin().await;
-    let email = unique_email("forgetful");
-    let (user, token) = create_signed_in(&app, &email).await;
+    let (app, admin) = TestApp::with_admin(backend).await;
+    let user = new_account(&app, "forgetful").await;
     let new_password = "set by the admin";
 
-    let reply = patch_user(
-        &app,
-        Some(&admin.token),
-        id_of(&user),
-        &json!({"password": new_password}),
-    )
-    .await;
+    let change = json!({"password": new_password});
+    let reply = patch_user(&app, Some(&admin.token), user.id, &change).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-    assert_eq!(
-        sign_in_status(&app, &email, new_password).await,
-        StatusCode::CREATED
-    );
-    assert_eq!(
-        sign_in_status(&app, &email, PASSWORD).await,
-        StatusCode::UNAUTHORIZED
-    );
-    assert_unauthenticated(&get_as(&app, &token, "/users/me").await);
+    assert_password_changed(&app, &user.email, new_password).await;
+    assert_unauthenticated(&app.get_as(&user.token, "/users/me").await);
     assert_signed_in(&app, &admin.token, "the admin's own session stays").await;
     app.finish().await;
 }
@@ -885,17 +822,18 @@ async fn an_admin_sets_another_users_password_without_the_current_one(backend: B
 /// list.
 #[backends(sqlite, postgres, mysql)]
 async fn user_json_shows_is_admin(backend: Backend) {
-    let (app, me) = TestApp::signed_in(backend).await;
-    let admin = app.admin().await;
+    let (app, me, admin) = TestApp::signed_in_with_admin(backend).await;
     let body = json!({"email": admin.email, "password": PASSWORD});
     let session = app
         .send_anonymous(json_request(Method::POST, "/sessions", &body))
         .await;
 
     let my_view = app.get("/users/me").await.json();
-    let admin_view = get_as(&app, &admin.token, "/users/me").await.json();
-    let admin_by_id = get_as(&app, &admin.token, &format!("/users/{}", admin.id)).await;
-    let listed = get_as(&app, &admin.token, "/users").await.json();
+    let admin_view = app.get_as(&admin.token, "/users/me").await.json();
+    let admin_by_id = app
+        .get_as(&admin.token, &format!("/users/{}", admin.id))
+        .await;
+    let listed = app.get_as(&admin.token, "/users").await.json();
 
     assert_eq!(my_view["is_admin"], false, "{my_view}");
     assert_shows_row(&my_view, &stored_user(&app, me.id).await.unwrap());
@@ -912,14 +850,11 @@ async fn user_json_shows_is_admin(backend: Backend) {
 /// refused at once); other users' notes and sessions stay.
 #[backends(sqlite, postgres, mysql)]
 async fn deleting_a_user_deletes_their_notes_and_sessions(backend: Backend) {
-    let (app, bystander) = TestApp::signed_in(backend).await;
-    let admin = app.admin().await;
-    let email = unique_email("leaving");
-    let (user, token) = create_signed_in(&app, &email).await;
-    let id = id_of(&user);
-    let second_token = app.sign_in(&email, PASSWORD).await;
+    let (app, bystander, admin) = TestApp::signed_in_with_admin(backend).await;
+    let user = new_account(&app, "leaving").await;
+    let second_token = app.sign_in(&user.email, PASSWORD).await;
     for text in ["first", "second"] {
-        create_note(&app, Some(&token), &json!({"text": text})).await;
+        create_note(&app, Some(&user.token), &json!({"text": text})).await;
     }
     let kept = create_note(
         &app,
@@ -929,23 +864,17 @@ async fn deleting_a_user_deletes_their_notes_and_sessions(backend: Backend) {
     .await
     .json();
     assert_eq!(
-        (notes_of(&app, id).await, sessions_of(&app, id).await.len()),
+        (
+            notes_of(&app, user.id).await,
+            sessions_of(&app, user.id).await.len()
+        ),
         (2, 2)
     );
 
-    let deleted = app.send_as(&admin.token, delete_user(id)).await;
+    let deleted = app.send_as(&admin.token, delete_user(user.id)).await;
 
     assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{deleted:?}");
-    assert_eq!(notes_of(&app, id).await, 0, "their notes are deleted");
-    assert_eq!(
-        sessions_of(&app, id).await.len(),
-        0,
-        "their sessions are deleted"
-    );
-    for session in [&token, &second_token] {
-        assert_unauthenticated(&get_as(&app, session, "/users/me").await);
-        assert_unauthenticated(&get_as(&app, session, "/notes").await);
-    }
+    assert_deleted_with_notes_and_sessions(&app, user.id, [&user.token, &second_token]).await;
     assert_eq!(app.get("/notes").await.json(), json!([kept]));
     assert_eq!(notes_of(&app, bystander.id).await, 1);
     assert!(!sessions_of(&app, bystander.id).await.is_empty());

@@ -6,7 +6,7 @@
 //! compared with the version *in the write itself* (`UPDATE … WHERE version = ?`), never by a
 //! read followed by a write that another request could slip between.
 
-use std::convert::Infallible;
+use std::{collections::BTreeMap, convert::Infallible, marker::PhantomData};
 
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse, HttpResponseBuilder,
@@ -14,7 +14,14 @@ use actix_web::{
     http::header::{self, EntityTag, Header},
 };
 use sea_orm::{ColumnTrait, DbErr, DeleteMany, EntityTrait, QueryFilter};
-use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::{
+    IntoResponses, ToSchema,
+    openapi::{
+        RefOr, ResponseBuilder,
+        path::{Parameter, ParameterIn},
+        response::Response,
+    },
+};
 
 use super::error::ApiError;
 use crate::db::RequestDb;
@@ -170,6 +177,37 @@ impl utoipa::IntoParams for IfNoneMatch {
             super::string_schema(),
         )
     }
+}
+
+/// The answers of a `GET` that honours `If-None-Match`, for the OpenAPI document: 200 with
+/// the `T` and its `ETag`, or 304 with no body.
+pub struct Current<T>(PhantomData<T>);
+
+impl<T: ToSchema> IntoResponses for Current<T> {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let found = super::json_response::<T>("found").header("etag", tag("its current tag"));
+        let not_modified =
+            ResponseBuilder::new().description("not modified: `If-None-Match` has the current tag");
+        BTreeMap::from([
+            ("200".to_owned(), found.build().into()),
+            ("304".to_owned(), not_modified.build().into()),
+        ])
+    }
+}
+
+/// The 200 of a change, for the OpenAPI document: the changed `T` and its new `ETag`.
+pub struct Changed<T>(PhantomData<T>);
+
+impl<T: ToSchema> IntoResponses for Changed<T> {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let changed = super::json_response::<T>("changed").header("etag", tag("its new tag"));
+        BTreeMap::from([("200".to_owned(), changed.build().into())])
+    }
+}
+
+/// The `ETag` header of a response, for the OpenAPI document.
+fn tag(description: &str) -> utoipa::openapi::header::Header {
+    super::response_header(super::string_schema(), description)
 }
 
 #[cfg(test)]

@@ -284,9 +284,7 @@ fn problem_description(status: u16) -> &'static str {
 fn problem_responses(
     statuses: &[u16],
 ) -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::Response>> {
-    use utoipa::openapi::{
-        ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, ResponseBuilder, Type,
-    };
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
     statuses
         .iter()
         .map(|&status| {
@@ -297,22 +295,15 @@ fn problem_responses(
                 .description(problem_description(status))
                 .content("application/problem+json", body);
             if status == 401 {
-                response = response.header(
-                    "www-authenticate",
-                    HeaderBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
-                        .description(Some("`Bearer`"))
-                        .build(),
-                );
+                let scheme = super::response_header(super::string_schema(), "`Bearer`");
+                response = response.header("www-authenticate", scheme);
             }
-            if status == 503 || status == 429 || status == 409 {
-                response = response.header(
-                    "retry-after",
-                    HeaderBuilder::new()
-                        .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
-                        .description(Some("seconds to wait before retrying"))
-                        .build(),
+            if matches!(status, 409 | 429 | 503) {
+                let wait = super::response_header(
+                    ObjectBuilder::new().schema_type(Type::Integer),
+                    "seconds to wait before retrying",
                 );
+                response = response.header("retry-after", wait);
             }
             (status.to_string(), response.build().into())
         })

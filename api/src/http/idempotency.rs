@@ -32,7 +32,7 @@
 //!   checked against the argon2id hash stored with the answer (the hash the account got, so
 //!   no extra hashing).
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeMap, marker::PhantomData, sync::Arc, time::Duration};
 
 use actix_web::{
     FromRequest, HttpRequest, HttpResponse,
@@ -43,7 +43,11 @@ use actix_web::{
 use entity::idempotency_key::{self, Scope};
 use sea_orm::{ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, SqlErr};
 use serde::Serialize;
-use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::{
+    RefOr,
+    path::{Parameter, ParameterIn},
+    response::Response,
+};
 
 use super::{conditional, error::ApiError};
 use crate::{
@@ -170,6 +174,23 @@ impl utoipa::IntoParams for IdempotencyKey {
                 .min_length(Some(1))
                 .max_length(Some(MAX_KEY_CHARS)),
         )
+    }
+}
+
+/// The 201 of a keyed `POST` that makes one `T`, for the OpenAPI document: the resource, its
+/// `Location` and its `ETag` (`responses(Created<NoteView>, …)`).
+pub struct Created<T>(PhantomData<T>);
+
+impl<T: utoipa::ToSchema> utoipa::IntoResponses for Created<T> {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let header = |description| super::response_header(super::string_schema(), description);
+        let created = super::json_response::<T>(
+            "created (or, with `Idempotent-Replayed: true`, the answer to the first request \
+             with this `Idempotency-Key`)",
+        )
+        .header("location", header("where the new resource is: `/…/{id}`"))
+        .header("etag", header("its current tag, for `If-Match`"));
+        BTreeMap::from([("201".to_owned(), created.build().into())])
     }
 }
 

@@ -5,7 +5,7 @@
 //! with every bad field named. Parsing straight into typed values ("parse, don't validate")
 //! means a handler only ever sees input that holds.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, ops::RangeInclusive, pin::Pin};
 
 use actix_web::mime;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
@@ -151,25 +151,44 @@ impl Fields {
         }
     }
 
-    /// Check a string's length in characters (`min..=max`) and that it has no NUL character
-    /// (which PostgreSQL cannot store).
-    pub fn check_text(&mut self, field: &str, value: &str, min: usize, max: usize) -> bool {
-        let chars = value.chars().count();
-        let message = if chars < min {
+    /// A field that must be present: a string of `chars` characters ([`Self::checked_text`]).
+    pub fn required_text(&mut self, field: &str, chars: RangeInclusive<usize>) -> Option<String> {
+        let value = self.required_string(field)?;
+        self.checked_text(field, value, chars)
+    }
+
+    /// A field that may be absent; when present, a string of `chars` characters
+    /// ([`Self::checked_text`]).
+    pub fn optional_text(&mut self, field: &str, chars: RangeInclusive<usize>) -> Option<String> {
+        let value = self.optional_string(field)?;
+        self.checked_text(field, value, chars)
+    }
+
+    /// `value` if its length in characters is in `chars` and it has no NUL character (which
+    /// PostgreSQL cannot store); else an error for `field`.
+    pub fn checked_text(
+        &mut self,
+        field: &str,
+        value: String,
+        chars: RangeInclusive<usize>,
+    ) -> Option<String> {
+        let (min, max) = chars.into_inner();
+        let length = value.chars().count();
+        let message = if length < min {
             if min == 1 {
                 "must not be empty".to_owned()
             } else {
                 format!("must be at least {min} characters long")
             }
-        } else if chars > max {
+        } else if length > max {
             format!("must be at most {max} characters long")
         } else if value.contains('\0') {
             "must not contain NUL characters".to_owned()
         } else {
-            return true;
+            return Some(value);
         };
         self.error(field, &message);
-        false
+        None
     }
 
     /// Add a custom error for `field`.

@@ -152,21 +152,21 @@ thread_local! {
 /// The method label: a client can send any token as a method, so only the standard methods
 /// get their own series.
 fn method_label(method: &Method) -> &'static str {
-    const STANDARD: [(&str, Method); 9] = [
-        ("GET", Method::GET),
-        ("HEAD", Method::HEAD),
-        ("POST", Method::POST),
-        ("PUT", Method::PUT),
-        ("PATCH", Method::PATCH),
-        ("DELETE", Method::DELETE),
-        ("OPTIONS", Method::OPTIONS),
-        ("TRACE", Method::TRACE),
-        ("CONNECT", Method::CONNECT),
+    static STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
     ];
     STANDARD
         .iter()
-        .find(|(_, standard)| standard == method)
-        .map_or("OTHER", |(name, _)| name)
+        .find(|standard| *standard == method)
+        .map_or("OTHER", Method::as_str)
 }
 
 /// Refresh the pool gauges (called when `/metrics` is scraped).

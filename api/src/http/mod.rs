@@ -15,9 +15,14 @@ pub mod metrics;
 pub mod middleware;
 pub mod pagination;
 
-use utoipa::openapi::{
-    KnownFormat, ObjectBuilder, Required, SchemaFormat, Type,
-    path::{Parameter, ParameterBuilder, ParameterIn},
+use utoipa::{
+    ToSchema,
+    openapi::{
+        ContentBuilder, KnownFormat, ObjectBuilder, Ref, Required, ResponseBuilder, SchemaFormat,
+        Type,
+        header::{Header, HeaderBuilder},
+        path::{Parameter, ParameterBuilder, ParameterIn},
+    },
 };
 
 /// An OpenAPI parameter: `name` in `place` (required in the path, optional elsewhere),
@@ -45,6 +50,24 @@ fn parameter(
 /// An optional request header, as an OpenAPI parameter.
 fn header_parameter(name: &str, description: &str, schema: ObjectBuilder) -> Vec<Parameter> {
     vec![parameter(name, ParameterIn::Header, description, schema)]
+}
+
+/// A response for the OpenAPI document: `description`, and a `T` as JSON.
+fn json_response<T: ToSchema>(description: &str) -> ResponseBuilder {
+    let body = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name(T::name())))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", body)
+}
+
+/// A response header for the OpenAPI document: its value described by `schema`.
+fn response_header(schema: ObjectBuilder, description: &str) -> Header {
+    HeaderBuilder::new()
+        .schema(Some(schema))
+        .description(Some(description))
+        .build()
 }
 
 /// A header value: a string.

@@ -15,7 +15,10 @@ use utoipa::ToSchema;
 
 use super::users::UserView;
 use crate::{
-    account::password::{self, Password},
+    account::{
+        MAX_EMAIL_CHARS,
+        password::{self, Password},
+    },
     db::RequestDb,
     http::{
         auth::{CurrentUser, client_address},
@@ -51,14 +54,8 @@ pub struct Credentials {
 impl FromJson for Credentials {
     fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
         let mut fields = Fields::of(value, path)?;
-        let email = fields.required_string("email");
-        let password = fields.required_string("password");
-        if let Some(email) = &email {
-            fields.check_text("email", email, 1, 254);
-        }
-        if let Some(password) = &password {
-            fields.check_text("password", password, 1, password::MAX_CHARS);
-        }
+        let email = fields.required_text("email", 1..=MAX_EMAIL_CHARS);
+        let password = fields.required_text("password", 1..=password::MAX_CHARS);
         fields.finish(|| {
             Some(Self {
                 email: user::normalize_email(&email?),

@@ -6,6 +6,8 @@
 //! account; an admin any account, and only an admin lists accounts or changes `is_active` and
 //! `is_admin`. Anyone else asking for an account gets 404, as if it did not exist.
 
+use std::ops::RangeInclusive;
+
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::{DateTime, Utc};
 use entity::{
@@ -28,12 +30,12 @@ use crate::{
     db::{RequestDb, error::violates_unique},
     http::{
         auth::{CurrentUser, Signed},
-        conditional::{self, IfMatch, IfNoneMatch},
+        conditional::{self, Changed, Current, IfMatch, IfNoneMatch},
         error::{
             ApiError, BadBody, BadBodyOrNotFound, BadListQuery, Conditional, EmailTaken,
             FieldError, Idempotent, NotFound, Refused, SignedIn,
         },
-        idempotency::{self, Answer, IdempotencyKey, Outcome, Replay},
+        idempotency::{self, Answer, Created, IdempotencyKey, Outcome, Replay},
         input::{Fields, FromJson, Json, PathId},
         pagination::ListQuery,
     },
@@ -103,18 +105,11 @@ fn read_email(fields: &mut Fields, raw: Option<String>) -> Option<String> {
     }
 }
 
-fn read_password(fields: &mut Fields, field: &str, raw: Option<String>) -> Option<Password> {
-    let raw = raw?;
-    fields
-        .check_text(field, &raw, password::MIN_CHARS, password::MAX_CHARS)
-        .then(|| Password::new(raw))
-}
+/// A new password's length in characters.
+const NEW_PASSWORD_CHARS: RangeInclusive<usize> = password::MIN_CHARS..=password::MAX_CHARS;
 
 fn read_name(fields: &mut Fields, raw: Option<String>) -> Option<String> {
-    let raw = raw?;
-    fields
-        .check_text("name", &raw, 0, MAX_NAME_CHARS)
-        .then_some(raw)
+    fields.checked_text("name", raw?, 0..=MAX_NAME_CHARS)
 }
 
 /// `POST /users` body.
@@ -133,15 +128,14 @@ impl FromJson for NewUser {
     fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
         let mut fields = Fields::of(value, path)?;
         let email = fields.required_string("email");
-        let password = fields.required_string("password");
+        let password = fields.required_text("password", NEW_PASSWORD_CHARS);
         let name = fields.nullable_string("name").flatten();
         let email = read_email(&mut fields, email);
-        let password = read_password(&mut fields, "password", password);
         let name = read_name(&mut fields, name);
         fields.finish(|| {
             Some(Self {
                 email: email?,
-                password: password?,
+                password: Password::new(password?),
                 name,
             })
         })
@@ -177,15 +171,9 @@ impl FromJson for UserPatch {
         let name = fields.nullable_string("name");
         let is_active = fields.optional_bool("is_active");
         let is_admin = fields.optional_bool("is_admin");
-        let password = fields.optional_string("password");
-        let current_password = fields.optional_string("current_password");
+        let password = fields.optional_text("password", NEW_PASSWORD_CHARS);
+        let current_password = fields.optional_text("current_password", 0..=password::MAX_CHARS);
         let email = read_email(&mut fields, email);
-        let password = read_password(&mut fields, "password", password);
-        let current_password = current_password.and_then(|raw| {
-            fields
-                .check_text("current_password", &raw, 0, password::MAX_CHARS)
-                .then(|| Password::new(raw))
-        });
         let name = name.map(|name| read_name(&mut fields, name));
         fields.finish(|| {
             Some(Self {
@@ -193,8 +181,8 @@ impl FromJson for UserPatch {
                 name,
                 is_active,
                 is_admin,
-                password,
-                current_password,
+                password: password.map(Password::new),
+                current_password: current_password.map(Password::new),
             })
         })
     }
@@ -254,11 +242,7 @@ pub async fn list(
     params(IdempotencyKey),
     request_body = NewUser,
     responses(
-        (status = 201, description = "signed up (or, with `Idempotent-Replayed: true`, the answer to the first sign-up with this `Idempotency-Key`)", body = UserView,
-            headers(
-                ("location" = String, description = "/users/{id}"),
-                ("etag" = String, description = "the user's current tag, for `If-Match`"),
-            )),
+        Created<UserView>,
         BadBody,
         EmailTaken,
         Idempotent,
@@ -361,9 +345,7 @@ fn signed_up(user: user::Model) -> Result<Answer, ApiError> {
     get, path = "/users/me", tag = "users",
     params(IfNoneMatch),
     responses(
-        (status = 200, description = "the signed-in user", body = UserView,
-            headers(("etag" = String, description = "the user's current tag"))),
-        (status = 304, description = "not modified: `If-None-Match` has the current tag"),
+        Current<UserView>,
         SignedIn,
     )
 )]
@@ -392,9 +374,7 @@ fn visible(me: &CurrentUser, id: i64) -> Result<(), ApiError> {
     get, path = "/users/{id}", tag = "users", operation_id = "get_user",
     params(PathId, IfNoneMatch),
     responses(
-        (status = 200, description = "the user", body = UserView,
-            headers(("etag" = String, description = "the user's current tag"))),
-        (status = 304, description = "not modified: `If-None-Match` has the current tag"),
+        Current<UserView>,
         NotFound,
         SignedIn,
     )
@@ -425,8 +405,7 @@ pub async fn get(
     params(PathId, IfMatch),
     request_body = UserPatch,
     responses(
-        (status = 200, description = "the changed user", body = UserView,
-            headers(("etag" = String, description = "the user's new tag"))),
+        Changed<UserView>,
         BadBodyOrNotFound,
         EmailTaken,
         Conditional,

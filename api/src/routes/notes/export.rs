@@ -53,7 +53,7 @@ pub async fn export(
             ExportRefused::AllBusy => ApiError::Busy("every export slot is busy"),
         })?;
     let notes = db.stream(note::Listed::select(
-        super::in_owner_order(me.id())
+        super::in_owner_order(me.id(), db.backend())
             .order_by_asc(note::Column::UserId)
             .order_by_asc(note::Column::Id),
     ));

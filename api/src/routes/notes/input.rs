@@ -28,11 +28,8 @@ pub struct NewNote {
 impl FromJson for NewNote {
     fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
         let mut fields = Fields::of(value, path)?;
-        let text = fields.required_string("text");
+        let text = fields.required_text("text", 1..=MAX_TEXT_CHARS);
         let completed = fields.optional_bool("completed");
-        if let Some(text) = &text {
-            fields.check_text("text", text, 1, MAX_TEXT_CHARS);
-        }
         fields.finish(|| {
             Some(Self {
                 text: text?,
@@ -104,11 +101,8 @@ pub struct NotePatch {
 impl FromJson for NotePatch {
     fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
         let mut fields = Fields::of(value, path)?;
-        let text = fields.optional_string("text");
+        let text = fields.optional_text("text", 1..=MAX_TEXT_CHARS);
         let completed = fields.optional_bool("completed");
-        if let Some(text) = &text {
-            fields.check_text("text", text, 1, MAX_TEXT_CHARS);
-        }
         fields.finish(|| Some(Self { text, completed }))
     }
 }

@@ -18,8 +18,8 @@ use entity::{
     note,
 };
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DbErr, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, TryIntoModel,
+    ActiveModelTrait, ColumnTrait, Condition, DbBackend, DbErr, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, TryIntoModel,
 };
 
 pub use input::{MAX_BULK_ITEMS, MAX_TEXT_CHARS, NewNote, NewNotes, NotePatch};
@@ -30,12 +30,12 @@ use crate::{
     db::RequestDb,
     http::{
         auth::{CurrentUser, Signed},
-        conditional::{self, IfMatch, IfNoneMatch},
+        conditional::{self, Changed, Current, IfMatch, IfNoneMatch},
         error::{
             ApiError, BadBody, BadBodyOrNotFound, BadListQuery, Conditional, Idempotent, NotFound,
             SignedIn,
         },
-        idempotency::{Answer, IdempotencyKey},
+        idempotency::{Answer, Created, IdempotencyKey},
         input::{Json, PathId},
         pagination::ListQuery,
     },
@@ -108,7 +108,7 @@ pub async fn list(
         return search::search(&me, &req, &db, &query, q, rank).await;
     }
     let completed = query.bool_param("completed")?;
-    let select = page_of(me.id(), &query, newest_first, completed);
+    let select = page_of(db.backend(), me.id(), &query, newest_first, completed);
     // Only the columns a page shows, read by position (bench/PERFORMANCE.md, "list decoding").
     let notes: Vec<NoteView> = db
         .all(note::Listed::select(select))
@@ -119,15 +119,16 @@ pub async fn list(
     Ok(query.respond(&req, &notes, |item| item.id))
 }
 
-/// The select of one plain page of `owner`'s notes, in id order (newest first when
-/// `newest_first`), only those in the `completed` state when given.
+/// The select of one plain page of `owner`'s notes on `backend`, in id order (newest first
+/// when `newest_first`), only those in the `completed` state when given.
 pub fn page_of(
+    backend: DbBackend,
     owner: i64,
     query: &ListQuery,
     newest_first: bool,
     completed: Option<bool>,
 ) -> sea_orm::Select<note::Entity> {
-    let mine = in_owner_order(owner);
+    let mine = in_owner_order(owner, backend);
     let mine = if newest_first {
         mine.order_by_desc(note::Column::UserId)
     } else {
@@ -148,11 +149,7 @@ pub fn page_of(
     params(IdempotencyKey),
     request_body = NewNote,
     responses(
-        (status = 201, description = "created (or, with `Idempotent-Replayed: true`, the answer to the first request with this `Idempotency-Key`)", body = NoteView,
-            headers(
-                ("location" = String, description = "/notes/{id}"),
-                ("etag" = String, description = "the note's current tag, for `If-Match`"),
-            )),
+        Created<NoteView>,
         BadBody,
         Idempotent,
         SignedIn,
@@ -181,9 +178,7 @@ fn created(note: note::Model) -> Result<Answer, ApiError> {
     get, path = "/notes/{id}", tag = "notes", operation_id = "get_note",
     params(PathId, IfNoneMatch),
     responses(
-        (status = 200, description = "the note", body = NoteView,
-            headers(("etag" = String, description = "the note's current tag"))),
-        (status = 304, description = "not modified: `If-None-Match` has the current tag"),
+        Current<NoteView>,
         NotFound,
         SignedIn,
     )
@@ -219,8 +214,7 @@ async fn find_owned(
     params(PathId, IfMatch),
     request_body = NotePatch,
     responses(
-        (status = 200, description = "the changed note", body = NoteView,
-            headers(("etag" = String, description = "the note's new tag"))),
+        Changed<NoteView>,
         BadBodyOrNotFound,
         Conditional,
         SignedIn,
@@ -298,14 +292,21 @@ pub async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// The notes of `owner`, to be read in the `(user_id, id)` index's order.
+/// The notes of `owner`, to be read in the `(user_id, id)` index's order (`ORDER BY user_id,
+/// id`) on `backend`.
 ///
-/// Asked for as `user_id BETWEEN owner AND owner`, not `user_id = owner`: with an equality,
-/// PostgreSQL treats `ORDER BY user_id` as redundant, and on skewed data (a user owning a
-/// tenth of the table, all of it newer than the rest) walks the primary key in id order,
-/// expecting to meet the owner's notes early, and filters out everyone else's first. With a
-/// range, only the `(user_id, id)` index gives the order without a sort (docs/search.md,
-/// "Plain pages of one user's notes"; `tests/tests/search.rs` checks the plan).
-fn in_owner_order(owner: i64) -> sea_orm::Select<note::Entity> {
-    note::Entity::find().filter(note::Column::UserId.between(owner, owner))
+/// PostgreSQL is asked for `user_id BETWEEN owner AND owner`: with an equality it treats
+/// `ORDER BY user_id` as redundant, and on skewed data (a user owning a tenth of the table, all
+/// of it newer than the rest) walks the primary key in id order, expecting to meet the owner's
+/// notes early, and filters out everyone else's first; with a range, only the `(user_id, id)`
+/// index gives the order without a sort. MariaDB and SQLite are asked for the equality: given
+/// the range, MariaDB sorts every note of the owner (a filesort) and SQLite no longer seeks
+/// to the page's `id` (docs/search.md, "Plain pages of one user's notes";
+/// `tests/tests/search.rs` checks the plans).
+fn in_owner_order(owner: i64, backend: DbBackend) -> sea_orm::Select<note::Entity> {
+    let mine = match backend {
+        DbBackend::Postgres => note::Column::UserId.between(owner, owner),
+        _ => note::Column::UserId.eq(owner),
+    };
+    note::Entity::find().filter(mine)
 }
