@@ -14,6 +14,8 @@ import statistics
 import subprocess
 import sys
 
+import report  # bench/report.py, beside this script
+
 MIB = 1024 * 1024
 NAMES = {"cc": "common+common", "cr": "common+rare", "rr": "rare+rare",
          "asc": "GET /notes?limit=20", "desc": "GET /notes?limit=20&order=desc"}
@@ -36,20 +38,8 @@ def git(*args):
 
 
 def machine():
-    cpus = os.cpu_count()
-    model = "?"
-    mem = 0
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-        with open("/proc/meminfo") as f:
-            mem = int(f.readline().split()[1]) / 1024 / 1024
-    except OSError:
-        pass
-    return f"{cpus} CPUs ({model}), {mem:.1f} GiB memory"
+    info = report.machine()
+    return f"{info['nproc']} CPUs ({info['cpu']}), {info['memory_gib']} GiB memory"
 
 
 def num(n):

@@ -54,7 +54,7 @@ const MARIADB_DOWN: &[&str] = &[
 /// snapshot — every later write on it fails with "database is locked" (SQLITE_BUSY_SNAPSHOT)
 /// until FTS5 is used there again (`tests/tests/migrations.rs`,
 /// `migrated_schema_matches_the_entities`, inserts such a note and writes on).
-const SQLITE_UP: &[&str] = &[
+pub(crate) const SQLITE_UP: &[&str] = &[
     "CREATE VIRTUAL TABLE notes_search USING fts5(text, content='notes', content_rowid='id', \
      tokenize='unicode61 remove_diacritics 0')",
     "CREATE TRIGGER notes_search_insert AFTER INSERT ON notes \
@@ -68,7 +68,7 @@ const SQLITE_UP: &[&str] = &[
      INSERT INTO notes_search (rowid, text) VALUES (new.id, new.text); END",
     "INSERT INTO notes_search (notes_search) VALUES ('rebuild')",
 ];
-const SQLITE_DOWN: &[&str] = &[
+pub(crate) const SQLITE_DOWN: &[&str] = &[
     "DROP TRIGGER IF EXISTS notes_search_insert",
     "DROP TRIGGER IF EXISTS notes_search_delete",
     "DROP TRIGGER IF EXISTS notes_search_update",

@@ -12,16 +12,10 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::m20261206_000008_search_notes::{SQLITE_DOWN as DROP, SQLITE_UP as EARLIER};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
-
-/// The triggers of the earlier migration, dropped before its table is.
-const DROP: &[&str] = &[
-    "DROP TRIGGER IF EXISTS notes_search_insert",
-    "DROP TRIGGER IF EXISTS notes_search_delete",
-    "DROP TRIGGER IF EXISTS notes_search_update",
-    "DROP TABLE IF EXISTS notes_search",
-];
 
 /// The index with the owner, and its triggers (guarded as the earlier migration explains).
 const UP: &[&str] = &[
@@ -41,22 +35,6 @@ const UP: &[&str] = &[
     "INSERT INTO notes_search (notes_search) VALUES ('rebuild')",
 ];
 
-/// The earlier migration's index, as it made it.
-const DOWN: &[&str] = &[
-    "CREATE VIRTUAL TABLE notes_search USING fts5(text, content='notes', content_rowid='id', \
-     tokenize='unicode61 remove_diacritics 0')",
-    "CREATE TRIGGER notes_search_insert AFTER INSERT ON notes \
-     WHEN EXISTS (SELECT 1 FROM users WHERE id = new.user_id) BEGIN \
-     INSERT INTO notes_search (rowid, text) VALUES (new.id, new.text); END",
-    "CREATE TRIGGER notes_search_delete AFTER DELETE ON notes BEGIN \
-     INSERT INTO notes_search (notes_search, rowid, text) VALUES ('delete', old.id, old.text); END",
-    "CREATE TRIGGER notes_search_update AFTER UPDATE OF text ON notes \
-     WHEN EXISTS (SELECT 1 FROM users WHERE id = new.user_id) BEGIN \
-     INSERT INTO notes_search (notes_search, rowid, text) VALUES ('delete', old.id, old.text); \
-     INSERT INTO notes_search (rowid, text) VALUES (new.id, new.text); END",
-    "INSERT INTO notes_search (notes_search) VALUES ('rebuild')",
-];
-
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -64,7 +42,7 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &[DROP, DOWN]).await
+        run(manager, &[DROP, EARLIER]).await
     }
 }
 

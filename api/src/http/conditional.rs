@@ -185,7 +185,8 @@ pub struct Current<T>(PhantomData<T>);
 
 impl<T: ToSchema> IntoResponses for Current<T> {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let found = super::json_response::<T>("found").header("etag", tag("its current tag"));
+        let found = super::json_response::<T>("found")
+            .header("etag", super::string_header("its current tag"));
         let not_modified =
             ResponseBuilder::new().description("not modified: `If-None-Match` has the current tag");
         BTreeMap::from([
@@ -200,14 +201,10 @@ pub struct Changed<T>(PhantomData<T>);
 
 impl<T: ToSchema> IntoResponses for Changed<T> {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let changed = super::json_response::<T>("changed").header("etag", tag("its new tag"));
+        let changed = super::json_response::<T>("changed")
+            .header("etag", super::string_header("its new tag"));
         BTreeMap::from([("200".to_owned(), changed.build().into())])
     }
-}
-
-/// The `ETag` header of a response, for the OpenAPI document.
-fn tag(description: &str) -> utoipa::openapi::header::Header {
-    super::response_header(super::string_schema(), description)
 }
 
 #[cfg(test)]

@@ -295,8 +295,7 @@ fn problem_responses(
                 .description(problem_description(status))
                 .content("application/problem+json", body);
             if status == 401 {
-                let scheme = super::response_header(super::string_schema(), "`Bearer`");
-                response = response.header("www-authenticate", scheme);
+                response = response.header("www-authenticate", super::string_header("`Bearer`"));
             }
             if matches!(status, 409 | 429 | 503) {
                 let wait = super::response_header(

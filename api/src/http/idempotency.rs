@@ -183,13 +183,18 @@ pub struct Created<T>(PhantomData<T>);
 
 impl<T: utoipa::ToSchema> utoipa::IntoResponses for Created<T> {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let header = |description| super::response_header(super::string_schema(), description);
         let created = super::json_response::<T>(
             "created (or, with `Idempotent-Replayed: true`, the answer to the first request \
              with this `Idempotency-Key`)",
         )
-        .header("location", header("where the new resource is: `/…/{id}`"))
-        .header("etag", header("its current tag, for `If-Match`"));
+        .header(
+            "location",
+            super::string_header("where the new resource is: `/…/{id}`"),
+        )
+        .header(
+            "etag",
+            super::string_header("its current tag, for `If-Match`"),
+        );
         BTreeMap::from([("201".to_owned(), created.build().into())])
     }
 }

@@ -70,6 +70,11 @@ fn response_header(schema: ObjectBuilder, description: &str) -> Header {
         .build()
 }
 
+/// A response header whose value is a string, for the OpenAPI document.
+fn string_header(description: &str) -> Header {
+    response_header(string_schema(), description)
+}
+
 /// A header value: a string.
 fn string_schema() -> ObjectBuilder {
     ObjectBuilder::new().schema_type(Type::String)
