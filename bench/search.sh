@@ -35,8 +35,9 @@
 #        the heavy user's plain pages: GET /notes?limit=20 and GET /notes?limit=20&order=desc;
 #      requests/s, p50, p99, errors, and the api's peak RSS (VmHWM, reset before each run);
 #   6. PostgreSQL only: the heavy user's searches as the SQL they replace (bench/search-like.sql:
-#      user_id = $1 AND text LIKE '%w1%' AND text LIKE '%w2%' ORDER BY id DESC LIMIT 20) and as
-#      the api's own search statement (bench/search-fts.sql), each with pgbench (-M prepared,
+#      user_id = $1 AND LOWER(text) LIKE '%w1%' AND LOWER(text) LIKE '%w2%', ranked by how often
+#      the words occur, the api's answer) and as the api's first statement for a first page
+#      (bench/search-fts.sql: the top rank tier), each with pgbench (-M prepared,
 #      BENCH_CONNECTIONS clients, BENCH_PGBENCH_SECONDS s after 1 s of warm-up): transactions/s,
 #      p50, p99 (from pgbench's per-transaction log); and EXPLAIN (ANALYZE, BUFFERS) of both
 #      for the three searches of each user into bench/results-search-plans.txt;
@@ -508,7 +509,17 @@ sql_vars() {
     rr) w1=$W_R1 w2=$W_R2 ;;
   esac
   printf '%s\n' "user=$id" "p1=%$w1%" "p2=%$w2%" "w1=$w1" "n1=${#w1}" "w2=$w2" "n2=${#w2}" \
-    "tsq='$w1' & '$w2'" "limit=20"
+    "e1=$id:$w1" "m1=$id:~$w1~" "e2=$id:$w2" "m2=$id:~$w2~" "tsq=$(top_tier "$id" "$w1" "$w2")" "limit=20"
+}
+
+# top_tier ID W1 W2: the tsquery of the api's top rank tier for the two-word search W1 W2 by
+# owner ID (api/src/search/sql.rs, `at_least`: the words occur 2 + TIER_SPAN = 6 times or more).
+top_tier() {
+  local id=$1 w1=$2 w2=$3 k shares=()
+  tier_mark() { if [ "$2" -eq 1 ]; then echo "'$id:$1'"; else echo "'$id:~$1~$2'"; fi; }
+  for k in 1 2 3 4 5; do shares+=("($(tier_mark "$w1" "$k") & $(tier_mark "$w2" $((6 - k))))"); done
+  local IFS='|'
+  printf "'%s:%s' & '%s:%s' & (%s)" "$id" "$w1" "$id" "$w2" "${shares[*]}" | sed 's/)|(/) | (/g'
 }
 
 # explain SCRIPT NAME USER: EXPLAIN (ANALYZE, BUFFERS) of SCRIPT with the values of search NAME
@@ -518,12 +529,11 @@ explain() {
   while read -r v; do
     # psql pastes a variable as it is: quote the strings.
     case ${v%%=*} in
-      p1 | p2 | w1 | w2 | tsq)
+      p1 | p2 | w1 | w2 | e1 | m1 | e2 | m2 | tsq)
         value=${v#*=}
         args+=(-v "${v%%=*}='${value//\'/\'\'}'")
         ;;
-      # The api binds the owner as int8: an int4 literal would keep user_id out of the
-      # GIN (user_id, search) index's condition (btree_gin has no int8 = int4 operator).
+      # The api binds the owner as int8.
       user) args+=(-v "user=${v#*=}::bigint") ;;
       *) args+=(-v "$v") ;;
     esac

@@ -14,6 +14,7 @@ mod m20261202_000006_create_idempotency_keys;
 mod m20261205_000007_answered_idempotency_keys;
 mod m20261206_000008_search_notes;
 mod m20261207_000009_search_by_owner;
+mod m20261207_000010_search_rank_tiers;
 
 /// Constraint names the applications map to answers (a unique violation on the e-mail index
 /// is "e-mail address taken").
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000007_answered_idempotency_keys::Migration),
             Box::new(m20261206_000008_search_notes::Migration),
             Box::new(m20261207_000009_search_by_owner::Migration),
+            Box::new(m20261207_000010_search_rank_tiers::Migration),
         ]
     }
 }

@@ -22,13 +22,13 @@ use sea_orm_migration::prelude::*;
 pub struct Migration;
 
 /// What `up` runs, statement by statement, per backend.
-const POSTGRES_UP: &[&str] = &[
+pub(crate) const POSTGRES_UP: &[&str] = &[
     "CREATE EXTENSION IF NOT EXISTS btree_gin",
     "ALTER TABLE notes ADD COLUMN search tsvector GENERATED ALWAYS AS \
      (to_tsvector('simple'::regconfig, regexp_replace(text, '[^[:alnum:]]+', ' ', 'g'))) STORED",
     "CREATE INDEX notes_search_idx ON notes USING gin (user_id, search)",
 ];
-const POSTGRES_DOWN: &[&str] = &[
+pub(crate) const POSTGRES_DOWN: &[&str] = &[
     "DROP INDEX IF EXISTS notes_search_idx",
     "ALTER TABLE notes DROP COLUMN IF EXISTS search",
 ];

@@ -628,22 +628,30 @@ async fn search_migration_indexes_existing_notes_through_up_down_up(backend: Bac
         .unwrap();
         ids.push(note.id);
     }
+    // Every batch of candidates, tier after tier, as `GET /notes?q=` reads them.
     let found = async |query: &str| -> Vec<i64> {
         let query = api::search::Query::parse(query).unwrap();
-        let page = api::search::sql::Page {
+        let mut page = api::search::sql::Page {
             owner: owner.id,
             completed: None,
             after: None,
             limit: 10,
         };
-        let statement = api::search::sql::statement(&query, &page, conn.get_database_backend());
-        let mut ids: Vec<i64> = conn
-            .query_all_raw(statement)
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.try_get_by_index(0).unwrap())
-            .collect();
+        let mut ids = Vec::new();
+        while let Some(batch) = api::search::sql::batch(&query, &page, conn.get_database_backend())
+        {
+            let rows = conn.query_all_raw(batch.statement).await.unwrap();
+            for row in &rows {
+                ids.push(row.try_get_by_index::<i64>(0).unwrap());
+                page.after = Some((row.try_get_by_index(6).unwrap(), *ids.last().unwrap()));
+            }
+            if rows.len() < 10 {
+                match batch.then {
+                    Some(next) => page.after = Some(next),
+                    None => break,
+                }
+            }
+        }
         ids.sort();
         ids
     };

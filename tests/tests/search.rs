@@ -134,6 +134,53 @@ async fn more_occurrences_rank_first_and_ties_go_to_the_newest(backend: Backend)
     app.finish().await;
 }
 
+/// Two words, each 1 to 5 times: the order is their total, then the newest, page after page
+/// (two notes a page, so PostgreSQL's pages cross every tier of its index, each way of
+/// reaching a total included), and the same on every backend.
+#[backends(sqlite, postgres, mysql)]
+async fn two_words_rank_by_their_total_across_pages(backend: Backend) {
+    let (app, _) = TestApp::signed_in(backend).await;
+    let mut shares = Vec::new();
+    for left in 1..=5 {
+        for right in 1..=5 {
+            shares.push((left, right));
+        }
+    }
+    let texts: Vec<String> = shares
+        .iter()
+        .map(|&(left, right)| {
+            format!(
+                "{}then {}and filler",
+                "Maple, ".repeat(left),
+                "cedar ".repeat(right)
+            )
+        })
+        .collect();
+    let ids = create_texts(&app, &texts.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    create_texts(&app, &["maple alone", "cedar alone", "maplewood cedars"]).await;
+    let mut best_first: Vec<(usize, i64)> = shares
+        .iter()
+        .zip(&ids)
+        .map(|(&(left, right), &id)| (left + right, id))
+        .collect();
+    best_first.sort_by(|a, b| b.cmp(a));
+
+    let mut seen = Vec::new();
+    let mut path = Some(search_path("cedar maple", "&limit=2"));
+    while let Some(next) = path {
+        let reply = app.get(&next).await;
+        assert_eq!(reply.status, StatusCode::OK, "{next}: {reply:?}");
+        seen.extend(array(&reply.json()).iter().map(id_of));
+        path = next_link(&reply);
+        assert!(seen.len() <= ids.len(), "the links end: {seen:?}");
+    }
+    assert_eq!(
+        seen,
+        best_first.iter().map(|&(_, id)| id).collect::<Vec<_>>()
+    );
+    app.finish().await;
+}
+
 #[backends(sqlite, postgres, mysql)]
 async fn results_carry_snippets_and_character_offsets(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
@@ -185,18 +232,28 @@ async fn results_carry_snippets_and_character_offsets(backend: Backend) {
 #[backends(sqlite, postgres, mysql)]
 async fn pages_walk_every_match_once(backend: Backend) {
     let (app, _) = TestApp::signed_in(backend).await;
+    // "walk" 1 to 7 times: PostgreSQL's pages cross its top tier (5 and more) and each rank
+    // below it.
+    let times = |i: usize| i % 7 + 1;
     let items: Vec<Value> = (0..45)
         .map(|i| {
             note_body(
-                &format!("walk {} number {i}", "walk ".repeat(i % 4)),
+                &format!("{}number {i}", "walk ".repeat(times(i))),
                 i % 2 == 0,
             )
         })
         .collect();
     let reply = app.post_json("/notes/bulk", &Value::Array(items)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
-    let created: BTreeSet<i64> = array(&reply.json()).iter().map(id_of).collect();
+    let created_in_order: Vec<i64> = array(&reply.json()).iter().map(id_of).collect();
+    let created: BTreeSet<i64> = created_in_order.iter().copied().collect();
     create_texts(&app, &["no match here"]).await;
+    let mut best_first: Vec<(usize, i64)> = created_in_order
+        .iter()
+        .enumerate()
+        .map(|(i, &id)| (times(i), id))
+        .collect();
+    best_first.sort_by(|a, b| b.cmp(a));
 
     let mut seen = Vec::new();
     let mut path = Some(search_path("walk", "&limit=10"));
@@ -213,6 +270,11 @@ async fn pages_walk_every_match_once(backend: Backend) {
     }
     assert_eq!(seen.len(), 45, "no note twice: {seen:?}");
     assert_eq!(seen.iter().copied().collect::<BTreeSet<_>>(), created);
+    assert_eq!(
+        seen,
+        best_first.iter().map(|&(_, id)| id).collect::<Vec<_>>(),
+        "most occurrences first, then the newest"
+    );
 
     // Combined with `completed`: the even ones.
     let done = array(

@@ -1,21 +1,34 @@
-//! A [`Query`] as one `SELECT` per backend: the caller's notes that the backend's full-text
-//! index finds for the query's words, each with its rank, best first, one page at a time.
+//! A [`Query`] as `SELECT`s per backend: the caller's notes that the backend's full-text
+//! index finds for the query's words, each with its rank, best first, a batch at a time.
 //!
-//! | operator | PostgreSQL (`to_tsquery('simple', …)`) | SQLite FTS5 (`MATCH`) | MariaDB (`AGAINST (… IN BOOLEAN MODE)`) |
+//! | operator | PostgreSQL (`::tsquery`, owner-prefixed) | SQLite FTS5 (`MATCH`) | MariaDB (`AGAINST (… IN BOOLEAN MODE)`) |
 //! |---|---|---|---|
-//! | `word` | `'word'` | `"word"` | `+word` |
-//! | `word*` | `'word':*` | `"word"*` | `+word*` |
+//! | `word` | `'7:word'` | `"word"` | `+word` |
+//! | `word*` | `'7:word':*` | `"word"*` | `+word*` |
 //! | `"a phrase"` | each word, `&` | each word | `+each +word` |
-//! | `-word`, `-word*` | `!'word'`, `!'word':*` | `NOT "word"`, `NOT "word"*` | `-word`, `-word*` |
+//! | `-word`, `-word*` | `!'7:word'`, `!'7:word':*` | `NOT "word"`, `NOT "word"*` | `-word`, `-word*` |
 //!
 //! Only words made of letters and digits reach the index's syntax ([`super::words`]), so no
 //! user text is read as an operator. A phrase asks the index for its words; their order
 //! and adjacency are checked on the text ([`Query::find`]).
 //!
-//! The rank is the number of times the query's words occur in the text (as substrings of its
-//! lower-cased text): the same integer on every backend, independent of other users' notes
-//! (a score built on the whole table's statistics would vary with, and hint at, what others
-//! wrote), and exact in a page cursor. Ties go to the newest note.
+//! The rank is how many of the note's words match one of the query's required words (a
+//! word equal to it, or starting with it for `word*`): the same integer on every backend,
+//! independent of other users' notes (a score built on the whole table's statistics would
+//! vary with, and hint at, what others wrote), and exact in a page cursor. Ties go to the
+//! newest note. PostgreSQL reads it from the note's index entries, SQLite counts FTS5's own
+//! `highlight()` marks, MariaDB a regular expression over `search_text`.
+//!
+//! ## Rank tiers (PostgreSQL)
+//!
+//! Ranking every match before the best page is known costs a common word's every note: the
+//! heavy user of the benchmark has 19 500 notes holding two common words. PostgreSQL's
+//! index therefore holds, besides `OWNER:word`, a mark `OWNER:~word~K` for the K-th time a
+//! word occurs in a note (`m20261207_000010_search_rank_tiers`), so "the words occur at least
+//! S times in all" is itself an index query. For a query of up to [`MAX_TIERED_WORDS`] plain
+//! words, the pages come from tiers: first the notes of rank ≥ n + [`TIER_SPAN`] (n words),
+//! ranked; then each lower rank in turn, newest first. A first page reads the top tier
+//! alone (158 notes for that heavy user, not 19 500).
 
 use sea_orm::{DbBackend, Statement, Value};
 
@@ -30,85 +43,282 @@ pub struct Page {
     pub limit: u64,
 }
 
-/// The `SELECT` of `page` of the notes matching `query`: the columns of
-/// [`entity::note::Listed`], in its order, then the rank.
-pub fn statement(query: &Query, page: &Page, backend: DbBackend) -> Statement {
+/// One statement's worth of candidates.
+pub struct Batch {
+    /// The `SELECT`: the columns of [`entity::note::Listed`], in its order, then the rank;
+    /// best first, at most the page's `limit`.
+    pub statement: Statement,
+    /// Where the candidates go on when this batch returns fewer than `limit`: the cursor of
+    /// the next tier (`None`: there are no more).
+    pub then: Option<(i64, i64)>,
+}
+
+/// How many plain words a query may have for PostgreSQL to read it tier by tier.
+pub const MAX_TIERED_WORDS: usize = 3;
+/// The top tier holds the notes where the words occur this many times more than once each.
+pub const TIER_SPAN: i64 = 4;
+
+/// The batch that reads `page` of the notes matching `query` (`None`: nothing is left).
+pub fn batch(query: &Query, page: &Page, backend: DbBackend) -> Option<Batch> {
+    let ranked = ranked_words(query);
+    if backend == DbBackend::Postgres
+        && !ranked.is_empty()
+        && ranked.len() <= MAX_TIERED_WORDS
+        && ranked.iter().all(|&(_, prefix)| !prefix)
+    {
+        let words: Vec<&str> = ranked.iter().map(|&(word, _)| word).collect();
+        return tier(query, &words, page);
+    }
+    Some(Batch {
+        statement: statement(query, &ranked, page, backend, None),
+        then: None,
+    })
+}
+
+/// The query's distinct required words, each with whether it is a prefix.
+fn ranked_words(query: &Query) -> Vec<(&str, bool)> {
+    let mut words = Vec::new();
+    for word in query.required_words() {
+        if !words.contains(&word) {
+            words.push(word);
+        }
+    }
+    words
+}
+
+/// PostgreSQL's batch for `page` of a query of plain `words`: the tier its cursor is in.
+fn tier(query: &Query, words: &[&str], page: &Page) -> Option<Batch> {
+    let lowest = words.len() as i64;
+    let top = lowest + TIER_SPAN;
+    let ranked: Vec<(&str, bool)> = words.iter().map(|&word| (word, false)).collect();
+    let owner = page.owner;
+    match page.after {
+        Some((rank, id)) if rank < top => {
+            if rank < lowest {
+                return None;
+            }
+            // Exactly `rank`: at least that, not one more.
+            let exactly = format!(
+                "{} & !({})",
+                at_least(owner, words, rank),
+                at_least(owner, words, rank + 1)
+            );
+            let tier = Tier::Exactly { rank, exactly, id };
+            Some(Batch {
+                statement: statement(query, &ranked, page, DbBackend::Postgres, Some(tier)),
+                then: (rank > lowest).then_some((rank - 1, i64::MAX)),
+            })
+        }
+        _ => {
+            let tier = Tier::AtLeast(at_least(owner, words, top));
+            Some(Batch {
+                statement: statement(query, &ranked, page, DbBackend::Postgres, Some(tier)),
+                then: Some((top - 1, i64::MAX)),
+            })
+        }
+    }
+}
+
+/// A tier of PostgreSQL's ranks, as the `tsquery` the index answers it with.
+enum Tier {
+    /// Rank ≥ the top tier's: ranked, after the page's cursor.
+    AtLeast(String),
+    /// Exactly `rank`, newest first, below `id`.
+    Exactly { rank: i64, exactly: String, id: i64 },
+}
+
+/// The `tsquery` of the notes where `words` occur `total` times or more in all: one of the
+/// ways to share `total` among them (each word at least once) is met, a word's K-th
+/// occurrence being its mark `OWNER:~word~K`.
+fn at_least(owner: i64, words: &[&str], total: i64) -> String {
+    let mut shares = Vec::new();
+    compositions(total, words.len(), &mut Vec::new(), &mut shares);
+    let alternatives: Vec<String> = shares
+        .iter()
+        .map(|share| {
+            let marks: Vec<String> = words
+                .iter()
+                .zip(share)
+                .map(|(word, &times)| match times {
+                    1 => format!("'{owner}:{word}'"),
+                    _ => format!("'{owner}:~{word}~{times}'"),
+                })
+                .collect();
+            format!("({})", marks.join(" & "))
+        })
+        .collect();
+    format!("({})", alternatives.join(" | "))
+}
+
+/// Every way to write `total` as `parts` positive integers, in order.
+fn compositions(total: i64, parts: usize, prefix: &mut Vec<i64>, out: &mut Vec<Vec<i64>>) {
+    if parts == 1 {
+        if total >= 1 {
+            prefix.push(total);
+            out.push(prefix.clone());
+            prefix.pop();
+        }
+        return;
+    }
+    for first in 1..=total - (parts as i64 - 1) {
+        prefix.push(first);
+        compositions(total - first, parts - 1, prefix, out);
+        prefix.pop();
+    }
+}
+
+/// The `SELECT` of `page` of the notes matching `query`, ranked on `ranked` (its distinct
+/// required words), in `tier` on PostgreSQL when given.
+fn statement(
+    query: &Query,
+    ranked: &[(&str, bool)],
+    page: &Page,
+    backend: DbBackend,
+    tier: Option<Tier>,
+) -> Statement {
     // Bound in the order the placeholders appear: `?` placeholders are positional.
     let mut sql = Sql::new(backend);
-    let rank = rank(&mut sql, query);
-    let owner = sql.bind(page.owner);
-    let matched = match backend {
-        DbBackend::Postgres => format!(
-            "search @@ to_tsquery('simple', {})",
-            sql.bind(POSTGRES.spell(query))
-        ),
-        DbBackend::MySql => format!(
-            "MATCH (search_text) AGAINST ({} IN BOOLEAN MODE)",
-            sql.bind(MARIADB.spell(query))
-        ),
-        // The owner's entries only (`notes_search` indexes `user_id` too): FTS5 steps through
-        // them and skips ahead in a common word's list of everyone's notes.
-        _ => format!(
-            "id IN (SELECT rowid FROM notes_search WHERE notes_search MATCH {})",
-            sql.bind(format!(
-                "user_id:\"{}\" AND text:({})",
-                page.owner,
-                SQLITE.spell(query)
-            ))
-        ),
-    };
-    let completed = match page.completed {
+    let completed = |sql: &mut Sql| match page.completed {
         Some(completed) => format!(" AND completed = {}", sql.bind(completed)),
         None => String::new(),
+    };
+    let (rank, from) = match backend {
+        DbBackend::Postgres => {
+            let rank = match tier {
+                Some(Tier::Exactly { .. }) => String::new(),
+                _ => postgres_rank(&mut sql, page.owner, ranked),
+            };
+            let mut tsquery = POSTGRES.spell(query, &format!("{}:", page.owner));
+            match &tier {
+                Some(Tier::AtLeast(tier)) => tsquery = format!("{tsquery} & {tier}"),
+                Some(Tier::Exactly { exactly, .. }) => tsquery = format!("{tsquery} & {exactly}"),
+                None => {}
+            }
+            let owner = sql.bind(page.owner);
+            let tsquery = sql.bind(tsquery);
+            let completed = completed(&mut sql);
+            // `user_id + 0`: the owner is in the index's words already; a second index on
+            // `user_id` would only add every note of a heavy user to the bitmap.
+            (
+                rank,
+                format!(
+                    "FROM notes WHERE user_id + 0 = {owner} AND search @@ {tsquery}::tsquery{completed}"
+                ),
+            )
+        }
+        DbBackend::MySql => {
+            let rank = format!(
+                "CHAR_LENGTH(REGEXP_REPLACE(REGEXP_REPLACE(search_text, {}, CHAR(1 USING utf8mb4)), {}, ''))",
+                sql.bind(mariadb_pattern(ranked)),
+                sql.bind("[^\\x01]+")
+            );
+            let owner = sql.bind(page.owner);
+            let against = sql.bind(MARIADB.spell(query, ""));
+            let completed = completed(&mut sql);
+            (
+                rank,
+                format!(
+                    "FROM notes WHERE user_id = {owner} AND \
+                     MATCH (search_text) AGAINST ({against} IN BOOLEAN MODE){completed}"
+                ),
+            )
+        }
+        // FTS5 marks each of the note's words the query matched (its `text` column only):
+        // the rank is how many marks `highlight()` adds. Only the owner's entries are read
+        // (`notes_search` indexes `user_id` too): FTS5 steps through them and skips ahead in
+        // a common word's list of everyone's notes.
+        _ => {
+            let matched = sql.bind(format!(
+                "user_id:\"{}\" AND text:({})",
+                page.owner,
+                SQLITE.spell(query, "")
+            ));
+            let owner = sql.bind(page.owner);
+            let completed = completed(&mut sql);
+            (
+                "(LENGTH(found.marked) - LENGTH(REPLACE(found.marked, CHAR(1), ''))) \
+                 - (LENGTH(notes.text) - LENGTH(REPLACE(notes.text, CHAR(1), '')))"
+                    .to_owned(),
+                format!(
+                    "FROM (SELECT rowid, highlight(notes_search, 0, CHAR(1), '') AS marked \
+                     FROM notes_search WHERE notes_search MATCH {matched}) AS found \
+                     JOIN notes ON notes.id = found.rowid \
+                     WHERE notes.user_id = {owner}{completed}"
+                ),
+            )
+        }
+    };
+    let columns = "id, user_id, text, completed, created_at, updated_at";
+    let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
+    if let Some(Tier::Exactly { rank, id, .. }) = tier {
+        let (rank, id, limit) = (sql.bind(rank), sql.bind(id), sql.bind(limit));
+        return sql.finish(format!(
+            "SELECT {columns}, {rank}::int8 AS rank {from} AND id < {id} \
+             ORDER BY id DESC LIMIT {limit}"
+        ));
+    }
+    let qualified = match backend {
+        DbBackend::Sqlite => {
+            "notes.id, notes.user_id, notes.text, notes.completed, \
+                              notes.created_at, notes.updated_at"
+        }
+        _ => columns,
     };
     let after = match page.after {
         Some((rank, id)) => format!(" WHERE (rank, id) < ({}, {})", sql.bind(rank), sql.bind(id)),
         None => String::new(),
     };
-    let limit = sql.bind(i64::try_from(page.limit).unwrap_or(i64::MAX));
+    let limit = sql.bind(limit);
     sql.finish(format!(
-        "SELECT id, user_id, text, completed, created_at, updated_at, rank FROM \
-         (SELECT id, user_id, text, completed, created_at, updated_at, {rank} AS rank \
-         FROM notes WHERE user_id = {owner} AND {matched}{completed}) AS found{after} \
-         ORDER BY rank DESC, id DESC LIMIT {limit}"
+        "SELECT {columns}, rank FROM (SELECT {qualified}, {rank} AS rank {from}) AS found_notes\
+         {after} ORDER BY rank DESC, id DESC LIMIT {limit}"
     ))
 }
 
-/// The most words the rank counts: each is a string replacement over every candidate's text,
-/// and a long query of common words must not cost the database a scan per word.
-const MAX_RANKED_WORDS: usize = 8;
-
-/// `Σ (length(t) - length(replace(t, word, ''))) / length(word)` over the query's (first
-/// [`MAX_RANKED_WORDS`] distinct) words, with `t` the lower-cased text: how often they occur.
-fn rank(sql: &mut Sql, query: &Query) -> String {
-    let (length, divide) = match sql.backend {
-        DbBackend::MySql => ("CHAR_LENGTH", "DIV"),
-        DbBackend::Postgres => ("CHAR_LENGTH", "/"),
-        _ => ("LENGTH", "/"),
-    };
-    let mut words: Vec<&str> = Vec::new();
-    for (word, _) in query.required_words() {
-        if !words.contains(&word) && words.len() < MAX_RANKED_WORDS {
-            words.push(word);
-        }
-    }
-    let counts: Vec<String> = words
-        .into_iter()
-        .map(|word| {
-            let chars = word.chars().count() as i64;
-            format!(
-                "(({length}(LOWER(text)) - {length}(REPLACE(LOWER(text), {}, ''))) {divide} {})",
-                sql.bind(word.to_owned()),
-                sql.bind(chars)
-            )
+/// PostgreSQL's rank: the note's index entries for `ranked` words (`OWNER:word` and each
+/// mark `OWNER:~word~K`, or every entry starting so for a prefix), counted.
+fn postgres_rank(sql: &mut Sql, owner: i64, ranked: &[(&str, bool)]) -> String {
+    let conditions: Vec<String> = ranked
+        .iter()
+        .map(|&(word, prefix)| {
+            let (word_entry, marks) = if prefix {
+                (format!("{owner}:{word}"), format!("{owner}:~{word}"))
+            } else {
+                (format!("{owner}:{word}"), format!("{owner}:~{word}~"))
+            };
+            let first = if prefix {
+                format!("starts_with(u.lexeme, {})", sql.bind(word_entry))
+            } else {
+                format!("u.lexeme = {}", sql.bind(word_entry))
+            };
+            format!("{first} OR starts_with(u.lexeme, {})", sql.bind(marks))
         })
         .collect();
-    format!("({})", counts.join(" + "))
+    format!(
+        "(SELECT count(*) FROM unnest(search) AS u WHERE {})",
+        conditions.join(" OR ")
+    )
 }
 
-/// How one engine spells the query's words: each word between `quote`s, a prefix followed by
-/// `prefix`, a required word after `required`, an excluded one after `excluded`, joined by
-/// `separator`.
+/// MariaDB's rank pattern: a word of `search_text` (its words are separated by one space)
+/// that is one of `ranked`, or starts with a prefix of it.
+fn mariadb_pattern(ranked: &[(&str, bool)]) -> String {
+    let words: Vec<String> = ranked
+        .iter()
+        .map(|&(word, prefix)| {
+            if prefix {
+                format!("{word}[^ ]*")
+            } else {
+                word.to_owned()
+            }
+        })
+        .collect();
+    format!("(?<![^ ])(?:{})(?![^ ])", words.join("|"))
+}
+
+/// How one engine spells the query's words: each word between `quote`s after the given
+/// owner mark, a prefix followed by `prefix`, a required word after `required`, an
+/// excluded one after `excluded`, joined by `separator`.
 struct Syntax {
     quote: &'static str,
     prefix: &'static str,
@@ -140,10 +350,13 @@ const MARIADB: Syntax = Syntax {
 };
 
 impl Syntax {
-    fn spell(&self, query: &Query) -> String {
+    fn spell(&self, query: &Query, owner: &str) -> String {
         let term = |mark: &str, (word, prefix): (&str, bool)| {
             let prefix = if prefix { self.prefix } else { "" };
-            format!("{mark}{quote}{word}{quote}{prefix}", quote = self.quote)
+            format!(
+                "{mark}{quote}{owner}{word}{quote}{prefix}",
+                quote = self.quote
+            )
         };
         let required = query
             .required_words()
@@ -197,46 +410,89 @@ mod tests {
         let query =
             Query::parse(r#"Apple "big red" fru* -pear -"old tree" -ab x' OR 1=1"#).unwrap();
         assert_eq!(
-            POSTGRES.spell(&query),
-            "'apple' & 'big' & 'red' & 'fru':* & !'pear'"
+            POSTGRES.spell(&query, "7:"),
+            "'7:apple' & '7:big' & '7:red' & '7:fru':* & !'7:pear'"
         );
         assert_eq!(
-            SQLITE.spell(&query),
+            SQLITE.spell(&query, ""),
             r#""apple" "big" "red" "fru"* NOT "pear""#
         );
-        assert_eq!(MARIADB.spell(&query), "+apple +big +red +fru* -pear");
+        assert_eq!(MARIADB.spell(&query, ""), "+apple +big +red +fru* -pear");
+        assert_eq!(
+            mariadb_pattern(&ranked_words(&query)),
+            "(?<![^ ])(?:apple|big|red|fru[^ ]*)(?![^ ])"
+        );
     }
 
     #[test]
     fn pages_continue_after_the_last_rank_and_id() {
-        let query = Query::parse("apple").unwrap();
+        let query = Query::parse("apple fru*").unwrap();
         let page = Page {
             owner: 7,
             completed: Some(true),
             after: Some((3, 42)),
             limit: 20,
         };
-        let statement = statement(&query, &page, DbBackend::Postgres);
+        let batch = batch(&query, &page, DbBackend::Postgres).unwrap();
+        let sql = &batch.statement.sql;
+        assert!(sql.contains("WHERE (rank, id) < ($8, $9)"), "{sql}");
         assert!(
-            statement.sql.contains("WHERE (rank, id) < ($6, $7)"),
+            sql.contains("u.lexeme = $1 OR starts_with(u.lexeme, $2)"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("WHERE user_id + 0 = $5 AND search @@ $6::tsquery AND completed = $7"),
+            "{sql}"
+        );
+        assert!(
+            sql.ends_with("ORDER BY rank DESC, id DESC LIMIT $10"),
+            "{sql}"
+        );
+        assert_eq!(batch.statement.values.unwrap().0.len(), 10);
+        assert!(batch.then.is_none(), "a prefix is ranked in one pass");
+    }
+
+    #[test]
+    fn shares_of_a_total_are_every_composition() {
+        let mut out = Vec::new();
+        compositions(4, 2, &mut Vec::new(), &mut out);
+        assert_eq!(out, [vec![1, 3], vec![2, 2], vec![3, 1]]);
+        assert_eq!(
+            at_least(7, &["a", "b"], 3),
+            "(('7:a' & '7:~b~2') | ('7:~a~2' & '7:b'))"
+        );
+        assert_eq!(at_least(7, &["a"], 1), "(('7:a'))");
+    }
+
+    #[test]
+    fn plain_words_go_down_the_tiers_on_postgres() {
+        let query = Query::parse("apple pear").unwrap();
+        let mut page = Page {
+            owner: 7,
+            completed: None,
+            after: None,
+            limit: 20,
+        };
+        let top = batch(&query, &page, DbBackend::Postgres).unwrap();
+        assert!(top.statement.sql.contains("ORDER BY rank DESC, id DESC"));
+        assert_eq!(top.then, Some((5, i64::MAX)), "ranks 2 + 4 and more first");
+        page.after = top.then;
+        let next = batch(&query, &page, DbBackend::Postgres).unwrap();
+        assert!(
+            next.statement.sql.contains("ORDER BY id DESC"),
             "{}",
-            statement.sql
+            next.statement.sql
         );
-        assert!(
-            statement
-                .sql
-                .contains("REPLACE(LOWER(text), $1, ''))) / $2)")
+        assert_eq!(next.then, Some((4, i64::MAX)));
+        page.after = Some((2, 99));
+        assert_eq!(
+            batch(&query, &page, DbBackend::Postgres).unwrap().then,
+            None
         );
-        assert!(
-            statement
-                .sql
-                .contains("WHERE user_id = $3 AND search @@ to_tsquery('simple', $4)")
-        );
-        assert!(
-            statement
-                .sql
-                .ends_with("ORDER BY rank DESC, id DESC LIMIT $8")
-        );
-        assert_eq!(statement.values.unwrap().0.len(), 8);
+        page.after = Some((1, 99));
+        assert!(batch(&query, &page, DbBackend::Postgres).is_none());
+        for backend in [DbBackend::Sqlite, DbBackend::MySql] {
+            assert!(batch(&query, &page, backend).unwrap().then.is_none());
+        }
     }
 }

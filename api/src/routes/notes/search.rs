@@ -20,9 +20,9 @@ use crate::{
 };
 
 /// How many batches of candidates one page reads, at most, before it answers with what it
-/// found (and a `Link` to go on): candidates the text check refuses are rare, so a page
-/// nearly always fills from the first batch.
-const MAX_BATCHES: usize = 4;
+/// found (and a `Link` to go on): a batch per rank tier the page crosses (PostgreSQL,
+/// [`sql::TIER_SPAN`] + 1 of them), and candidates the text check refuses are rare.
+const MAX_BATCHES: usize = 8;
 
 /// A search result: the note, an excerpt of it, and the matched words in the excerpt.
 #[derive(Serialize, ToSchema)]
@@ -81,10 +81,15 @@ pub async fn search(
     let mut found = Vec::new();
     let mut more = false;
     for _ in 0..MAX_BATCHES {
-        let statement = sql::statement(&parsed, &page, db.backend());
-        let batch = db.all(Candidate::find_by_statement(statement)).await?;
-        more = batch.len() as u64 == page.limit;
-        for candidate in batch {
+        let Some(batch) = sql::batch(&parsed, &page, db.backend()) else {
+            more = false;
+            break;
+        };
+        let candidates = db
+            .all(Candidate::find_by_statement(batch.statement))
+            .await?;
+        let full = candidates.len() as u64 == page.limit;
+        for candidate in candidates {
             page.after = Some((candidate.rank, candidate.note.id));
             if let Some(hit) = parsed.find(&candidate.note.text) {
                 found.push(FoundNote {
@@ -93,13 +98,20 @@ pub async fn search(
                     matches: hit.matches,
                 });
                 if found.len() as u64 == query.limit {
-                    more = true;
                     break;
                 }
             }
         }
-        if !more || found.len() as u64 == query.limit {
+        if found.len() as u64 == query.limit {
+            more = true;
             break;
+        }
+        more = full || batch.then.is_some();
+        if !full {
+            match batch.then {
+                Some(next) => page.after = Some(next),
+                None => break,
+            }
         }
     }
     let next = page
