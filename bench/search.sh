@@ -509,17 +509,28 @@ sql_vars() {
     rr) w1=$W_R1 w2=$W_R2 ;;
   esac
   printf '%s\n' "user=$id" "p1=%$w1%" "p2=%$w2%" "w1=$w1" "n1=${#w1}" "w2=$w2" "n2=${#w2}" \
-    "e1=$id:$w1" "m1=$id:~$w1~" "e2=$id:$w2" "m2=$id:~$w2~" "tsq=$(top_tier "$id" "$w1" "$w2")" "limit=20"
+    "e1=$id:$w1" "m1=$id:~$w1~" "e2=$id:$w2" "m2=$id:~$w2~" "tsq=$(top_tier "$id" "$w1" "$w2")" \
+    "marks=$(top_tier "$id" "$w1" "$w2" marks)" "limit=20"
 }
 
-# top_tier ID W1 W2: the tsquery of the api's top rank tier for the two-word search W1 W2 by
-# owner ID (api/src/search/sql.rs, `at_least`: the words occur 2 + TIER_SPAN = 6 times or more).
+# top_tier ID W1 W2 [marks]: the tsquery of the api's top rank tier for the two-word search W1 W2
+# by owner ID (api/src/search/sql.rs, `at_least`: the words occur 2 + TIER_SPAN = 6 times or
+# more); with `marks`, only the marks the api asks the index for.
 top_tier() {
-  local id=$1 w1=$2 w2=$3 k shares=()
+  local id=$1 w1=$2 w2=$3 marks=${4:-} k shares=() one
   tier_mark() { if [ "$2" -eq 1 ]; then echo "'$id:$1'"; else echo "'$id:~$1~$2'"; fi; }
-  for k in 1 2 3 4 5; do shares+=("($(tier_mark "$w1" "$k") & $(tier_mark "$w2" $((6 - k))))"); done
+  for k in 1 2 3 4 5; do
+    if [ -n "$marks" ] && [ "$k" -eq 1 ]; then one="($(tier_mark "$w2" 5))"
+    elif [ -n "$marks" ] && [ "$k" -eq 5 ]; then one="($(tier_mark "$w1" 5))"
+    else one="($(tier_mark "$w1" "$k") & $(tier_mark "$w2" $((6 - k))))"; fi
+    shares+=("$one")
+  done
   local IFS='|'
-  printf "'%s:%s' & '%s:%s' & (%s)" "$id" "$w1" "$id" "$w2" "${shares[*]}" | sed 's/)|(/) | (/g'
+  if [ -n "$marks" ]; then
+    printf "(%s)" "${shares[*]}" | sed 's/)|(/) | (/g'
+  else
+    printf "'%s:%s' & '%s:%s' & (%s)" "$id" "$w1" "$id" "$w2" "${shares[*]}" | sed 's/)|(/) | (/g'
+  fi
 }
 
 # explain SCRIPT NAME USER: EXPLAIN (ANALYZE, BUFFERS) of SCRIPT with the values of search NAME
@@ -529,7 +540,7 @@ explain() {
   while read -r v; do
     # psql pastes a variable as it is: quote the strings.
     case ${v%%=*} in
-      p1 | p2 | w1 | w2 | e1 | m1 | e2 | m2 | tsq)
+      p1 | p2 | w1 | w2 | e1 | m1 | e2 | m2 | tsq | marks)
         value=${v#*=}
         args+=(-v "${v%%=*}='${value//\'/\'\'}'")
         ;;

@@ -638,8 +638,8 @@ async fn search_migration_indexes_existing_notes_through_up_down_up(backend: Bac
             limit: 10,
         };
         let mut ids = Vec::new();
-        while let Some(batch) = api::search::sql::batch(&query, &page, conn.get_database_backend())
-        {
+        loop {
+            let batch = api::search::sql::batch(&query, &page, conn.get_database_backend());
             let rows = conn.query_all_raw(batch.statement).await.unwrap();
             for row in &rows {
                 ids.push(row.try_get_by_index::<i64>(0).unwrap());

@@ -26,9 +26,10 @@
 //! index therefore holds, besides `OWNER:word`, a mark `OWNER:~word~K` for the K-th time a
 //! word occurs in a note (`m20261207_000010_search_rank_tiers`), so "the words occur at least
 //! S times in all" is itself an index query. For a query of up to [`MAX_TIERED_WORDS`] plain
-//! words, the pages come from tiers: first the notes of rank ≥ n + [`TIER_SPAN`] (n words),
-//! ranked; then each lower rank in turn, newest first. A first page reads the top tier
-//! alone (158 notes for that heavy user, not 19 500).
+//! words, a page first reads the top tier — the notes of rank ≥ n + [`TIER_SPAN`] (n words),
+//! ranked — and only when that runs short the rest, ranked too. A first page of common words
+//! reads the top tier alone (158 notes for that heavy user, not 19 500); a search with few
+//! matches reads two small tiers.
 
 use sea_orm::{DbBackend, Statement, Value};
 
@@ -58,8 +59,8 @@ pub const MAX_TIERED_WORDS: usize = 3;
 /// The top tier holds the notes where the words occur this many times more than once each.
 pub const TIER_SPAN: i64 = 4;
 
-/// The batch that reads `page` of the notes matching `query` (`None`: nothing is left).
-pub fn batch(query: &Query, page: &Page, backend: DbBackend) -> Option<Batch> {
+/// The batch that reads `page` of the notes matching `query`.
+pub fn batch(query: &Query, page: &Page, backend: DbBackend) -> Batch {
     let ranked = ranked_words(query);
     if backend == DbBackend::Postgres
         && !ranked.is_empty()
@@ -69,10 +70,10 @@ pub fn batch(query: &Query, page: &Page, backend: DbBackend) -> Option<Batch> {
         let words: Vec<&str> = ranked.iter().map(|&(word, _)| word).collect();
         return tier(query, &words, page);
     }
-    Some(Batch {
+    Batch {
         statement: statement(query, &ranked, page, backend, None),
         then: None,
-    })
+    }
 }
 
 /// The query's distinct required words, each with whether it is a prefix.
@@ -86,51 +87,48 @@ fn ranked_words(query: &Query) -> Vec<(&str, bool)> {
     words
 }
 
-/// PostgreSQL's batch for `page` of a query of plain `words`: the tier its cursor is in.
-fn tier(query: &Query, words: &[&str], page: &Page) -> Option<Batch> {
-    let lowest = words.len() as i64;
-    let top = lowest + TIER_SPAN;
+/// PostgreSQL's batch for `page` of a query of plain `words`: the top tier, or the rest.
+fn tier(query: &Query, words: &[&str], page: &Page) -> Batch {
+    let top = words.len() as i64 + TIER_SPAN;
     let ranked: Vec<(&str, bool)> = words.iter().map(|&word| (word, false)).collect();
-    let owner = page.owner;
-    match page.after {
-        Some((rank, id)) if rank < top => {
-            if rank < lowest {
-                return None;
-            }
-            // Exactly `rank`: at least that, not one more.
-            let exactly = format!(
-                "{} & !({})",
-                at_least(owner, words, rank),
-                at_least(owner, words, rank + 1)
-            );
-            let tier = Tier::Exactly { rank, exactly, id };
-            Some(Batch {
-                statement: statement(query, &ranked, page, DbBackend::Postgres, Some(tier)),
-                then: (rank > lowest).then_some((rank - 1, i64::MAX)),
-            })
-        }
-        _ => {
-            let tier = Tier::AtLeast(at_least(owner, words, top));
-            Some(Batch {
-                statement: statement(query, &ranked, page, DbBackend::Postgres, Some(tier)),
-                then: Some((top - 1, i64::MAX)),
-            })
-        }
+    let top_tier = at_least(page.owner, words, top, false);
+    let (tier, then) = match page.after {
+        Some((rank, _)) if rank < top => (
+            Tier {
+                condition: format!("!{top_tier}"),
+                marks: None,
+            },
+            None,
+        ),
+        _ => (
+            Tier {
+                condition: top_tier,
+                marks: Some(at_least(page.owner, words, top, true)),
+            },
+            Some((top - 1, i64::MAX)),
+        ),
+    };
+    Batch {
+        statement: statement(query, &ranked, page, DbBackend::Postgres, Some(tier)),
+        then,
     }
 }
 
-/// A tier of PostgreSQL's ranks, as the `tsquery` the index answers it with.
-enum Tier {
-    /// Rank ≥ the top tier's: ranked, after the page's cursor.
-    AtLeast(String),
-    /// Exactly `rank`, newest first, below `id`.
-    Exactly { rank: i64, exactly: String, id: i64 },
+/// A part of PostgreSQL's ranks: the `tsquery` `condition` the query's own is extended with,
+/// and the marks alone to ask the index for, when they find fewer notes than the words.
+struct Tier {
+    condition: String,
+    /// Looked up in the index instead of the whole query, which is then checked on each note
+    /// found: the top tier's marks are rare, and with the common words themselves the
+    /// index would read those words' every entry of the user.
+    marks: Option<String>,
 }
 
 /// The `tsquery` of the notes where `words` occur `total` times or more in all: one of the
 /// ways to share `total` among them (each word at least once) is met, a word's K-th
-/// occurrence being its mark `OWNER:~word~K`.
-fn at_least(owner: i64, words: &[&str], total: i64) -> String {
+/// occurrence being its mark `OWNER:~word~K` — with `marks_only`, a share's words that
+/// occur once are left out (a superset, for the index).
+fn at_least(owner: i64, words: &[&str], total: i64, marks_only: bool) -> String {
     let mut shares = Vec::new();
     compositions(total, words.len(), &mut Vec::new(), &mut shares);
     let alternatives: Vec<String> = shares
@@ -139,6 +137,7 @@ fn at_least(owner: i64, words: &[&str], total: i64) -> String {
             let marks: Vec<String> = words
                 .iter()
                 .zip(share)
+                .filter(|&(_, &times)| !(marks_only && times == 1))
                 .map(|(word, &times)| match times {
                     1 => format!("'{owner}:{word}'"),
                     _ => format!("'{owner}:~{word}~{times}'"),
@@ -184,26 +183,29 @@ fn statement(
     };
     let (rank, from) = match backend {
         DbBackend::Postgres => {
-            let rank = match tier {
-                Some(Tier::Exactly { .. }) => String::new(),
-                _ => postgres_rank(&mut sql, page.owner, ranked),
-            };
+            let rank = postgres_rank(&mut sql, page.owner, ranked);
             let mut tsquery = POSTGRES.spell(query, &format!("{}:", page.owner));
-            match &tier {
-                Some(Tier::AtLeast(tier)) => tsquery = format!("{tsquery} & {tier}"),
-                Some(Tier::Exactly { exactly, .. }) => tsquery = format!("{tsquery} & {exactly}"),
-                None => {}
+            let mut marks = None;
+            if let Some(tier) = tier {
+                tsquery = format!("{tsquery} & {}", tier.condition);
+                marks = tier.marks;
             }
             let owner = sql.bind(page.owner);
-            let tsquery = sql.bind(tsquery);
+            // `ts_match_vq` is `@@` that the planner does not take to the index.
+            let matched = match marks {
+                Some(marks) => format!(
+                    "search @@ {}::tsquery AND ts_match_vq(search, {}::tsquery)",
+                    sql.bind(marks),
+                    sql.bind(tsquery)
+                ),
+                None => format!("search @@ {}::tsquery", sql.bind(tsquery)),
+            };
             let completed = completed(&mut sql);
             // `user_id + 0`: the owner is in the index's words already; a second index on
             // `user_id` would only add every note of a heavy user to the bitmap.
             (
                 rank,
-                format!(
-                    "FROM notes WHERE user_id + 0 = {owner} AND search @@ {tsquery}::tsquery{completed}"
-                ),
+                format!("FROM notes WHERE user_id + 0 = {owner} AND {matched}{completed}"),
             )
         }
         DbBackend::MySql => {
@@ -250,13 +252,6 @@ fn statement(
     };
     let columns = "id, user_id, text, completed, created_at, updated_at";
     let limit = i64::try_from(page.limit).unwrap_or(i64::MAX);
-    if let Some(Tier::Exactly { rank, id, .. }) = tier {
-        let (rank, id, limit) = (sql.bind(rank), sql.bind(id), sql.bind(limit));
-        return sql.finish(format!(
-            "SELECT {columns}, {rank}::int8 AS rank {from} AND id < {id} \
-             ORDER BY id DESC LIMIT {limit}"
-        ));
-    }
     let qualified = match backend {
         DbBackend::Sqlite => {
             "notes.id, notes.user_id, notes.text, notes.completed, \
@@ -433,7 +428,7 @@ mod tests {
             after: Some((3, 42)),
             limit: 20,
         };
-        let batch = batch(&query, &page, DbBackend::Postgres).unwrap();
+        let batch = batch(&query, &page, DbBackend::Postgres);
         let sql = &batch.statement.sql;
         assert!(sql.contains("WHERE (rank, id) < ($8, $9)"), "{sql}");
         assert!(
@@ -458,14 +453,18 @@ mod tests {
         compositions(4, 2, &mut Vec::new(), &mut out);
         assert_eq!(out, [vec![1, 3], vec![2, 2], vec![3, 1]]);
         assert_eq!(
-            at_least(7, &["a", "b"], 3),
+            at_least(7, &["a", "b"], 3, false),
             "(('7:a' & '7:~b~2') | ('7:~a~2' & '7:b'))"
         );
-        assert_eq!(at_least(7, &["a"], 1), "(('7:a'))");
+        assert_eq!(
+            at_least(7, &["a", "b"], 3, true),
+            "(('7:~b~2') | ('7:~a~2'))"
+        );
+        assert_eq!(at_least(7, &["a"], 2, false), "(('7:~a~2'))");
     }
 
     #[test]
-    fn plain_words_go_down_the_tiers_on_postgres() {
+    fn plain_words_read_the_top_tier_first_on_postgres() {
         let query = Query::parse("apple pear").unwrap();
         let mut page = Page {
             owner: 7,
@@ -473,26 +472,26 @@ mod tests {
             after: None,
             limit: 20,
         };
-        let top = batch(&query, &page, DbBackend::Postgres).unwrap();
-        assert!(top.statement.sql.contains("ORDER BY rank DESC, id DESC"));
+        let top = batch(&query, &page, DbBackend::Postgres);
         assert_eq!(top.then, Some((5, i64::MAX)), "ranks 2 + 4 and more first");
-        page.after = top.then;
-        let next = batch(&query, &page, DbBackend::Postgres).unwrap();
+        let values = format!("{:?}", top.statement.values);
         assert!(
-            next.statement.sql.contains("ORDER BY id DESC"),
-            "{}",
-            next.statement.sql
+            values.contains("'7:apple' & '7:pear' & (('7:apple' & '7:~pear~5')"),
+            "{values}"
         );
-        assert_eq!(next.then, Some((4, i64::MAX)));
-        page.after = Some((2, 99));
+        page.after = Some((9, 99));
         assert_eq!(
-            batch(&query, &page, DbBackend::Postgres).unwrap().then,
-            None
+            batch(&query, &page, DbBackend::Postgres).then,
+            Some((5, i64::MAX))
         );
-        page.after = Some((1, 99));
-        assert!(batch(&query, &page, DbBackend::Postgres).is_none());
+        page.after = top.then;
+        let rest = batch(&query, &page, DbBackend::Postgres);
+        let values = format!("{:?}", rest.statement.values);
+        assert!(values.contains("'7:apple' & '7:pear' & !(("), "{values}");
+        assert!(rest.statement.sql.contains("ORDER BY rank DESC, id DESC"));
+        assert_eq!(rest.then, None);
         for backend in [DbBackend::Sqlite, DbBackend::MySql] {
-            assert!(batch(&query, &page, backend).unwrap().then.is_none());
+            assert!(batch(&query, &page, backend).then.is_none());
         }
     }
 }

@@ -20,9 +20,9 @@ use crate::{
 };
 
 /// How many batches of candidates one page reads, at most, before it answers with what it
-/// found (and a `Link` to go on): a batch per rank tier the page crosses (PostgreSQL,
-/// [`sql::TIER_SPAN`] + 1 of them), and candidates the text check refuses are rare.
-const MAX_BATCHES: usize = 8;
+/// found (and a `Link` to go on): PostgreSQL's top rank tier and the rest may take one each,
+/// and candidates the text check refuses are rare.
+const MAX_BATCHES: usize = 5;
 
 /// A search result: the note, an excerpt of it, and the matched words in the excerpt.
 #[derive(Serialize, ToSchema)]
@@ -81,10 +81,7 @@ pub async fn search(
     let mut found = Vec::new();
     let mut more = false;
     for _ in 0..MAX_BATCHES {
-        let Some(batch) = sql::batch(&parsed, &page, db.backend()) else {
-            more = false;
-            break;
-        };
+        let batch = sql::batch(&parsed, &page, db.backend());
         let candidates = db
             .all(Candidate::find_by_statement(batch.statement))
             .await?;
