@@ -159,7 +159,7 @@ proptest! {
         match Query::parse(&query) {
             Ok(parsed) => {
                 for after in [None, Some((2, 3)), Some((4, 9))] {
-                    let page = Page { owner: 1, completed: None, after, limit: 20 };
+                    let page = Page { owner: 1, completed: None, after, limit: 20, widen: false };
                     for backend in [DbBackend::Sqlite, DbBackend::Postgres, DbBackend::MySql] {
                         let batch = sql::batch(&parsed, &page, backend);
                         for value in batch.statement.values.unwrap().0 {

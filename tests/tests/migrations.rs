@@ -636,6 +636,7 @@ async fn search_migration_indexes_existing_notes_through_up_down_up(backend: Bac
             completed: None,
             after: None,
             limit: 10,
+            widen: false,
         };
         let mut ids = Vec::new();
         loop {

@@ -27,9 +27,10 @@
 //! word occurs in a note (`m20261207_000010_search_rank_tiers`), so "the words occur at least
 //! S times in all" is itself an index query. For a query of up to [`MAX_TIERED_WORDS`] plain
 //! words, a page first reads the top tier — the notes of rank ≥ n + [`TIER_SPAN`] (n words),
-//! ranked — and only when that runs short the rest, ranked too. A first page of common words
-//! reads the top tier alone (158 notes for that heavy user, not 19 500); a search with few
-//! matches reads two small tiers.
+//! ranked — and only when that runs short the middle tier (rank ≥ n + [`MIDDLE_TIER`]), then
+//! the rest, each ranked. A first page of common words reads the top tier alone (158 notes for
+//! that heavy user, not 19 500). When the top tier is empty the words are rare: the page reads
+//! every lower rank in one statement ([`Page::widen`]).
 
 use sea_orm::{DbBackend, Statement, Value};
 
@@ -42,6 +43,9 @@ pub struct Page {
     /// The rank and id of the last note of the previous page.
     pub after: Option<(i64, i64)>,
     pub limit: u64,
+    /// The tier above `after` held nothing: read every rank below it in one statement
+    /// (PostgreSQL). Its words are rare, so the rest is small.
+    pub widen: bool,
 }
 
 /// One statement's worth of candidates.
@@ -58,6 +62,8 @@ pub struct Batch {
 pub const MAX_TIERED_WORDS: usize = 3;
 /// The top tier holds the notes where the words occur this many times more than once each.
 pub const TIER_SPAN: i64 = 4;
+/// The middle tier, below the top one: this many times more than once each.
+pub const MIDDLE_TIER: i64 = 2;
 
 /// The batch that reads `page` of the notes matching `query`.
 pub fn batch(query: &Query, page: &Page, backend: DbBackend) -> Batch {
@@ -87,29 +93,36 @@ fn ranked_words(query: &Query) -> Vec<(&str, bool)> {
     words
 }
 
-/// PostgreSQL's batch for `page` of a query of plain `words`: the top tier, or the rest.
+/// PostgreSQL's batch for `page` of a query of plain `words`: the tier its cursor is in.
 fn tier(query: &Query, words: &[&str], page: &Page) -> Batch {
-    let top = words.len() as i64 + TIER_SPAN;
+    let lowest = words.len() as i64;
+    let (middle, top) = (lowest + MIDDLE_TIER, lowest + TIER_SPAN);
     let ranked: Vec<(&str, bool)> = words.iter().map(|&word| (word, false)).collect();
-    let top_tier = at_least(page.owner, words, top, false);
-    let (tier, then) = match page.after {
-        Some((rank, _)) if rank < top => (
-            Tier {
-                condition: format!("!{top_tier}"),
-                marks: None,
-            },
+    let at_least_top = at_least(page.owner, words, top, false);
+    let at_least_middle = at_least(page.owner, words, middle, false);
+    let rank = page.after.map_or(i64::MAX, |(rank, _)| rank);
+    let (condition, marks, then) = if rank >= top {
+        let marks = at_least(page.owner, words, top, true);
+        (at_least_top, Some(marks), Some((top - 1, i64::MAX)))
+    } else if page.widen {
+        (format!("!{at_least_top}"), None, None)
+    } else if rank >= middle {
+        (
+            format!("{at_least_middle} & !{at_least_top}"),
             None,
-        ),
-        _ => (
-            Tier {
-                condition: top_tier,
-                marks: Some(at_least(page.owner, words, top, true)),
-            },
-            Some((top - 1, i64::MAX)),
-        ),
+            Some((middle - 1, i64::MAX)),
+        )
+    } else {
+        (format!("!{at_least_middle}"), None, None)
     };
     Batch {
-        statement: statement(query, &ranked, page, DbBackend::Postgres, Some(tier)),
+        statement: statement(
+            query,
+            &ranked,
+            page,
+            DbBackend::Postgres,
+            Some(Tier { condition, marks }),
+        ),
         then,
     }
 }
@@ -427,6 +440,7 @@ mod tests {
             completed: Some(true),
             after: Some((3, 42)),
             limit: 20,
+            widen: false,
         };
         let batch = batch(&query, &page, DbBackend::Postgres);
         let sql = &batch.statement.sql;
@@ -464,32 +478,67 @@ mod tests {
     }
 
     #[test]
-    fn plain_words_read_the_top_tier_first_on_postgres() {
+    fn plain_words_read_the_tiers_best_first_on_postgres() {
         let query = Query::parse("apple pear").unwrap();
         let mut page = Page {
             owner: 7,
             completed: None,
             after: None,
             limit: 20,
+            widen: false,
         };
+        let values = |batch: &Batch| format!("{:?}", batch.statement.values);
         let top = batch(&query, &page, DbBackend::Postgres);
         assert_eq!(top.then, Some((5, i64::MAX)), "ranks 2 + 4 and more first");
-        let values = format!("{:?}", top.statement.values);
         assert!(
-            values.contains("'7:apple' & '7:pear' & (('7:apple' & '7:~pear~5')"),
-            "{values}"
+            values(&top).contains("'7:apple' & '7:pear' & (('7:apple' & '7:~pear~5')"),
+            "{}",
+            values(&top)
+        );
+        assert!(
+            values(&top).contains("\"(('7:~pear~5') | ('7:~apple~2' & '7:~pear~4')"),
+            "{}",
+            values(&top)
+        );
+        assert!(
+            top.statement
+                .sql
+                .contains("search @@ $6::tsquery AND ts_match_vq(search, $7::tsquery)"),
+            "{}",
+            top.statement.sql
         );
         page.after = Some((9, 99));
-        assert_eq!(
-            batch(&query, &page, DbBackend::Postgres).then,
-            Some((5, i64::MAX))
-        );
+        assert_eq!(batch(&query, &page, DbBackend::Postgres).then, top.then);
+
         page.after = top.then;
+        let middle = batch(&query, &page, DbBackend::Postgres);
+        assert!(
+            values(&middle).contains("'7:apple' & '7:pear' & (('7:apple' & '7:~pear~3')"),
+            "{}",
+            values(&middle)
+        );
+        assert!(values(&middle).contains(" & !(("), "{}", values(&middle));
+        assert_eq!(middle.then, Some((3, i64::MAX)));
+
+        page.after = middle.then;
         let rest = batch(&query, &page, DbBackend::Postgres);
-        let values = format!("{:?}", rest.statement.values);
-        assert!(values.contains("'7:apple' & '7:pear' & !(("), "{values}");
+        assert!(
+            values(&rest).contains("'7:apple' & '7:pear' & !(('7:apple' & '7:~pear~3')"),
+            "{}",
+            values(&rest)
+        );
         assert!(rest.statement.sql.contains("ORDER BY rank DESC, id DESC"));
         assert_eq!(rest.then, None);
+
+        page.after = top.then;
+        page.widen = true;
+        let wide = batch(&query, &page, DbBackend::Postgres);
+        assert!(
+            values(&wide).contains("'7:apple' & '7:pear' & !(('7:apple' & '7:~pear~5')"),
+            "{}",
+            values(&wide)
+        );
+        assert_eq!(wide.then, None);
         for backend in [DbBackend::Sqlite, DbBackend::MySql] {
             assert!(batch(&query, &page, backend).then.is_none());
         }

@@ -20,8 +20,8 @@ use crate::{
 };
 
 /// How many batches of candidates one page reads, at most, before it answers with what it
-/// found (and a `Link` to go on): PostgreSQL's top rank tier and the rest may take one each,
-/// and candidates the text check refuses are rare.
+/// found (and a `Link` to go on): PostgreSQL's rank tiers may take one each, and candidates
+/// the text check refuses are rare.
 const MAX_BATCHES: usize = 5;
 
 /// A search result: the note, an excerpt of it, and the matched words in the excerpt.
@@ -77,6 +77,7 @@ pub async fn search(
             }
         },
         limit: query.limit,
+        widen: false,
     };
     let mut found = Vec::new();
     let mut more = false;
@@ -85,7 +86,8 @@ pub async fn search(
         let candidates = db
             .all(Candidate::find_by_statement(batch.statement))
             .await?;
-        let full = candidates.len() as u64 == page.limit;
+        let candidates_read = candidates.len();
+        let full = candidates_read as u64 == page.limit;
         for candidate in candidates {
             page.after = Some((candidate.rank, candidate.note.id));
             if let Some(hit) = parsed.find(&candidate.note.text) {
@@ -106,7 +108,10 @@ pub async fn search(
         more = full || batch.then.is_some();
         if !full {
             match batch.then {
-                Some(next) => page.after = Some(next),
+                Some(next) => {
+                    page.widen = candidates_read == 0;
+                    page.after = Some(next);
+                }
                 None => break,
             }
         }
