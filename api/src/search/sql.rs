@@ -73,8 +73,7 @@ pub fn batch(query: &Query, page: &Page, backend: DbBackend) -> Batch {
         && ranked.len() <= MAX_TIERED_WORDS
         && ranked.iter().all(|&(_, prefix)| !prefix)
     {
-        let words: Vec<&str> = ranked.iter().map(|&(word, _)| word).collect();
-        return tier(query, &words, page);
+        return tier(query, &ranked, page);
     }
     Batch {
         statement: statement(query, &ranked, page, backend, None),
@@ -93,32 +92,32 @@ fn ranked_words(query: &Query) -> Vec<(&str, bool)> {
     words
 }
 
-/// PostgreSQL's batch for `page` of a query of plain `words`: the tier its cursor is in.
-fn tier(query: &Query, words: &[&str], page: &Page) -> Batch {
+/// PostgreSQL's batch for `page` of a query of plain words (`ranked`, none a prefix): the
+/// tier its cursor is in.
+fn tier(query: &Query, ranked: &[(&str, bool)], page: &Page) -> Batch {
+    let words: Vec<&str> = ranked.iter().map(|&(word, _)| word).collect();
     let lowest = words.len() as i64;
     let (middle, top) = (lowest + MIDDLE_TIER, lowest + TIER_SPAN);
-    let ranked: Vec<(&str, bool)> = words.iter().map(|&word| (word, false)).collect();
-    let at_least_top = at_least(page.owner, words, top, false);
-    let at_least_middle = at_least(page.owner, words, middle, false);
+    let at_least = |total, marks_only| at_least(page.owner, &words, total, marks_only);
     let rank = page.after.map_or(i64::MAX, |(rank, _)| rank);
     let (condition, marks, then) = if rank >= top {
-        let marks = at_least(page.owner, words, top, true);
-        (at_least_top, Some(marks), Some((top - 1, i64::MAX)))
+        let marks = at_least(top, true);
+        (at_least(top, false), Some(marks), Some((top - 1, i64::MAX)))
     } else if page.widen {
-        (format!("!{at_least_top}"), None, None)
+        (format!("!{}", at_least(top, false)), None, None)
     } else if rank >= middle {
         (
-            format!("{at_least_middle} & !{at_least_top}"),
+            format!("{} & !{}", at_least(middle, false), at_least(top, false)),
             None,
             Some((middle - 1, i64::MAX)),
         )
     } else {
-        (format!("!{at_least_middle}"), None, None)
+        (format!("!{}", at_least(middle, false)), None, None)
     };
     Batch {
         statement: statement(
             query,
-            &ranked,
+            ranked,
             page,
             DbBackend::Postgres,
             Some(Tier { condition, marks }),
