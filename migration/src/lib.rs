@@ -15,6 +15,8 @@ mod m20261205_000007_answered_idempotency_keys;
 mod m20261206_000008_search_notes;
 mod m20261207_000009_search_by_owner;
 mod m20261207_000010_search_rank_tiers;
+mod m20261207_000011_search_by_owner_mariadb;
+mod script;
 
 /// Constraint names the applications map to answers (a unique violation on the e-mail index
 /// is "e-mail address taken").
@@ -42,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000008_search_notes::Migration),
             Box::new(m20261207_000009_search_by_owner::Migration),
             Box::new(m20261207_000010_search_rank_tiers::Migration),
+            Box::new(m20261207_000011_search_by_owner_mariadb::Migration),
         ]
     }
 }

@@ -16,7 +16,10 @@
 //!
 //! `down` drops the index and what feeds it; the notes stay.
 
+use sea_orm::DatabaseBackend::{MySql, Postgres, Sqlite};
 use sea_orm_migration::prelude::*;
+
+use crate::script::run_on;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -33,7 +36,7 @@ pub(crate) const POSTGRES_DOWN: &[&str] = &[
     "ALTER TABLE notes DROP COLUMN IF EXISTS search",
 ];
 
-const MARIADB_UP: &[&str] = &[
+pub(crate) const MARIADB_UP: &[&str] = &[
     "ALTER TABLE notes ADD COLUMN search_text TEXT \
      AS (LOWER(REGEXP_REPLACE(text, '[^[:alnum:]]+', ' '))) STORED",
     // One round trip, so that the session setting holds for the index it is meant for: the
@@ -42,7 +45,7 @@ const MARIADB_UP: &[&str] = &[
      CREATE FULLTEXT INDEX notes_search_idx ON notes (search_text); \
      SET SESSION innodb_ft_enable_stopword = DEFAULT",
 ];
-const MARIADB_DOWN: &[&str] = &[
+pub(crate) const MARIADB_DOWN: &[&str] = &[
     "DROP INDEX notes_search_idx ON notes",
     "ALTER TABLE notes DROP COLUMN search_text",
 ];
@@ -78,29 +81,14 @@ pub(crate) const SQLITE_DOWN: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, [POSTGRES_UP, MARIADB_UP, SQLITE_UP]).await
+        run_on(manager, Postgres, &[POSTGRES_UP]).await?;
+        run_on(manager, MySql, &[MARIADB_UP]).await?;
+        run_on(manager, Sqlite, &[SQLITE_UP]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, [POSTGRES_DOWN, MARIADB_DOWN, SQLITE_DOWN]).await
+        run_on(manager, Postgres, &[POSTGRES_DOWN]).await?;
+        run_on(manager, MySql, &[MARIADB_DOWN]).await?;
+        run_on(manager, Sqlite, &[SQLITE_DOWN]).await
     }
-}
-
-/// Run the statements for the manager's backend: `[postgres, mariadb, sqlite]`.
-async fn run(
-    manager: &SchemaManager<'_>,
-    [postgres, mariadb, sqlite]: [&[&str]; 3],
-) -> Result<(), DbErr> {
-    let statements = match manager.get_database_backend() {
-        sea_orm::DatabaseBackend::Postgres => postgres,
-        sea_orm::DatabaseBackend::MySql => mariadb,
-        _ => sqlite,
-    };
-    for statement in statements {
-        manager
-            .get_connection()
-            .execute_unprepared(statement)
-            .await?;
-    }
-    Ok(())
 }

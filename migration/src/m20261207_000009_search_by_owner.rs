@@ -10,9 +10,11 @@
 //! PostgreSQL's index is on `(user_id, search)` already; InnoDB's `FULLTEXT` cannot take a
 //! second column of another type: both are left as they are.
 
+use sea_orm::DatabaseBackend::Sqlite;
 use sea_orm_migration::prelude::*;
 
 use crate::m20261206_000008_search_notes::{SQLITE_DOWN as DROP, SQLITE_UP as EARLIER};
+use crate::script::run_on;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -38,22 +40,10 @@ const UP: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &[DROP, UP]).await
+        run_on(manager, Sqlite, &[DROP, UP]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &[DROP, EARLIER]).await
+        run_on(manager, Sqlite, &[DROP, EARLIER]).await
     }
-}
-
-/// Run the statements on SQLite, in one call (so on one connection of the pool: a trigger
-/// dropped on one connection and created again on another can meet a schema the second has
-/// not re-read, and "already exists"); nothing elsewhere.
-async fn run(manager: &SchemaManager<'_>, steps: &[&[&str]]) -> Result<(), DbErr> {
-    if manager.get_database_backend() != sea_orm::DatabaseBackend::Sqlite {
-        return Ok(());
-    }
-    let script = steps.concat().join(";\n");
-    manager.get_connection().execute_unprepared(&script).await?;
-    Ok(())
 }

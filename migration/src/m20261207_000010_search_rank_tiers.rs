@@ -14,9 +14,11 @@
 //! The owner is the column's input, so a note that changes hands is indexed anew. SQLite's
 //! and MariaDB's indexes are left as they are.
 
+use sea_orm::DatabaseBackend::Postgres;
 use sea_orm_migration::prelude::*;
 
 use crate::m20261206_000008_search_notes::{POSTGRES_DOWN as DROP, POSTGRES_UP as EARLIER};
+use crate::script::run_on;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -43,24 +45,10 @@ const DOWN: &[&str] = &[
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &[DROP, UP]).await
+        run_on(manager, Postgres, &[DROP, UP]).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run(manager, &[DOWN, EARLIER]).await
+        run_on(manager, Postgres, &[DOWN, EARLIER]).await
     }
-}
-
-/// Run the statements on PostgreSQL, in order; nothing elsewhere.
-async fn run(manager: &SchemaManager<'_>, steps: &[&[&str]]) -> Result<(), DbErr> {
-    if manager.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
-        return Ok(());
-    }
-    for statement in steps.concat() {
-        manager
-            .get_connection()
-            .execute_unprepared(statement)
-            .await?;
-    }
-    Ok(())
 }

@@ -381,6 +381,60 @@ async fn queries_with_nothing_to_look_for_are_422_naming_q(backend: Backend) {
     app.finish().await;
 }
 
+/// Words up to 64 letters are looked up in every index (MariaDB's holds them after the
+/// owner's digits within its 84 characters); a longer word only narrows a search.
+#[backends(sqlite, postgres, mysql)]
+async fn words_up_to_64_letters_are_indexed_and_longer_ones_narrow(backend: Backend) {
+    let longest = format!("{}z", "q".repeat(63));
+    let too_long = format!("{}z", "r".repeat(64));
+    let (app, ids) = signed_in_with_texts(
+        backend,
+        &[&format!("a {longest} word"), &format!("another {too_long}")],
+    )
+    .await;
+    assert_eq!(found_ids(&app, &longest).await, [ids[0]]);
+    assert_eq!(
+        found_ids(&app, &format!("{}*", &longest[..40])).await,
+        [ids[0]]
+    );
+    let reply = search(&app, &too_long, "").await;
+    let problem = assert_problem(&reply, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "q", "{problem}");
+    assert_eq!(
+        found_ids(&app, &format!("another {too_long}")).await,
+        [ids[1]]
+    );
+    app.finish().await;
+}
+
+/// MariaDB's `FULLTEXT` index cannot hold `user_id`: each word carries its owner instead
+/// (`7xword`), so a search reads one user's entries of a common word, not everyone's.
+#[backends(mysql)]
+async fn mariadb_indexes_each_word_with_its_owner(backend: Backend) {
+    let (app, me) = TestApp::signed_in(backend).await;
+    let other = app.sign_up_and_in("other").await;
+    let mine = create_texts(&app, &["the walrus said"]).await;
+    create_note(&app, Some(&other.token), &note_body("a walrus too", false)).await;
+    let matching = async |against: String| -> Vec<i64> {
+        let rows = app
+            .conn()
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::MySql,
+                "SELECT id FROM notes \
+                 WHERE MATCH (search_text) AGAINST (? IN BOOLEAN MODE) ORDER BY id",
+                [against.into()],
+            ))
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|row| row.try_get_by_index(0).unwrap())
+            .collect()
+    };
+    assert_eq!(matching(format!("+{}xwalrus", me.id)).await, mine);
+    assert_eq!(matching("+walrus".to_owned()).await, Vec::<i64>::new());
+    app.finish().await;
+}
+
 /// Operators and syntax of every backend's search language, SQL, and odd text.
 const HOSTILE_QUERIES: &[&str] = &[
     "\"",

@@ -23,9 +23,10 @@ use std::fmt;
 pub const MAX_QUERY_CHARS: usize = 256;
 /// The shortest word the indexes hold, in characters.
 pub const MIN_WORD_CHARS: usize = 3;
-/// The longest word the indexes hold (MariaDB's `innodb_ft_max_token_size`): a longer one
-/// is checked on the text only.
-pub const MAX_INDEXED_WORD_CHARS: usize = 84;
+/// The longest word looked up in the indexes: MariaDB's holds a word after its owner
+/// (`7xword`, up to 20 characters for the owner) within `innodb_ft_max_token_size` (84). A
+/// longer word is checked on the text only.
+pub const MAX_INDEXED_WORD_CHARS: usize = 64;
 /// The longest snippet, in characters.
 pub const SNIPPET_CHARS: usize = 200;
 /// How many characters of context a snippet shows before its first match, at most.

@@ -3,10 +3,10 @@
 //!
 //! | operator | PostgreSQL (`::tsquery`, owner-prefixed) | SQLite FTS5 (`MATCH`) | MariaDB (`AGAINST (… IN BOOLEAN MODE)`) |
 //! |---|---|---|---|
-//! | `word` | `'7:word'` | `"word"` | `+word` |
-//! | `word*` | `'7:word':*` | `"word"*` | `+word*` |
-//! | `"a phrase"` | each word, `&` | each word | `+each +word` |
-//! | `-word`, `-word*` | `!'7:word'`, `!'7:word':*` | `NOT "word"`, `NOT "word"*` | `-word`, `-word*` |
+//! | `word` | `'7:word'` | `"word"` | `+7xword` |
+//! | `word*` | `'7:word':*` | `"word"*` | `+7xword*` |
+//! | `"a phrase"` | each word, `&` | each word | `+7xeach +7xword` |
+//! | `-word`, `-word*` | `!'7:word'`, `!'7:word':*` | `NOT "word"`, `NOT "word"*` | `-7xword`, `-7xword*` |
 //!
 //! Only words made of letters and digits reach the index's syntax ([`super::words`]), so no
 //! user text is read as an operator. A phrase asks the index for its words; their order
@@ -223,11 +223,11 @@ fn statement(
         DbBackend::MySql => {
             let rank = format!(
                 "CHAR_LENGTH(REGEXP_REPLACE(REGEXP_REPLACE(search_text, {}, CHAR(1 USING utf8mb4)), {}, ''))",
-                sql.bind(mariadb_pattern(ranked)),
+                sql.bind(mariadb_pattern(page.owner, ranked)),
                 sql.bind("[^\\x01]+")
             );
             let owner = sql.bind(page.owner);
-            let against = sql.bind(MARIADB.spell(query, ""));
+            let against = sql.bind(MARIADB.spell(query, &format!("{}x", page.owner)));
             let completed = completed(&mut sql);
             (
                 rank,
@@ -307,16 +307,16 @@ fn postgres_rank(sql: &mut Sql, owner: i64, ranked: &[(&str, bool)]) -> String {
     )
 }
 
-/// MariaDB's rank pattern: a word of `search_text` (its words are separated by one space)
-/// that is one of `ranked`, or starts with a prefix of it.
-fn mariadb_pattern(ranked: &[(&str, bool)]) -> String {
+/// MariaDB's rank pattern: a word of `search_text` (its words are separated by one space,
+/// each after its owner: `7xword`) that is one of `ranked`, or starts with a prefix of it.
+fn mariadb_pattern(owner: i64, ranked: &[(&str, bool)]) -> String {
     let words: Vec<String> = ranked
         .iter()
         .map(|&(word, prefix)| {
             if prefix {
-                format!("{word}[^ ]*")
+                format!("{owner}x{word}[^ ]*")
             } else {
-                word.to_owned()
+                format!("{owner}x{word}")
             }
         })
         .collect();
@@ -424,10 +424,13 @@ mod tests {
             SQLITE.spell(&query, ""),
             r#""apple" "big" "red" "fru"* NOT "pear""#
         );
-        assert_eq!(MARIADB.spell(&query, ""), "+apple +big +red +fru* -pear");
         assert_eq!(
-            mariadb_pattern(&ranked_words(&query)),
-            "(?<![^ ])(?:apple|big|red|fru[^ ]*)(?![^ ])"
+            MARIADB.spell(&query, "7x"),
+            "+7xapple +7xbig +7xred +7xfru* -7xpear"
+        );
+        assert_eq!(
+            mariadb_pattern(7, &ranked_words(&query)),
+            "(?<![^ ])(?:7xapple|7xbig|7xred|7xfru[^ ]*)(?![^ ])"
         );
     }
 
