@@ -47,7 +47,7 @@ done
 
 mkdir -p "$out"
 status=0
-timeout 300 node "$tests/flow.mjs" "http://$address" "$out" || status=$?
+timeout 300 node "$tests/flow.mjs" "http://$address" "$out" "$work/data/mail" || status=$?
 if [ "$status" != 0 ]; then
   echo "web flow failed (exit $status); the server's last log lines:"
   tail -n 20 "$log"

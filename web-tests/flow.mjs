@@ -1,11 +1,12 @@
 // End-to-end test of the notes web page, driving Debian's headless Chromium through
 // playwright-core (no browser download). Locators follow api/web/UI.md (roles and accessible
-// names only). Usage: node web-tests/flow.mjs http://127.0.0.1:PORT OUTDIR
+// names only). Usage: node web-tests/flow.mjs http://127.0.0.1:PORT OUTDIR MAILDIR (the
+// server's MAIL_DIR, where the mails it sent are read).
 //
 // Fails (exit 1, one "FAIL:" line) on the first failed check, on any console error or page error
 // outside an expectHttpError() window, on any request to another origin, and on any serious or
 // critical axe-core finding.
-import { readFileSync, mkdirSync } from 'node:fs';
+import { readFileSync, readdirSync, mkdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import http from 'node:http';
 import https from 'node:https';
@@ -13,11 +14,12 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { chromium } from 'playwright-core';
 
-const [baseArg, outArg] = process.argv.slice(2);
-if (!baseArg || !outArg) {
-  console.error('usage: node web-tests/flow.mjs http://127.0.0.1:PORT OUTDIR');
+const [baseArg, outArg, mailArg] = process.argv.slice(2);
+if (!baseArg || !outArg || !mailArg) {
+  console.error('usage: node web-tests/flow.mjs http://127.0.0.1:PORT OUTDIR MAILDIR');
   process.exit(2);
 }
+const mailDir = path.resolve(mailArg);
 const base = new URL(baseArg);
 const origin = base.origin;
 const outDir = path.resolve(outArg);
@@ -350,6 +352,41 @@ async function noHorizontalScroll(where) {
   await page.setViewportSize(DESKTOP);
   check(w <= 320, `${where}: horizontal scroll at 320 px wide (scrollWidth ${w})`);
   ok(`no horizontal scroll at 320 px wide ${where} (scrollWidth ${w})`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mail the server sent (`.eml` files under its MAIL_DIR)
+
+/** A quoted-printable body as text (soft line breaks joined, `=XX` decoded). */
+function unquote(text) {
+  const joined = text.replace(/=\r?\n/g, '');
+  const bytes = joined.replace(/=([0-9A-F]{2})/g, (_, hex) => String.fromCharCode(parseInt(hex, 16)));
+  return Buffer.from(bytes, 'latin1').toString('utf8');
+}
+
+/** The token of the newest mail to `email` with a `/#{fragment}=TOKEN` link not in `skip`. */
+async function tokenFromMail(email, fragment, skip = new Set()) {
+  const to = new RegExp(`^To: ${email.replace(/[.+]/g, '\\$&')}\\s*$`, 'mi');
+  const found = await until(() => {
+    let files = [];
+    try {
+      files = readdirSync(mailDir).filter((f) => f.endsWith('.eml')).sort().reverse();
+    } catch {
+      return null;
+    }
+    for (const file of files) {
+      const raw = readFileSync(path.join(mailDir, file), 'utf8');
+      const split = raw.search(/\r?\n\r?\n/);
+      const head = raw.slice(0, split);
+      if (!to.test(head)) continue;
+      const rest = raw.slice(split).trim();
+      const body = /quoted-printable/i.test(head) ? unquote(rest) : rest;
+      const link = new RegExp(`/#${fragment}=([0-9a-f]+)`).exec(body);
+      if (link && !skip.has(link[1])) return { token: link[1] };
+    }
+    return null;
+  }, `a mail to ${email} with a #${fragment}= link in ${mailDir}`);
+  return found.token;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -894,6 +931,39 @@ async function main() {
     const s = await session();
     check((await apiFromNode('GET', `/notes/${someNoteOfA.id}`, s.token)) === 404, `B reading A's note ${someNoteOfA.id} did not get 404`);
     check(!(await page.getByText(first[1], { exact: true }).count()), 'A\'s note text is on B\'s page');
+  });
+
+  // --- the address, and a forgotten password, through the mails -----------------------------
+  await step('user B sees "not verified"; the sign-up mail\'s link verifies the address and leaves the address bar', async () => {
+    const notice = page.getByText(`Your address ${userB.email} is not verified yet`);
+    await visible(notice, 'the unverified-address notice');
+    const token = await tokenFromMail(userB.email, 'verify-email');
+    await page.goto(`${origin}/#verify-email=${token}`);
+    await until(async () => (await statusRegion().innerText()).includes('your e-mail address is verified') || { ok: false, seen: await statusRegion().innerText() }, 'the status region does not confirm the verification');
+    check(!page.url().includes(token), `the token is still in the address bar: ${page.url()}`);
+    await gone(notice, 'the unverified-address notice');
+  });
+
+  const newPasswordB = 'a freshly reset passphrase';
+  await step('forgot password: B asks for a link, opens it, sets a new password and signs in with it', async () => {
+    await signOut();
+    await page.getByRole('button', { name: 'Forgot password?', exact: true }).click();
+    const forgot = page.getByRole('form', { name: 'Reset your password', exact: true });
+    await visible(forgot, 'the "Reset your password" form');
+    await forgot.getByLabel('E-mail', { exact: true }).fill(userB.email);
+    await forgot.getByRole('button', { name: 'Send the link', exact: true }).click();
+    await until(async () => (await statusRegion().innerText()).includes('a link to set a new password is on its way') || { ok: false, seen: await statusRegion().innerText() }, 'the status region does not say the link is on its way');
+    const token = await tokenFromMail(userB.email, 'reset-password');
+    await page.goto(`${origin}/#reset-password=${token}`);
+    const reset = page.getByRole('form', { name: 'Choose a new password', exact: true });
+    await visible(reset, 'the "Choose a new password" form');
+    check(!page.url().includes(token), `the reset token is still in the address bar: ${page.url()}`);
+    await axe('the "Choose a new password" form');
+    await reset.getByLabel('New password', { exact: true }).fill(newPasswordB);
+    await reset.getByRole('button', { name: 'Set the password', exact: true }).click();
+    await until(async () => (await statusRegion().innerText()).includes('Your password is changed') || { ok: false, seen: await statusRegion().innerText() }, 'the status region does not say the password changed');
+    await signIn({ ...userB, password: newPasswordB });
+    await signedIn(userB.email);
   });
 
   assertClean('end of the flow');

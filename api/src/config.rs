@@ -132,6 +132,34 @@ pub struct Settings {
     pub export_max_concurrent: u32,
     /// An export whose client reads nothing for this long is cut (`EXPORT_IDLE_TIMEOUT_S`).
     pub export_idle_timeout: Duration,
+    /// Where mail goes and what it links to.
+    pub mail: MailSettings,
+    /// How long a password-reset link works (`PASSWORD_RESET_TTL_S`).
+    pub password_reset_ttl: Duration,
+}
+
+/// Mail delivery: `SMTP_URL` (unset: `.eml` files under `MAIL_DIR`), `MAIL_FROM`, and
+/// `PUBLIC_URL`, the address of the web page the mails link to.
+#[derive(Clone)]
+pub struct MailSettings {
+    /// `smtp://host:port`, `smtp://…?tls=starttls` or `smtps://user:pass@host:465`; it may
+    /// carry a password: never shown (`Debug` redacts it).
+    pub smtp_url: Option<String>,
+    pub dir: std::path::PathBuf,
+    pub from: String,
+    /// Without a trailing `/`.
+    pub public_url: String,
+}
+
+impl std::fmt::Debug for MailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailSettings")
+            .field("smtp_url", &self.smtp_url.as_deref().map(redact))
+            .field("dir", &self.dir)
+            .field("from", &self.from)
+            .field("public_url", &self.public_url)
+            .finish()
+    }
 }
 
 /// The proxies trusted to say who the client is (`FORWARDED_ALLOW_IPS`).
@@ -218,6 +246,13 @@ impl Settings {
             }
             _ => None,
         };
+        let host = vars.parse("HOST", "127.0.0.1", parse_host)?;
+        let port = vars.number("PORT", 8000, 0..=65535)? as u16;
+        let default_public_url = if host.contains(':') {
+            format!("http://[{host}]:{port}")
+        } else {
+            format!("http://{host}:{port}")
+        };
         Ok(Self {
             database_url,
             database_read_url,
@@ -225,8 +260,8 @@ impl Settings {
                 vars.number("READ_MAX_LAG_MS", 5000, 0..=3_600_000)?.into(),
             ),
             cookie_secure: vars.parse("COOKIE_SECURE", "false", parse_bool)?,
-            host: vars.parse("HOST", "127.0.0.1", parse_host)?,
-            port: vars.number("PORT", 8000, 0..=65535)? as u16,
+            host,
+            port,
             auto_migrate: vars.parse("AUTO_MIGRATE", "true", parse_bool)?,
             db_pool_max,
             db_pool_min,
@@ -261,6 +296,27 @@ impl Settings {
             )?,
             export_idle_timeout: Duration::from_secs(
                 vars.number("EXPORT_IDLE_TIMEOUT_S", 10, 1..=3600)?.into(),
+            ),
+            mail: MailSettings {
+                smtp_url: match lookup("SMTP_URL") {
+                    Some(value) if !value.trim().is_empty() => {
+                        Some(vars.parse("SMTP_URL", "", parse_smtp_url)?)
+                    }
+                    _ => None,
+                },
+                dir: vars.parse("MAIL_DIR", "./data/mail/", |dir| {
+                    if dir.is_empty() {
+                        Err("a directory".to_owned())
+                    } else {
+                        Ok(std::path::PathBuf::from(dir))
+                    }
+                })?,
+                from: vars.parse("MAIL_FROM", "notes@localhost", parse_mail_from)?,
+                public_url: vars.parse("PUBLIC_URL", &default_public_url, parse_public_url)?,
+            },
+            password_reset_ttl: Duration::from_secs(
+                vars.number("PASSWORD_RESET_TTL_S", 1800, 1..=7 * 24 * 3600)?
+                    .into(),
             ),
         })
     }
@@ -303,7 +359,7 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
             var,
             expected,
             // Never echo a database URL: it may carry a password.
-            got: if var.starts_with("DATABASE_") {
+            got: if var.starts_with("DATABASE_") || var == "SMTP_URL" {
                 format!("{:?}", redact(&value))
             } else {
                 format!("{value:?}")
@@ -326,6 +382,45 @@ impl<F: Fn(&str) -> Option<String>> Vars<'_, F> {
                 .ok_or_else(|| expected.clone())
         })
     }
+}
+
+/// `SMTP_URL`: an `smtp://` or `smtps://` URL with a host (checked in full when the mail
+/// transport is built at start).
+fn parse_smtp_url(value: &str) -> Result<String, String> {
+    let expected = || {
+        "smtp://host:port, smtp://host:port?tls=starttls or smtps://user:password@host:465"
+            .to_owned()
+    };
+    let url = url::Url::parse(value).map_err(|_| expected())?;
+    if !matches!(url.scheme(), "smtp" | "smtps") || url.host_str().is_none_or(str::is_empty) {
+        return Err(expected());
+    }
+    Ok(value.to_owned())
+}
+
+/// `MAIL_FROM`: one address, nothing that could end a mail header.
+fn parse_mail_from(value: &str) -> Result<String, String> {
+    value
+        .parse::<lettre::message::Mailbox>()
+        .map(|_| value.to_owned())
+        .map_err(|_| {
+            "an e-mail address (`notes@example.org` or `Notes <notes@example.org>`)".to_owned()
+        })
+}
+
+/// `PUBLIC_URL`: an `http(s)://` URL without query or fragment; kept without a trailing `/`.
+fn parse_public_url(value: &str) -> Result<String, String> {
+    let expected = || "an http:// or https:// URL without query or fragment".to_owned();
+    let url = url::Url::parse(value).map_err(|_| expected())?;
+    if !matches!(url.scheme(), "http" | "https")
+        || url.host_str().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || url.cannot_be_a_base()
+    {
+        return Err(expected());
+    }
+    Ok(value.trim_end_matches('/').to_owned())
 }
 
 fn parse_bool(value: &str) -> Result<bool, String> {
@@ -385,6 +480,40 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Settings::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn mail_settings_default_to_files_and_the_listen_address() {
+        let settings = load(&[("HOST", "0.0.0.0"), ("PORT", "9000")]).unwrap();
+        assert_eq!(settings.mail.smtp_url, None);
+        assert_eq!(settings.mail.public_url, "http://0.0.0.0:9000");
+        assert_eq!(settings.mail.from, "notes@localhost");
+        assert_eq!(settings.password_reset_ttl, Duration::from_secs(1800));
+        let settings = load(&[("PUBLIC_URL", "https://notes.example.org/")]).unwrap();
+        assert_eq!(settings.mail.public_url, "https://notes.example.org");
+    }
+
+    #[test]
+    fn bad_mail_settings_name_the_variable_and_never_show_the_password() {
+        for bad in [
+            "not a url",
+            "ftp://example.org",
+            "https://x.org/?a=1",
+            "https://x.org/#f",
+        ] {
+            assert_eq!(load(&[("PUBLIC_URL", bad)]).unwrap_err().var, "PUBLIC_URL");
+        }
+        let err = load(&[("SMTP_URL", "http://user:hunter2@mail.example.org")]).unwrap_err();
+        assert_eq!(err.var, "SMTP_URL");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(
+            load(&[("MAIL_FROM", "notes@example.org\r\nBcc: x@y.z")])
+                .unwrap_err()
+                .var,
+            "MAIL_FROM"
+        );
+        let settings = load(&[("SMTP_URL", "smtps://user:hunter2@mail.example.org:465")]).unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
     }
 
     #[test]

@@ -4,14 +4,17 @@
 //! (`api/tests/layers.rs` fails on an import that runs upward, and on a cycle between files):
 //!
 //! 1. [`config`] — settings from the environment; [`telemetry`] — the log subscriber;
-//! 2. [`account`] — the e-mail, name and password rules and the bounded password hashing
-//!    (domain rules: no HTTP, no database); [`search`] — the search query language, how a
+//! 2. [`mail`] — a mail, and its delivery over SMTP or into `.eml` files; [`account`] — the
+//!    e-mail, name and password rules, the bounded password hashing and the mails an account
+//!    receives (domain rules: no HTTP, no database); [`search`] — the search query language, how a
 //!    note matches it and its snippet, and the query as each backend's SQL;
 //! 3. [`limits`] — the sign-in throttle, the export slots, the `Idempotency-Key`s in flight;
 //!    [`session_cache`] — who a token signed in, remembered for half a second;
 //! 4. [`db`] — the pool, each request's handle on it ([`db::RequestDb`], the one way handlers
 //!    reach the database, in SeaORM's terms), the read replica, and what a database error
-//!    means ([`db::error`]);
+//!    means ([`db::error`]); [`jobs`] — the background jobs in the database (mail, purges) and
+//!    the worker every instance runs; [`throttle`] — the throttles every instance shares
+//!    (attempts counted in the database);
 //! 5. [`state`] — what every handler can reach;
 //! 6. [`http`] — what the routes share: errors as problem+json, the extractors (each with its
 //!    OpenAPI parameter), the caller, conditional writes, idempotent POSTs, pages, metrics and
@@ -24,6 +27,8 @@
 pub mod config;
 pub mod telemetry;
 
+pub mod mail;
+
 pub mod account;
 pub mod search;
 
@@ -31,6 +36,8 @@ pub mod limits;
 pub mod session_cache;
 
 pub mod db;
+pub mod jobs;
+pub mod throttle;
 
 pub mod state;
 

@@ -1,111 +1,13 @@
-//! Process-wide limits, without HTTP: the sign-in throttle, the export slots and the
-//! `Idempotency-Key`s in flight on this instance.
+//! Process-wide limits, without HTTP: the export slots and the `Idempotency-Key`s in flight
+//! on this instance. The throttles every instance shares count in the database
+//! (`throttle.rs`, a layer up).
 
 use std::{
     collections::{HashMap, HashSet},
-    net::IpAddr,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
-/// How long failed sign-ins count against a (client address, e-mail) pair.
-pub const SIGNIN_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// Pairs tracked at most; beyond, the pairs whose last failure is oldest are forgotten, so a
-/// flood of made-up e-mail addresses cannot grow memory without bound.
-const MAX_TRACKED: usize = 100_000;
-
-/// Counts failed sign-ins per (client address, e-mail) over a sliding window: after `max`
-/// failures within [`SIGNIN_WINDOW`], sign-ins for that pair are refused until the oldest of
-/// them is older than the window.
-///
-/// Written here rather than taken from `governor`: its GCRA limiter replenishes one attempt
-/// every window/max (a sixth attempt 3 minutes later), where the API refuses every
-/// attempt until the window has passed, and it counts requests, not failures.
-#[derive(Debug)]
-pub struct SigninThrottle {
-    max: usize,
-    window: Duration,
-    failures: Mutex<HashMap<(IpAddr, String), Vec<Instant>>>,
-}
-
-impl SigninThrottle {
-    pub fn new(max: u32) -> Self {
-        Self::with_window(max, SIGNIN_WINDOW)
-    }
-
-    pub fn with_window(max: u32, window: Duration) -> Self {
-        Self {
-            max: max as usize,
-            window,
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// `Err(wait)` when `client` may not try `email` now: it failed `max` times within the
-    /// window; `wait` is how long until the oldest of those failures leaves it.
-    pub fn check(&self, client: IpAddr, email: &str) -> Result<(), Duration> {
-        let now = Instant::now();
-        let mut failures = self.lock();
-        let Some(times) = failures.get_mut(&(client, email.to_owned())) else {
-            return Ok(());
-        };
-        times.retain(|t| now.duration_since(*t) < self.window);
-        if times.len() < self.max {
-            return Ok(());
-        }
-        let oldest = times.iter().min().copied().unwrap_or(now);
-        Err(self.window.saturating_sub(now.duration_since(oldest)))
-    }
-
-    /// Record a failed sign-in.
-    pub fn failed(&self, client: IpAddr, email: &str) {
-        let now = Instant::now();
-        let mut failures = self.lock();
-        if failures.len() >= MAX_TRACKED {
-            self.forget_oldest(&mut failures, now);
-        }
-        let times = failures.entry((client, email.to_owned())).or_default();
-        times.retain(|t| now.duration_since(*t) < self.window);
-        times.push(now);
-        // Only the last `max` failures decide anything.
-        if times.len() > self.max {
-            times.remove(0);
-        }
-    }
-
-    /// A successful sign-in clears the pair's failures.
-    pub fn succeeded(&self, client: IpAddr, email: &str) {
-        self.lock().remove(&(client, email.to_owned()));
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(IpAddr, String), Vec<Instant>>> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Drop every pair whose failures left the window, then, if still full, the tenth whose
-    /// last failure is oldest.
-    fn forget_oldest(&self, failures: &mut HashMap<(IpAddr, String), Vec<Instant>>, now: Instant) {
-        failures.retain(|_, times| {
-            times
-                .last()
-                .is_some_and(|t| now.duration_since(*t) < self.window)
-        });
-        if failures.len() < MAX_TRACKED {
-            return;
-        }
-        let mut last: Vec<Instant> = failures
-            .values()
-            .filter_map(|t| t.last().copied())
-            .collect();
-        last.sort_unstable();
-        let cutoff = last[last.len() / 10];
-        failures.retain(|_, times| times.last().is_some_and(|t| *t > cutoff));
-    }
-}
 
 /// Why an export may not start now.
 #[derive(Debug, PartialEq, Eq)]
@@ -173,45 +75,6 @@ impl Drop for ExportSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
-    const OTHER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
-
-    #[test]
-    fn throttles_a_pair_after_max_failures_until_the_window_passes() {
-        let throttle = SigninThrottle::with_window(3, Duration::from_millis(300));
-        for _ in 0..3 {
-            assert!(throttle.check(CLIENT, "a@x.io").is_ok());
-            throttle.failed(CLIENT, "a@x.io");
-        }
-        let wait = throttle.check(CLIENT, "a@x.io").unwrap_err();
-        assert!(wait <= Duration::from_millis(300) && wait > Duration::ZERO);
-        assert!(throttle.check(OTHER, "a@x.io").is_ok(), "another address");
-        assert!(throttle.check(CLIENT, "b@x.io").is_ok(), "another e-mail");
-        std::thread::sleep(Duration::from_millis(320));
-        assert!(
-            throttle.check(CLIENT, "a@x.io").is_ok(),
-            "the window passed"
-        );
-    }
-
-    #[test]
-    fn success_clears_the_failures() {
-        let throttle = SigninThrottle::new(2);
-        throttle.failed(CLIENT, "a@x.io");
-        throttle.succeeded(CLIENT, "a@x.io");
-        throttle.failed(CLIENT, "a@x.io");
-        assert!(throttle.check(CLIENT, "a@x.io").is_ok());
-    }
-
-    #[test]
-    fn tracked_pairs_are_bounded() {
-        let throttle = SigninThrottle::new(5);
-        for i in 0..MAX_TRACKED + 10 {
-            throttle.failed(CLIENT, &format!("{i}@x.io"));
-        }
-        assert!(throttle.lock().len() <= MAX_TRACKED);
-    }
 
     #[test]
     fn exports_are_limited_per_user_and_overall() {

@@ -31,6 +31,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(url) = &settings.mail.smtp_url
+        && let Err(error) = api::mail::check_smtp_url(url)
+    {
+        eprintln!("api: invalid SMTP_URL: {error}");
+        return ExitCode::from(2);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match args
         .iter()

@@ -16,7 +16,7 @@ use crate::{
         error::{FieldError, Problem},
         idempotency::REPLAYED,
     },
-    routes::{notes, ops, sessions, users, web as page},
+    routes::{notes, ops, recovery, sessions, users, web as page},
 };
 
 #[derive(OpenApi)]
@@ -50,6 +50,10 @@ use crate::{
         users::get,
         users::update,
         users::delete,
+        recovery::request_reset,
+        recovery::confirm_reset,
+        recovery::request_verification,
+        recovery::confirm_verification,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -62,6 +66,7 @@ use crate::{
         (name = "notes", description = "Notes"),
         (name = "sessions", description = "Signing in and out"),
         (name = "users", description = "Users"),
+        (name = "accounts", description = "Recovering an account and verifying its address by mail"),
         (name = "operations", description = "Health, readiness and metrics")
     )
 )]
@@ -69,9 +74,12 @@ pub struct ApiDoc;
 
 /// The operations anyone may call; every other one needs the bearer token (so a new route is
 /// protected in the document unless it is listed here).
-const PUBLIC_OPERATIONS: [&str; 8] = [
+const PUBLIC_OPERATIONS: [&str; 11] = [
     "create_user",
     "sign_in",
+    "request_reset",
+    "confirm_reset",
+    "confirm_verification",
     "healthz",
     "readyz",
     "metrics",

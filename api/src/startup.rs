@@ -16,6 +16,8 @@ use crate::{
     config::Settings,
     db::{self, DbSource},
     http::{self, middleware},
+    jobs,
+    mail::Delivery,
     openapi, routes,
     state::AppState,
 };
@@ -45,6 +47,7 @@ pub fn app(
         .configure(routes::notes::routes)
         .configure(routes::sessions::routes)
         .configure(routes::users::routes)
+        .configure(routes::recovery::routes)
         .configure(routes::ops::routes)
         .configure(openapi::routes)
         .configure(routes::web::routes)
@@ -58,15 +61,11 @@ pub fn app(
 }
 
 /// Start serving `state` on `listener`. The returned server runs until stopped.
-pub fn serve(
-    listener: TcpListener,
-    db: DbSource,
-    settings: Arc<Settings>,
-) -> std::io::Result<Server> {
-    let shutdown_timeout = settings.shutdown_timeout.as_secs();
-    // One state for the process: every worker shares its limits (hashing slots, export
-    // slots, the sign-in throttle).
-    let state = AppState::new(db, settings);
+///
+/// One state for the process: every HTTP worker shares its limits (hashing slots, export
+/// slots, the sign-in throttle) and its job worker's wake-up.
+pub fn serve(listener: TcpListener, state: AppState) -> std::io::Result<Server> {
+    let shutdown_timeout = state.settings.shutdown_timeout.as_secs();
     let server = HttpServer::new(move || app(state.clone()))
         // Signals are handled in `run`, so SIGINT drains like SIGTERM instead of stopping at once.
         .disable_signals()
@@ -98,33 +97,6 @@ pub async fn connect_with_retry(settings: &Settings) -> Result<DatabaseConnectio
             Err(error) => return Err(error),
         }
     }
-}
-
-/// How often expired sessions and idempotency keys are deleted.
-const PURGE_EVERY: Duration = Duration::from_secs(600);
-
-/// Delete expired sessions and idempotency keys now and every [`PURGE_EVERY`] (they are
-/// ignored anyway; this keeps the tables small). Every instance may do it: the deletes are
-/// idempotent.
-fn purge_expired(db: DatabaseConnection) {
-    actix_web::rt::spawn(async move {
-        let mut every = tokio::time::interval(PURGE_EVERY);
-        loop {
-            every.tick().await;
-            let now = entity::now();
-            let sessions = entity::session::delete_expired(now).exec(&db).await;
-            let keys = entity::idempotency_key::delete_expired(now).exec(&db).await;
-            for (what, done) in [("sessions", sessions), ("idempotency keys", keys)] {
-                match done {
-                    Ok(done) if done.rows_affected > 0 => {
-                        tracing::info!(purged = done.rows_affected, what, "expired rows deleted");
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::warn!(%error, what, "purging expired rows failed"),
-                }
-            }
-        }
-    });
 }
 
 /// Run the server until SIGTERM or SIGINT, then drain and close the pool.
@@ -173,9 +145,18 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         tracing::info!(replica = %url, "requests that only read use the replica when it is fit");
         source = source.with_replica(replica);
     }
-    let server = serve(listener, source, Arc::clone(&settings))
-        .map_err(|e| format!("cannot start the server: {e}"))?;
-    purge_expired(db.clone());
+    let delivery = Delivery::new(settings.mail.smtp_url.as_deref(), &settings.mail.dir)
+        .map_err(|e| format!("cannot set up mail delivery: {e}"))?;
+    let state = AppState::new(source, Arc::clone(&settings));
+    let worker = jobs::Worker::new(
+        db.clone(),
+        delivery,
+        settings.mail.from.clone(),
+        state.jobs.clone(),
+    );
+    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+    let jobs = actix_web::rt::spawn(worker.run(jobs_stopped));
+    let server = serve(listener, state).map_err(|e| format!("cannot start the server: {e}"))?;
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         wait_for_shutdown_signal().await;
@@ -183,6 +164,11 @@ pub async fn run(settings: Settings) -> Result<(), String> {
         handle.stop(true).await;
     });
     server.await.map_err(|e| format!("server error: {e}"))?;
+    // The job worker finishes the job it runs and hands the rest of its batch back.
+    let _ = stop_jobs.send(true);
+    if let Err(error) = jobs.await {
+        tracing::error!(%error, "the job worker failed");
+    }
     db.close()
         .await
         .map_err(|e| format!("closing the pool failed: {e}"))?;

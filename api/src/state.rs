@@ -7,8 +7,10 @@ use crate::{
     account::Hasher,
     config::Settings,
     db::DbSource,
-    limits::{ExportSlots, InFlight, SigninThrottle},
+    jobs::Wake,
+    limits::{ExportSlots, InFlight},
     session_cache::SessionCache,
+    throttle::Throttle,
 };
 
 /// The application's shared state, registered once per worker as `web::Data<AppState>`;
@@ -18,7 +20,14 @@ pub struct AppState {
     pub db: DbSource,
     pub settings: Arc<Settings>,
     pub hasher: Hasher,
-    pub signin_throttle: Arc<SigninThrottle>,
+    /// Failed sign-ins per (client address, e-mail), in the database.
+    pub signin_throttle: Throttle,
+    /// Password-reset requests per (client address, e-mail).
+    pub reset_throttle: Throttle,
+    /// Verification mails asked for, per user.
+    pub verification_throttle: Throttle,
+    /// Wakes this instance's job worker when a request queued a job.
+    pub jobs: Wake,
     pub exports: ExportSlots,
     /// Who each bearer token signed in, for a moment (see [`SessionCache`]).
     pub sessions: Arc<SessionCache>,
@@ -31,7 +40,10 @@ impl AppState {
     pub fn new(db: DbSource, settings: Arc<Settings>) -> Self {
         Self {
             hasher: Hasher::new(settings.hash_concurrency, settings.db_acquire_timeout),
-            signin_throttle: Arc::new(SigninThrottle::new(settings.signin_max_failures)),
+            signin_throttle: Throttle::sign_in(settings.signin_max_failures),
+            reset_throttle: Throttle::password_reset(settings.signin_max_failures),
+            verification_throttle: Throttle::email_verification(settings.signin_max_failures),
+            jobs: Wake::default(),
             exports: ExportSlots::new(settings.export_max_concurrent),
             sessions: Arc::default(),
             in_flight: Arc::default(),

@@ -68,6 +68,14 @@ fn malformed_setting_exits_2_with_one_line_naming_it() {
         ("AUTO_MIGRATE", "maybe"),
         ("DB_POOL_MAX", "0"),
         ("DATABASE_URL", "ftp://user:hunter2secret@host/db"),
+        ("PUBLIC_URL", "not a url"),
+        ("MAIL_FROM", "nobody"),
+        ("SMTP_URL", "http://user:hunter2secret@mail.example.org"),
+        // The form checked in full before anything connects: one option only.
+        (
+            "SMTP_URL",
+            "smtp://user:hunter2secret@mail.example.org?tls=sometimes",
+        ),
     ] {
         let output = output_within(api(&dir).env(var, value));
         let stderr = String::from_utf8_lossy(&output.stderr);

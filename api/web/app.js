@@ -173,6 +173,7 @@ function show(message) {
   $('account').hidden = !signedIn;
   if (signedIn) {
     $('signed-in-as').textContent = `Signed in as ${session.user.email}`;
+    showVerification();
     loadPage();
   } else {
     $('notes').replaceChildren();
@@ -633,6 +634,129 @@ $('search-q').addEventListener('input', (event) => {
   if (!event.currentTarget.value.trim()) endSearch();
 });
 
+// ------------------------------------------------------------------ recovery and verification
+
+/** The notice for an address not verified yet. */
+function showVerification() {
+  const unverified = Boolean(session && session.user.email_verified === false);
+  $('unverified').hidden = !unverified;
+  if (unverified) {
+    $('unverified-text').textContent =
+      `Your address ${session.user.email} is not verified yet: open the link we mailed you.`;
+  }
+}
+
+/** The signed-in user as the server has it now (after a verification, say). */
+async function refreshUser() {
+  if (!session) return;
+  try {
+    const user = await api('GET', '/users/me');
+    saveSession({ ...session, user });
+    showVerification();
+  } catch {
+    // Shown as it was; a 401 has signed out already.
+  }
+}
+
+$('resend-verification').addEventListener('click', async (event) => {
+  const button = event.currentTarget;
+  button.disabled = true;
+  try {
+    await api('POST', '/email-verifications');
+    announce(`A new link is on its way to ${session.user.email}.`);
+  } catch (error) {
+    announce(describe(error));
+  } finally {
+    button.disabled = false;
+  }
+});
+
+$('forgot').addEventListener('click', (event) => {
+  const form = $('forgot-password');
+  form.hidden = !form.hidden;
+  event.currentTarget.setAttribute('aria-expanded', String(!form.hidden));
+  if (!form.hidden) {
+    form.elements.email.value = $('sign-in-email').value;
+    form.elements.email.focus();
+  }
+});
+
+$('forgot-password').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearErrors(form);
+  busy(form, true);
+  try {
+    await api('POST', '/password-resets', { email: form.elements.email.value });
+    form.reset();
+    form.hidden = true;
+    $('forgot').setAttribute('aria-expanded', 'false');
+    announce('If an account has that address, a link to set a new password is on its way.');
+  } catch (error) {
+    showErrors(form, error);
+  } finally {
+    busy(form, false);
+  }
+});
+
+// A link from a mail: `#reset-password=TOKEN` or `#verify-email=TOKEN`. The token is read,
+// then taken out of the address bar (and of the history), so it is not left on screen.
+let resetToken = null;
+
+function openLink() {
+  const found = /^#(reset-password|verify-email)=([A-Za-z0-9]+)$/.exec(window.location.hash);
+  if (!found) return;
+  window.history.replaceState(null, '', window.location.pathname + window.location.search);
+  const [, kind, token] = found;
+  if (kind === 'reset-password') {
+    resetToken = token;
+    $('reset-panel').hidden = false;
+    $('reset-new-password').focus();
+  } else {
+    verifyEmail(token);
+  }
+}
+
+async function verifyEmail(token) {
+  try {
+    await api('POST', '/email-verifications/confirm', { token });
+    announce('Thank you: your e-mail address is verified.');
+    await refreshUser();
+  } catch (error) {
+    announce(error.status === 400
+      ? 'This verification link is unknown, already used or expired. Sign in and ask for a new one.'
+      : describe(error));
+  }
+}
+
+$('reset-password').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearErrors(form);
+  busy(form, true);
+  try {
+    await api('POST', '/password-resets/confirm', {
+      token: resetToken,
+      password: form.elements.password.value,
+    });
+    form.reset();
+    resetToken = null;
+    $('reset-panel').hidden = true;
+    saveSession(null);
+    show('Your password is changed. Sign in with the new one.');
+    $('sign-in-email').focus();
+  } catch (error) {
+    if (error.status === 400) {
+      error.message = 'This link is unknown, already used or expired. Ask for a new one with "Forgot password?".';
+    }
+    showErrors(form, error);
+  } finally {
+    busy(form, false);
+  }
+});
+
+window.addEventListener('hashchange', openLink);
+
 // Another tab signed in or out: follow it.
 window.addEventListener('storage', (event) => {
   if (event.key !== SESSION_KEY) return;
@@ -641,3 +765,4 @@ window.addEventListener('storage', (event) => {
 });
 
 show();
+openLink();

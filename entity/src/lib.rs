@@ -13,10 +13,13 @@
 //! Bulk inserts (`Entity::insert_many`) bypass `ActiveModelBehavior` in SeaORM; call
 //! [`prepare_insert`] on each model first so they follow the same rules.
 
+pub mod account_token;
 pub mod idempotency_key;
+pub mod job;
 pub mod note;
 pub mod prelude;
 pub mod session;
+pub mod throttle_event;
 pub mod user;
 
 use sea_orm::{ActiveModelBehavior, ActiveValue, ConnectionTrait, DbErr};

@@ -24,6 +24,9 @@ pub struct Model {
     pub is_active: bool,
     /// Whether the user administers accounts; `false` when not given.
     pub is_admin: bool,
+    /// Whether the owner of `email` followed a verification link sent to it; `false` when
+    /// not given, and again whenever the address changes.
+    pub email_verified: bool,
     /// When the user was inserted (UTC).
     pub created_at: DateTimeUtc,
     /// When the user was last inserted or updated (UTC).
@@ -42,6 +45,7 @@ impl std::fmt::Debug for Model {
             .field("hashed_password", &"***")
             .field("is_active", &self.is_active)
             .field("is_admin", &self.is_admin)
+            .field("email_verified", &self.email_verified)
             .field("created_at", &self.created_at)
             .field("updated_at", &self.updated_at)
             .field("version", &self.version)
@@ -87,6 +91,7 @@ impl ActiveModelBehavior for ActiveModel {
         Self {
             is_active: Set(true),
             is_admin: Set(false),
+            email_verified: Set(false),
             ..ActiveModelTrait::default()
         }
     }
@@ -111,6 +116,9 @@ impl ActiveModelBehavior for ActiveModel {
             }
             if self.is_admin.is_not_set() {
                 self.is_admin = Set(false);
+            }
+            if self.email_verified.is_not_set() {
+                self.email_verified = Set(false);
             }
         }
         self.updated_at = Set(if insert {
@@ -145,6 +153,7 @@ mod tests {
             hashed_password: "$argon2id$v=19$secret-hash".into(),
             is_active: true,
             is_admin: false,
+            email_verified: false,
             created_at: now,
             updated_at: now,
             version: 1,

@@ -16,6 +16,7 @@ mod m20261206_000008_search_notes;
 mod m20261207_000009_search_by_owner;
 mod m20261207_000010_search_rank_tiers;
 mod m20261207_000011_search_by_owner_mariadb;
+mod m20261207_000012_jobs_and_account_tokens;
 mod script;
 
 /// Constraint names the applications map to answers (a unique violation on the e-mail index
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000009_search_by_owner::Migration),
             Box::new(m20261207_000010_search_rank_tiers::Migration),
             Box::new(m20261207_000011_search_by_owner_mariadb::Migration),
+            Box::new(m20261207_000012_jobs_and_account_tokens::Migration),
         ]
     }
 }
@@ -54,12 +56,21 @@ impl MigratorTrait for Migrator {
 /// MySQL/MariaDB's `TIMESTAMP` keeps whole seconds and ends in 2038, so it gets `DATETIME(6)`
 /// (SQLx reads it as UTC); the others use their time-zone-aware type.
 fn utc_timestamp<T: IntoIden>(manager: &SchemaManager, name: T) -> ColumnDef {
+    utc_timestamp_type(manager, name).not_null().to_owned()
+}
+
+/// [`utc_timestamp`], nullable.
+fn utc_timestamp_null<T: IntoIden>(manager: &SchemaManager, name: T) -> ColumnDef {
+    utc_timestamp_type(manager, name).null().to_owned()
+}
+
+fn utc_timestamp_type<T: IntoIden>(manager: &SchemaManager, name: T) -> ColumnDef {
     let mut column = ColumnDef::new(name);
     match manager.get_database_backend() {
         sea_orm::DatabaseBackend::MySql => column.custom(Alias::new("DATETIME(6)")),
         _ => column.timestamp_with_time_zone(),
     };
-    column.not_null().to_owned()
+    column
 }
 
 /// A `CREATE TABLE` that, on MySQL/MariaDB, asks for InnoDB and full UTF-8 whatever the

@@ -325,9 +325,12 @@ pub async fn send_over_http(request: awc::ClientRequest, body: Option<&Value>) -
 
 /// The operations anyone may call, as `METHOD path`: sign-up, sign-in, the operational
 /// routes and the web page.
-pub const PUBLIC_ROUTES: [&str; 8] = [
+pub const PUBLIC_ROUTES: [&str; 11] = [
     "POST /users",
     "POST /sessions",
+    "POST /password-resets",
+    "POST /password-resets/confirm",
+    "POST /email-verifications/confirm",
     "GET /healthz",
     "GET /readyz",
     "GET /metrics",

@@ -180,7 +180,8 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
         let address = listener.local_addr().expect("test port address");
         let server =
-            api::startup::serve(listener, db, Arc::new(settings)).expect("start test server");
+            api::startup::serve(listener, api::state::AppState::new(db, Arc::new(settings)))
+                .expect("start test server");
         let handle = server.handle();
         actix_web::rt::spawn(server);
         Self {

@@ -47,6 +47,7 @@ mod naming;
 pub mod proxy;
 mod run;
 pub mod schema;
+pub mod smtp;
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -354,6 +355,26 @@ pub struct TestApp {
     state: AppState,
     /// The token [`TestApp::send`] adds to requests that carry no `Authorization`.
     token: Option<String>,
+    /// The job workers a test started ([`TestApp::start_jobs`]), stopped by `finish`.
+    jobs: Vec<JobWorker>,
+}
+
+/// A second instance of the app under test ([`TestApp::other_instance`]).
+pub struct Instance {
+    service: AppService,
+}
+
+impl Instance {
+    /// Send `request` as it is (no token added) and read the whole response.
+    pub async fn send(&self, request: TestRequest) -> Reply {
+        http::send(&self.service, request).await
+    }
+}
+
+/// A job worker running beside the app under test, as every instance runs one.
+struct JobWorker {
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
 }
 
 /// A signed-up, signed-in user of the app under test.
@@ -395,6 +416,7 @@ impl TestApp {
                 db,
                 state,
                 token: None,
+                jobs: Vec::new(),
             }
         })
         .await
@@ -559,13 +581,53 @@ impl TestApp {
         self.send_as(token, TestRequest::delete().uri(path)).await
     }
 
+    /// Another instance of the app on this database: its own state (throttles in memory,
+    /// session cache, job wake-up), sharing only the databases, in process.
+    pub async fn other_instance(&self) -> Instance {
+        let state = AppState::new(
+            self.db.other_instance_source().await,
+            Arc::new(self.db.settings()),
+        );
+        Instance {
+            service: app_service(state).await,
+        }
+    }
+
     /// The same app on a real port on 127.0.0.1 (same pool), for tests that need sockets.
     pub async fn serve(&self) -> http::TestServer {
         self.db.spawn_server().await
     }
 
+    /// Start a job worker on the app's database, as every instance runs one beside its
+    /// server: it delivers mail to `smtp_url` (a [`smtp::SmtpReceiver`]'s), or into `.eml`
+    /// files under the app's `MAIL_DIR` when `None`. Woken by the app's requests; call it
+    /// twice for two instances' workers.
+    pub fn start_jobs(&mut self, smtp_url: Option<&str>) {
+        let settings = &self.state.settings;
+        let delivery = api::mail::Delivery::new(smtp_url, &settings.mail.dir)
+            .unwrap_or_else(|e| panic!("mail delivery for the test: {e}"));
+        let worker = api::jobs::Worker::new(
+            self.db.pool().clone(),
+            delivery,
+            settings.mail.from.clone(),
+            self.state.jobs.clone(),
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let done = actix_web::rt::spawn(worker.run(stopped));
+        self.jobs.push(JobWorker { stop, done });
+    }
+
+    /// Stop the job workers (each finishes its job and hands its batch back).
+    pub async fn stop_jobs(&mut self) {
+        for worker in self.jobs.drain(..) {
+            let _ = worker.stop.send(true);
+            let _ = worker.done.await;
+        }
+    }
+
     /// End the test: stop the app, close the pool, drop the database.
-    pub async fn finish(self) {
+    pub async fn finish(mut self) {
+        self.stop_jobs().await;
         drop(self.service);
         boxed(self.db.finish()).await;
     }

@@ -1227,8 +1227,7 @@ async fn purging_deletes_expired_sessions_and_keeps_live_ones(backend: Backend) 
 }
 
 // ---------------------------------------------------------------------------------------
-// 7. Sign-in throttling (SIGNIN_MAX_FAILURES=3; the 15-minute window is unit-tested in
-// api/src/limits.rs)
+// 7. Sign-in throttling (SIGNIN_MAX_FAILURES=3), counted in the database for every instance
 
 #[backends(sqlite, postgres, mysql)]
 async fn after_max_failures_even_the_right_password_is_429_with_retry_after(backend: Backend) {
@@ -1243,6 +1242,72 @@ async fn after_max_failures_even_the_right_password_is_429_with_retry_after(back
         sessions_of(&app, id).await.is_empty(),
         "no session was made"
     );
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn failures_count_on_every_instance(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "3")]).await;
+    let (_, email) = sign_up(&app, "two-instances").await;
+    fail_from_peer(&app, 2, &email).await;
+    let other = app.other_instance().await;
+    let third = other
+        .send(sign_in_request(&email, "wrong password", PEER))
+        .await;
+    assert_eq!(third.status, StatusCode::UNAUTHORIZED, "{third:?}");
+    assert_throttled(
+        &other
+            .send(sign_in_request(&email, TEST_PASSWORD, PEER))
+            .await,
+    );
+    assert_throttled(&try_sign_in(&app, &email, TEST_PASSWORD).await);
+    app.finish().await;
+}
+
+#[backends(sqlite, postgres, mysql)]
+async fn failures_older_than_fifteen_minutes_no_longer_count(backend: Backend) {
+    let (app, _, email) = user_failing_sign_ins(backend, "window", 3).await;
+    assert_throttled(&try_sign_in(&app, &email, TEST_PASSWORD).await);
+    // Every failure 15 minutes and a second older, as if that time had passed.
+    let past = entity::now() - chrono::Duration::seconds(15 * 60 + 1);
+    entity::throttle_event::Entity::update_many()
+        .col_expr(
+            entity::throttle_event::Column::At,
+            sea_orm::sea_query::Expr::value(past),
+        )
+        .exec(app.conn())
+        .await
+        .unwrap();
+    let reply = try_sign_in(&app, &email, TEST_PASSWORD).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{reply:?}");
+    app.finish().await;
+}
+
+/// A sign-up replayed with its `Idempotency-Key` and another password is a guess at the
+/// account's password: it counts as a failed sign-in.
+#[backends(sqlite, postgres, mysql)]
+async fn a_sign_up_replay_with_another_password_counts_as_a_failed_sign_in(backend: Backend) {
+    let app = TestApp::with_settings(backend, &[("SIGNIN_MAX_FAILURES", "2")]).await;
+    let email = unique_email("replayed");
+    let sign_up = |password: &str| {
+        json_request(
+            Method::POST,
+            "/users",
+            &json!({"email": email, "password": password}),
+        )
+        .insert_header(("Idempotency-Key", "sign-up-once"))
+        .peer_addr(peer(PEER))
+    };
+    assert_eq!(
+        app.send_anonymous(sign_up(TEST_PASSWORD)).await.status,
+        StatusCode::CREATED
+    );
+    for _ in 0..2 {
+        let guess = app.send_anonymous(sign_up("a guessed password")).await;
+        assert_problem(&guess, StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    assert_throttled(&app.send_anonymous(sign_up("another guess")).await);
+    assert_throttled(&try_sign_in(&app, &email, TEST_PASSWORD).await);
     app.finish().await;
 }
 

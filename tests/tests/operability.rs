@@ -7,6 +7,8 @@ use actix_web::{
     http::{Method, StatusCode},
     test::TestRequest,
 };
+use entity::account_token::{self, Purpose};
+use sea_orm::{ActiveValue::Set, EntityTrait};
 use serde_json::{Value, json};
 use tests::{
     Backend, TEST_PASSWORD, TestApp, assert_problem, backends,
@@ -18,7 +20,7 @@ use tests::{
 
 /// Every route of the contract that needs a signed-in caller, as `METHOD path`; the others
 /// are the [`PUBLIC_ROUTES`].
-const SIGNED_IN_ROUTES: [&str; 13] = [
+const SIGNED_IN_ROUTES: [&str; 14] = [
     "GET /notes",
     "POST /notes",
     "GET /notes/{id}",
@@ -32,6 +34,7 @@ const SIGNED_IN_ROUTES: [&str; 13] = [
     "GET /users/{id}",
     "PATCH /users/{id}",
     "DELETE /users/{id}",
+    "POST /email-verifications",
 ];
 
 fn documented_routes(doc: &Value) -> BTreeSet<String> {
@@ -47,6 +50,27 @@ struct Existing {
     user_email: String,
     /// A token of that user's, for `DELETE /sessions/current` to end.
     spare_token: String,
+}
+
+/// The tokens a mail would carry for [`Existing::user`], stored as the server stores them.
+const RESET_TOKEN: &str = "a-reset-token-of-the-test";
+const VERIFICATION_TOKEN: &str = "a-verification-token-of-the-test";
+
+async fn store_token(app: &TestApp, user: i64, email: &str, purpose: Purpose, token: &str) {
+    let now = entity::now();
+    account_token::Entity::insert(account_token::ActiveModel {
+        user_id: Set(user),
+        purpose: Set(purpose.as_str().to_owned()),
+        token_digest: Set(entity::session::digest(token)),
+        email: Set(email.to_owned()),
+        created_at: Set(now),
+        expires_at: Set(now + chrono::Duration::hours(1)),
+        used_at: Set(None),
+        ..Default::default()
+    })
+    .exec(app.conn())
+    .await
+    .unwrap();
 }
 
 /// A valid request for a documented route, with `{id}` naming an existing row. Sent with
@@ -67,6 +91,12 @@ fn valid_request(method: &str, path: &str, existing: &Existing) -> TestRequest {
             json!({"email": existing.user_email, "password": TEST_PASSWORD})
         }
         ("PATCH", _) => json!({}),
+        // An address without an account: the same 202, and the stored token stays usable.
+        ("POST", "/password-resets") => json!({"email": "nobody-documented@example.com"}),
+        ("POST", "/password-resets/confirm") => {
+            json!({"token": RESET_TOKEN, "password": "a new password"})
+        }
+        ("POST", "/email-verifications/confirm") => json!({"token": VERIFICATION_TOKEN}),
         ("DELETE", "/sessions/current") => {
             return TestRequest::default()
                 .method(method)
@@ -102,6 +132,12 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
     let admin = app.admin().await;
     let note = create_note(&app, Some(&admin.token), &json!({"text": "n"})).await;
     let user = app.sign_up_and_in("documented-user").await;
+    for (purpose, token) in [
+        (Purpose::PasswordReset, RESET_TOKEN),
+        (Purpose::EmailVerification, VERIFICATION_TOKEN),
+    ] {
+        store_token(&app, user.id, &user.email, purpose, token).await;
+    }
     let existing = Existing {
         note: id_of(&note.json()),
         user: user.id,
@@ -110,9 +146,15 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
     };
 
     // DELETE last, so the other routes still find the rows (and `DELETE /sessions/current`
-    // ends the spare session only).
+    // ends the spare session only); the reset, which ends the user's sessions, after that;
+    // the user's deletion at the very end.
     let mut routes: Vec<&String> = documented.iter().collect();
-    routes.sort_by_key(|r| r.starts_with("DELETE"));
+    routes.sort_by_key(|r| match r.as_str() {
+        "DELETE /users/{id}" => 3,
+        "POST /password-resets/confirm" => 2,
+        r if r.starts_with("DELETE") => 1,
+        _ => 0,
+    });
     for route in routes {
         let (method, path) = route.split_once(' ').unwrap();
         let reply = app

@@ -131,6 +131,7 @@ fn assert_shows_row(shown: &Value, row: &user::Model) {
         [
             "created_at",
             "email",
+            "email_verified",
             "id",
             "is_active",
             "is_admin",
@@ -144,6 +145,7 @@ fn assert_shows_row(shown: &Value, row: &user::Model) {
     assert_eq!(shown["name"], json!(row.name), "{shown}");
     assert_eq!(shown["is_active"], row.is_active, "{shown}");
     assert_eq!(shown["is_admin"], row.is_admin, "{shown}");
+    assert_eq!(shown["email_verified"], row.email_verified, "{shown}");
     assert_eq!(time_of(shown, "created_at"), row.created_at, "{shown}");
     assert_eq!(time_of(shown, "updated_at"), row.updated_at, "{shown}");
 }
@@ -420,7 +422,10 @@ async fn patch_changes_the_email_normalized(backend: Backend) {
     let user = new_account(&app, "heidi").await;
     let new_email = unique_email("heidi-new");
 
-    let change = json!({"email": format!(" {} ", new_email.to_uppercase())});
+    let change = json!({
+        "email": format!(" {} ", new_email.to_uppercase()),
+        "current_password": PASSWORD,
+    });
     let reply = patch_user(&app, Some(&user.token), user.id, &change).await;
 
     assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
@@ -434,7 +439,7 @@ async fn patch_rejects_an_email_taken_by_another_user_with_409(backend: Backend)
     let (app, taken) = app_with_taken_email(backend, "ivan").await;
     let user = new_account(&app, "judy").await;
 
-    let change = json!({"email": taken.to_uppercase()});
+    let change = json!({"email": taken.to_uppercase(), "current_password": PASSWORD});
     let reply = patch_user(&app, Some(&user.token), user.id, &change).await;
 
     assert_problem(&reply, StatusCode::CONFLICT);

@@ -1,7 +1,9 @@
 //! The account rules every program shares — the routes, the `api` CLI and the seed: what an
 //! e-mail address, a name and a password may be, and the bounded argon2id hashing
-//! ([`password`]). No HTTP and no database here.
+//! ([`password`]), and the mails an account receives ([`mails`]). No HTTP and no database
+//! here.
 
+pub mod mails;
 pub mod password;
 
 use entity::user;

@@ -2,6 +2,7 @@
 
 pub mod notes;
 pub mod ops;
+pub mod recovery;
 pub mod sessions;
 pub mod testing;
 pub mod users;

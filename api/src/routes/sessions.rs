@@ -101,9 +101,9 @@ pub async fn sign_in(
     db: RequestDb,
     Json(credentials): Json<Credentials>,
 ) -> Result<HttpResponse, ApiError> {
-    let client = client_address(&req);
     let throttle = &state.signin_throttle;
-    if let Err(wait) = throttle.check(client, &credentials.email) {
+    let key = throttle.client_and_email(client_address(&req), &credentials.email);
+    if let Some(wait) = throttle.check(&db, &key).await? {
         return Err(ApiError::TooManyRequests {
             detail: "too many failed sign-ins for this e-mail address; retry later".into(),
             retry_after_s: wait.as_secs().max(1),
@@ -125,11 +125,11 @@ pub async fn sign_in(
     let user = match found {
         Some(user) if matches && user.is_active => user,
         _ => {
-            throttle.failed(client, &credentials.email);
+            throttle.count(&db, &key).await?;
             return Err(ApiError::BadCredentials);
         }
     };
-    throttle.succeeded(client, &credentials.email);
+    throttle.clear(&db, &key).await?;
     let token = session::Token::generate()
         .map_err(|e| ApiError::Internal(format!("no random bytes for a token: {e}")))?;
     let now = entity::now();

@@ -24,12 +24,12 @@ use utoipa::ToSchema;
 
 use crate::{
     account::{
-        MAX_NAME_CHARS, parse_email,
+        MAX_NAME_CHARS, mails, parse_email,
         password::{self, Password},
     },
     db::{RequestDb, error::violates_unique},
     http::{
-        auth::{CurrentUser, Signed},
+        auth::{CurrentUser, Signed, client_address},
         conditional::{self, Changed, Current, IfMatch, IfNoneMatch},
         error::{
             ApiError, BadBody, BadBodyOrNotFound, BadListQuery, Conditional, EmailTaken,
@@ -39,7 +39,10 @@ use crate::{
         input::{Fields, FromJson, Json, PathId},
         pagination::ListQuery,
     },
+    jobs,
+    routes::recovery,
     state::AppState,
+    throttle,
 };
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -75,6 +78,9 @@ pub struct UserView {
     pub is_active: bool,
     /// Administrators manage every account (never other users' notes).
     pub is_admin: bool,
+    /// Whether the owner of `email` followed the verification link mailed to it; false again
+    /// after a change of address.
+    pub email_verified: bool,
     /// When the user signed up (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
     /// When the user last changed (RFC 3339, UTC).
@@ -89,6 +95,7 @@ impl From<user::Model> for UserView {
             name: user.name,
             is_active: user.is_active,
             is_admin: user.is_admin,
+            email_verified: user.email_verified,
             created_at: user.created_at,
             updated_at: user.updated_at,
         }
@@ -249,6 +256,7 @@ pub async fn list(
     )
 )]
 pub async fn create(
+    req: HttpRequest,
     state: web::Data<AppState>,
     db: RequestDb,
     key: IdempotencyKey,
@@ -265,11 +273,17 @@ pub async fn create(
     };
     let Some(keyed) = key.enter(Scope::SignUp, fingerprint)? else {
         let user = insert_user(&state, &db, new).await?;
+        state.jobs.now();
         return Ok(signed_up(user)?.into_response());
     };
+    // A replay with another password is a guess at the account's: it counts as a failed
+    // sign-in for the address from this client.
+    let throttled = state
+        .signin_throttle
+        .client_and_email(client_address(&req), &new.email);
     // A retry of a sign-up that was answered is answered before any hashing.
     if let Some(replay) = keyed.stored(&db).await? {
-        return replay_sign_up(&state, &db, replay, new.password).await;
+        return replay_sign_up(&state, &db, replay, new.password, &throttled).await;
     }
     // Hashed outside the transaction (it takes a while); a busy hasher is 503 and stores
     // nothing. The password is kept for a repeat that another instance answered meanwhile.
@@ -279,13 +293,17 @@ pub async fn create(
     let outcome = keyed
         .run(&db, async |db| {
             let user = db.insert(model.clone()).await.map_err(conflict_on_email)?;
+            recovery::queue_verification(&state, db, &user).await?;
             let (id, hash) = (user.id, user.hashed_password.clone());
             Ok(signed_up(user)?.signed_up(id, hash))
         })
         .await?;
+    state.jobs.now();
     match outcome {
         // The same sign-up, answered on another instance meanwhile.
-        Outcome::Replay(replay) => replay_sign_up(&state, &db, replay, new.password).await,
+        Outcome::Replay(replay) => {
+            replay_sign_up(&state, &db, replay, new.password, &throttled).await
+        }
         answered @ Outcome::Answered(_) => Ok(answered.into_response()),
     }
 }
@@ -297,18 +315,28 @@ async fn replay_sign_up(
     db: &RequestDb,
     replay: Replay,
     password: Password,
+    key: &throttle::Key,
 ) -> Result<HttpResponse, ApiError> {
+    let throttle = &state.signin_throttle;
+    if let Some(wait) = throttle.check(db, key).await? {
+        return Err(ApiError::TooManyRequests {
+            detail: "too many failed attempts for this e-mail address; retry later".into(),
+            retry_after_s: wait.as_secs().max(1),
+        });
+    }
     let stored = replay.password_hash().map(str::to_owned);
     if !db
         .without_connection(state.hasher.verify(password, stored))
         .await?
     {
+        throttle.count(db, key).await?;
         return Err(idempotency::reused());
     }
     Ok(replay.into_response())
 }
 
-/// Hash the password and insert the user.
+/// Hash the password, insert the user and queue the mail that verifies their address, in
+/// one transaction.
 async fn insert_user(
     state: &AppState,
     db: &RequestDb,
@@ -317,9 +345,15 @@ async fn insert_user(
     let hashed_password = db
         .without_connection(state.hasher.hash(new.password))
         .await?;
-    db.insert(new_user(new.email, new.name, hashed_password))
-        .await
-        .map_err(conflict_on_email)
+    db.scoped(async |db| {
+        let user = db
+            .insert(new_user(new.email, new.name, hashed_password))
+            .await
+            .map_err(conflict_on_email)?;
+        recovery::queue_verification(state, db, &user).await?;
+        Ok(user)
+    })
+    .await
 }
 
 fn new_user(email: String, name: Option<String>, hashed_password: String) -> user::ActiveModel {
@@ -414,6 +448,7 @@ pub async fn get(
     )
 )]
 pub async fn update(
+    req: HttpRequest,
     state: web::Data<AppState>,
     db: RequestDb,
     condition: IfMatch,
@@ -426,13 +461,18 @@ pub async fn update(
         ));
     }
     let own = me.id() == id;
-    let hashed_password = match patch.password {
-        Some(password) => {
-            if own {
-                check_current_password(&state, &db, &me, patch.current_password).await?;
-            }
-            Some(db.without_connection(state.hasher.hash(password)).await?)
+    if own && (patch.password.is_some() || patch.email.is_some()) {
+        let account = me.account(&db).await?.ok_or(ApiError::Unauthorized)?;
+        let new_email = patch
+            .email
+            .as_ref()
+            .is_some_and(|email| *email != account.email);
+        if patch.password.is_some() || new_email {
+            check_current_password(&req, &state, &db, &account, patch.current_password).await?;
         }
+    }
+    let hashed_password = match patch.password {
+        Some(password) => Some(db.without_connection(state.hasher.hash(password)).await?),
         None => None,
     };
     // Sessions to end: a new password ends every other one (every one, when an admin set
@@ -449,9 +489,15 @@ pub async fn update(
     // Explicit: the change is read, then written; a failed step rolls back every step.
     let txn = db.begin().await?;
     let changed = async {
-        let user = apply_profile_changes(&db, id, &condition, changes).await?;
+        let (user, old_email) = apply_profile_changes(&db, id, &condition, changes).await?;
         if revoke {
             revoke_sessions(&db, id, keep.as_deref()).await?;
+        }
+        if let Some(old_email) = old_email {
+            // The new address is verified anew; the old one hears of the change.
+            recovery::queue_verification(&state, &db, &user).await?;
+            let notice = mails::address_changed(&old_email, &state.settings.mail.public_url);
+            jobs::queue_mail(&db, notice).await?;
         }
         Ok::<_, ApiError>(user)
     }
@@ -459,6 +505,7 @@ pub async fn update(
     match changed {
         Ok(user) => {
             txn.commit().await?;
+            state.jobs.now();
             // After the commit: this instance's next requests see the account as changed
             // (its admin flag, whether it is active) and refuse its revoked tokens.
             state.sessions.forget_user(id);
@@ -471,26 +518,38 @@ pub async fn update(
     }
 }
 
-/// A self-service password change needs the present password: missing is 422, wrong 403.
+/// Changing one's own password or e-mail address needs the present password: missing is
+/// 422, wrong 403. A wrong one counts as a failed sign-in for the account's address from
+/// this client, and past the sign-in limit the check answers 429 without looking.
 async fn check_current_password(
+    req: &HttpRequest,
     state: &AppState,
     db: &RequestDb,
-    me: &CurrentUser,
+    account: &user::Model,
     current: Option<Password>,
 ) -> Result<(), ApiError> {
     let current = current.ok_or_else(|| {
         ApiError::invalid(
             "current_password",
-            "is required to change your own password",
+            "is required to change your own password or e-mail address",
         )
     })?;
-    let stored = me.account(db).await?.map(|user| user.hashed_password);
+    let throttle = &state.signin_throttle;
+    let key = throttle.client_and_email(client_address(req), &account.email);
+    if let Some(wait) = throttle.check(db, &key).await? {
+        return Err(ApiError::TooManyRequests {
+            detail: "too many failed password checks for this account; retry later".into(),
+            retry_after_s: wait.as_secs().max(1),
+        });
+    }
+    let stored = Some(account.hashed_password.clone());
     if db
         .without_connection(state.hasher.verify(current, stored))
         .await?
     {
         Ok(())
     } else {
+        throttle.count(db, &key).await?;
         Err(ApiError::Forbidden("the current password is wrong".into()))
     }
 }
@@ -526,7 +585,7 @@ async fn apply_profile_changes(
     id: i64,
     condition: &IfMatch,
     changes: ProfileChanges,
-) -> Result<user::Model, ApiError> {
+) -> Result<(user::Model, Option<String>), ApiError> {
     let current = db
         .all(user::Entity::find_by_id(id).lock_exclusive())
         .await?
@@ -535,6 +594,7 @@ async fn apply_profile_changes(
     if !condition.holds(current.version) {
         return Err(ApiError::PreconditionFailed);
     }
+    let old_email = current.email.clone();
     let mut user = current.into_active_model();
     if let Some(name) = changes.name {
         user.name.set_if_not_equals(name);
@@ -549,18 +609,22 @@ async fn apply_profile_changes(
         // A new hash every time (a new salt), even for the same password: always a change.
         user.hashed_password = Set(hashed_password);
     }
-    if let Some(email) = changes.email {
-        user.email.set_if_not_equals(email);
+    let new_email = changes.email.filter(|email| *email != old_email);
+    if let Some(email) = &new_email {
+        user.email = Set(email.clone());
+        user.email_verified = Set(false);
     }
     if !user.is_changed() {
         // Nothing to change: no write, and `updated_at` and the tag stay as they are.
-        return Ok(user.try_into_model()?);
+        return Ok((user.try_into_model()?, None));
     }
     // The row is locked: the update matches it.
-    db.update_where(user, Condition::all().add(user::Column::Id.eq(id)))
+    let user = db
+        .update_where(user, Condition::all().add(user::Column::Id.eq(id)))
         .await
         .map_err(conflict_on_email)?
-        .ok_or(ApiError::NotFound)
+        .ok_or(ApiError::NotFound)?;
+    Ok((user, new_email.map(|_| old_email)))
 }
 
 /// Delete a user
