@@ -8,7 +8,11 @@ pub mod testing;
 pub mod users;
 pub mod web;
 
-use crate::http::error::ApiError;
+use crate::{
+    db::RequestDb,
+    http::error::ApiError,
+    throttle::{Key, Throttle},
+};
 
 /// A resource at `path`, named by its path. The access log and the metrics label a request
 /// by its route template: a named resource's is a lookup (`HttpRequest::match_name`), where
@@ -34,4 +38,20 @@ pub fn allow(allowed: &'static str) -> actix_web::Route {
     actix_web::web::to(move || async move {
         Err::<actix_web::HttpResponse, _>(ApiError::MethodNotAllowed(allowed))
     })
+}
+
+/// 429 with `Retry-After` and `detail` when `key` has used up `throttle`'s attempts.
+pub async fn within(
+    throttle: &Throttle,
+    db: &RequestDb,
+    key: &Key,
+    detail: &str,
+) -> Result<(), ApiError> {
+    match throttle.check(db, key).await? {
+        Some(wait) => Err(ApiError::TooManyRequests {
+            detail: detail.to_owned(),
+            retry_after_s: wait.as_secs().max(1),
+        }),
+        None => Ok(()),
+    }
 }

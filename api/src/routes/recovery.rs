@@ -170,12 +170,13 @@ pub async fn request_reset(
     let started = Instant::now();
     let throttle = &state.reset_throttle;
     let key = throttle.client_and_email(client_address(&req), &request.email);
-    if let Some(wait) = throttle.check(&db, &key).await? {
-        return Err(ApiError::TooManyRequests {
-            detail: "too many password resets asked for this e-mail address; retry later".into(),
-            retry_after_s: wait.as_secs().max(1),
-        });
-    }
+    super::within(
+        throttle,
+        &db,
+        &key,
+        "too many password resets asked for this e-mail address; retry later",
+    )
+    .await?;
     throttle.count(&db, &key).await?;
     let sent = send_reset(&state, &db, &request.email).await;
     // The same time on both paths; an error answers at once (it is not about the address).
@@ -403,12 +404,13 @@ pub async fn request_verification(
 ) -> Result<HttpResponse, ApiError> {
     let throttle = &state.verification_throttle;
     let key = throttle.user(me.id());
-    if let Some(wait) = throttle.check(&db, &key).await? {
-        return Err(ApiError::TooManyRequests {
-            detail: "too many verification mails asked for; retry later".into(),
-            retry_after_s: wait.as_secs().max(1),
-        });
-    }
+    super::within(
+        throttle,
+        &db,
+        &key,
+        "too many verification mails asked for; retry later",
+    )
+    .await?;
     throttle.count(&db, &key).await?;
     let account = me.account(&db).await?.ok_or(ApiError::Unauthorized)?;
     db.scoped(async |db| queue_verification(&state, db, &account).await)

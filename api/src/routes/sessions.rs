@@ -103,12 +103,13 @@ pub async fn sign_in(
 ) -> Result<HttpResponse, ApiError> {
     let throttle = &state.signin_throttle;
     let key = throttle.client_and_email(client_address(&req), &credentials.email);
-    if let Some(wait) = throttle.check(&db, &key).await? {
-        return Err(ApiError::TooManyRequests {
-            detail: "too many failed sign-ins for this e-mail address; retry later".into(),
-            retry_after_s: wait.as_secs().max(1),
-        });
-    }
+    super::within(
+        throttle,
+        &db,
+        &key,
+        "too many failed sign-ins for this e-mail address; retry later",
+    )
+    .await?;
     let found = db
         .all(
             user::Entity::find()

@@ -318,12 +318,13 @@ async fn replay_sign_up(
     key: &throttle::Key,
 ) -> Result<HttpResponse, ApiError> {
     let throttle = &state.signin_throttle;
-    if let Some(wait) = throttle.check(db, key).await? {
-        return Err(ApiError::TooManyRequests {
-            detail: "too many failed attempts for this e-mail address; retry later".into(),
-            retry_after_s: wait.as_secs().max(1),
-        });
-    }
+    super::within(
+        throttle,
+        db,
+        key,
+        "too many failed attempts for this e-mail address; retry later",
+    )
+    .await?;
     let stored = replay.password_hash().map(str::to_owned);
     if !db
         .without_connection(state.hasher.verify(password, stored))
@@ -536,12 +537,13 @@ async fn check_current_password(
     })?;
     let throttle = &state.signin_throttle;
     let key = throttle.client_and_email(client_address(req), &account.email);
-    if let Some(wait) = throttle.check(db, &key).await? {
-        return Err(ApiError::TooManyRequests {
-            detail: "too many failed password checks for this account; retry later".into(),
-            retry_after_s: wait.as_secs().max(1),
-        });
-    }
+    super::within(
+        throttle,
+        db,
+        &key,
+        "too many failed password checks for this account; retry later",
+    )
+    .await?;
     let stored = Some(account.hashed_password.clone());
     if db
         .without_connection(state.hasher.verify(current, stored))
