@@ -126,9 +126,9 @@ def _on_itself(case) -> bool:
 
 @schemathesis.hook
 def before_call(context, case, **kwargs):
-    """Changing one's own password needs `current_password` (missing: 422). The
-    schema cannot say "required when the target is oneself", so a generated self-service
-    password change gets the current password, as any client would send it.
+    """Changing one's own password or e-mail address needs `current_password` (missing:
+    422). The schema cannot say "required when the target is oneself", so a generated
+    self-service change of either gets the current password, as any client would send it.
 
     An `Idempotency-Key` names one request: the same key with another body is 422 by
     design. Schemathesis draws keys from a small space ("0", "00", ...) and sends them with
@@ -136,7 +136,8 @@ def before_call(context, case, **kwargs):
     operation and body appended: the same request keeps its key (and is replayed), another
     request gets another key."""
     if case.operation.label == "PATCH /users/{id}" and _on_itself(case) and isinstance(case.body, dict) \
-            and "password" in case.body and "current_password" not in case.body:
+            and ("password" in case.body or "email" in case.body) \
+            and "current_password" not in case.body:
         case.body["current_password"] = _IDENTITY["password"]
     headers = case.headers or {}
     for name in list(headers):

@@ -185,6 +185,7 @@ impl Modify for BodyLimits {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use crate::account::{MAX_EMAIL_CHARS, MAX_NAME_CHARS, password};
         use notes::{MAX_BULK_ITEMS, MAX_TEXT_CHARS};
+        use recovery::MAX_TOKEN_CHARS;
         let (min_password, max_password) = (Some(password::MIN_CHARS), password::MAX_CHARS);
         let lengths = [
             ("Credentials", "email", Some(1), MAX_EMAIL_CHARS),
@@ -198,6 +199,15 @@ impl Modify for BodyLimits {
             ("UserPatch", "name", None, MAX_NAME_CHARS),
             ("UserPatch", "password", min_password, max_password),
             ("UserPatch", "current_password", None, max_password),
+            ("ResetRequest", "email", None, MAX_EMAIL_CHARS),
+            ("ResetConfirmation", "token", Some(1), MAX_TOKEN_CHARS),
+            ("ResetConfirmation", "password", min_password, max_password),
+            (
+                "VerificationConfirmation",
+                "token",
+                Some(1),
+                MAX_TOKEN_CHARS,
+            ),
         ];
         let Some(components) = openapi.components.as_mut() else {
             return;

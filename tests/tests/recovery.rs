@@ -247,6 +247,14 @@ async fn an_inactive_account_gets_no_reset_mail(backend: Backend) {
 async fn reset_requests_are_throttled_whether_or_not_the_address_exists(backend: Backend) {
     let (app, _smtp) = app_with_mail(backend, &[("SIGNIN_MAX_FAILURES", "2")]).await;
     let user = app.sign_up_and_in("flood").await;
+    let malformed = post_anonymous(
+        &app,
+        "/password-resets",
+        json!({"email": "not\u{12}an address"}),
+    )
+    .await;
+    let problem = assert_problem(&malformed, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(problem["errors"][0]["field"], "email", "{problem}");
     for email in [user.email.as_str(), "nobody-here@example.com"] {
         for _ in 0..2 {
             let reply = post_anonymous(&app, "/password-resets", json!({"email": email})).await;

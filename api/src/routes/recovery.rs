@@ -27,7 +27,7 @@ use utoipa::ToSchema;
 
 use crate::{
     account::{
-        MAX_EMAIL_CHARS, mails,
+        mails, parse_email,
         password::{self, Password},
     },
     db::RequestDb,
@@ -45,7 +45,7 @@ pub const ANSWER_AFTER: Duration = Duration::from_millis(250);
 /// How long an address-verification link works.
 pub const VERIFICATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest token accepted (a real one is 64 hex characters).
-const MAX_TOKEN_CHARS: usize = 128;
+pub const MAX_TOKEN_CHARS: usize = 128;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -81,12 +81,16 @@ pub struct ResetRequest {
 impl FromJson for ResetRequest {
     fn from_json(value: Value, path: &str) -> Result<Self, Vec<FieldError>> {
         let mut fields = Fields::of(value, path)?;
-        let email = fields.required_text("email", 1..=MAX_EMAIL_CHARS);
-        fields.finish(|| {
-            Some(Self {
-                email: user::normalize_email(&email?),
-            })
-        })
+        let email = fields.required_string("email");
+        // The address's form only: whether it has an account is never told.
+        let email = email.and_then(|raw| match parse_email(&raw) {
+            Ok(email) => Some(email),
+            Err(why) => {
+                fields.reject("email", &why);
+                None
+            }
+        });
+        fields.finish(|| Some(Self { email: email? }))
     }
 }
 
