@@ -25,8 +25,9 @@ use chrono::{DateTime, Utc};
 use entity::job::{self, State};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    IsolationLevel, QueryFilter, QueryOrder, QuerySelect, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
     sea_query::{Expr, ExprTrait, Func, LockBehavior, LockType},
 };
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,11 @@ impl Worker {
             .db
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                // InnoDB's default (repeatable read) locks the gaps of the range it scans, so
+                // a request inserting a job into that range and the claim deadlock; read
+                // committed locks the claimed rows only.
+                isolation_level: (backend == DatabaseBackend::MySql)
+                    .then_some(IsolationLevel::ReadCommitted),
                 ..Default::default()
             })
             .await?;
