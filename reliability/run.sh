@@ -29,6 +29,10 @@
 #   mariadb       the soak (MARIADB_SOAK_SECONDS [15]) and the instances scenario on MariaDB
 #   hashing       HASHING_SIGNUPS [300] concurrent sign-ups (SQLite, then PostgreSQL): peak RSS
 #                 < 160 MiB, 201 or 503 + Retry-After, /healthz < 1 s, sign-in works after
+#   mail          two servers on PostgreSQL delivering to one SMTP receiver (aiosmtpd): resets for
+#                 known and unknown addresses answer alike (KS test on latency); the receiver
+#                 down MAIL_OUTAGE_SECONDS [20] during MAIL_USERS [200] resets: all delivered, none
+#                 twice; an instance holding claimed mails SIGKILLed: the other delivers them
 #
 # The load signs up and signs in its users first and sends their bearer tokens; see README.
 #
@@ -49,7 +53,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 cd "$ROOT"
 
-ALL=(soak outage shutdown exhaustion schemathesis instances replica mariadb hashing)
+ALL=(soak outage shutdown exhaustion schemathesis instances replica mariadb hashing mail)
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
@@ -58,7 +62,7 @@ for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
     all) SELECTED+=("${ALL[@]}") ;;
-    soak | outage | shutdown | exhaustion | schemathesis | instances | replica | mariadb | hashing) SELECTED+=("$arg") ;;
+    soak | outage | shutdown | exhaustion | schemathesis | instances | replica | mariadb | hashing | mail) SELECTED+=("$arg") ;;
     *) echo "reliability/run.sh: unknown scenario '$arg' (one of: all ${ALL[*]})" >&2; exit 2 ;;
   esac
 done
@@ -115,9 +119,9 @@ command -v sqlite3 >/dev/null || apt_install sqlite3
 command -v psql >/dev/null || apt_install postgresql-client
 command -v mysql >/dev/null || apt_install mariadb-client
 export PATH=$PATH:/usr/sbin:/sbin
-if ! python3 -c 'import aiohttp' 2>/dev/null || ! command -v schemathesis >/dev/null; then
-  log "installing aiohttp and schemathesis (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check 'aiohttp>=3.9,<4' 'schemathesis>=4.0,<5'
+if ! python3 -c 'import aiohttp, aiosmtpd' 2>/dev/null || ! command -v schemathesis >/dev/null; then
+  log "installing aiohttp, aiosmtpd and schemathesis (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check 'aiohttp>=3.9,<4' 'aiosmtpd>=1.4,<2' 'schemathesis>=4.0,<5'
 fi
 
 if [ "${REL_SKIP_BUILD:-}" = 1 ]; then
@@ -170,6 +174,7 @@ run_scenario() {
       python3 "$HERE/scenario_hashing.py" sqlite || rc=1
       python3 "$HERE/scenario_hashing.py" postgres || rc=1
       return $rc ;;
+    mail) python3 "$HERE/scenario_mail.py" ;;
   esac
 }
 

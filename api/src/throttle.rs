@@ -35,6 +35,16 @@ pub struct Throttle {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Key(String);
 
+/// What [`Throttle::check`] found for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// Attempts within the window (at most the throttle's maximum: no more are read).
+    pub attempts: usize,
+    /// `Some(wait)` when they used the window up: how long until the oldest that decides
+    /// leaves it.
+    pub wait: Option<Duration>,
+}
+
 impl Throttle {
     /// Failed sign-ins (and failed `current_password` checks, and sign-up replays with
     /// another password) per client address and e-mail.
@@ -74,9 +84,8 @@ impl Throttle {
         Key(throttle_event::key_digest(&[self.name, &id.to_string()]))
     }
 
-    /// `Some(wait)` when `key` made `max` attempts within the window: how long until the
-    /// oldest of them leaves it. One indexed read.
-    pub async fn check(&self, db: &RequestDb, key: &Key) -> Result<Option<Duration>, DbErr> {
+    /// `key`'s attempts within the window, and whether they used it up. One indexed read.
+    pub async fn check(&self, db: &RequestDb, key: &Key) -> Result<Standing, DbErr> {
         let now = entity::now();
         let since = now - chrono::Duration::from_std(self.window).expect("minutes");
         let recent: Vec<chrono::DateTime<chrono::Utc>> = db
@@ -91,13 +100,17 @@ impl Throttle {
                     .into_tuple(),
             )
             .await?;
-        if recent.len() < self.max as usize {
-            return Ok(None);
+        let mut standing = Standing {
+            attempts: recent.len(),
+            wait: None,
+        };
+        if recent.len() >= self.max as usize {
+            // The max-th newest attempt leaves the window first among those that decide.
+            let oldest = recent.last().copied().unwrap_or(now);
+            let left = (oldest - since).to_std().unwrap_or_default();
+            standing.wait = Some(left.max(Duration::from_secs(1)));
         }
-        // The max-th newest attempt leaves the window first among those that decide.
-        let oldest = recent.last().copied().unwrap_or(now);
-        let left = (oldest - since).to_std().unwrap_or_default();
-        Ok(Some(left.max(Duration::from_secs(1))))
+        Ok(standing)
     }
 
     /// Count an attempt against `key` (in autocommit: call it before the request begins its
@@ -112,7 +125,8 @@ impl Throttle {
         Ok(())
     }
 
-    /// Forget `key`'s attempts (a successful sign-in clears its failures).
+    /// Forget `key`'s attempts (a successful sign-in clears its failures; skip it when
+    /// [`Standing::attempts`] was 0).
     pub async fn clear(&self, db: &RequestDb, key: &Key) -> Result<(), DbErr> {
         db.execute(
             throttle_event::Entity::delete_many()

@@ -40,18 +40,20 @@ pub fn allow(allowed: &'static str) -> actix_web::Route {
     })
 }
 
-/// 429 with `Retry-After` and `detail` when `key` has used up `throttle`'s attempts.
+/// 429 with `Retry-After` and `detail` when `key` has used up `throttle`'s attempts; else
+/// how many attempts the window holds.
 pub async fn within(
     throttle: &Throttle,
     db: &RequestDb,
     key: &Key,
     detail: &str,
-) -> Result<(), ApiError> {
-    match throttle.check(db, key).await? {
+) -> Result<usize, ApiError> {
+    let standing = throttle.check(db, key).await?;
+    match standing.wait {
         Some(wait) => Err(ApiError::TooManyRequests {
             detail: detail.to_owned(),
             retry_after_s: wait.as_secs().max(1),
         }),
-        None => Ok(()),
+        None => Ok(standing.attempts),
     }
 }

@@ -103,7 +103,7 @@ pub async fn sign_in(
 ) -> Result<HttpResponse, ApiError> {
     let throttle = &state.signin_throttle;
     let key = throttle.client_and_email(client_address(&req), &credentials.email);
-    super::within(
+    let failures = super::within(
         throttle,
         &db,
         &key,
@@ -130,7 +130,9 @@ pub async fn sign_in(
             return Err(ApiError::BadCredentials);
         }
     };
-    throttle.clear(&db, &key).await?;
+    if failures > 0 {
+        throttle.clear(&db, &key).await?;
+    }
     let token = session::Token::generate()
         .map_err(|e| ApiError::Internal(format!("no random bytes for a token: {e}")))?;
     let now = entity::now();
