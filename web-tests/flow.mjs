@@ -696,6 +696,35 @@ async function main() {
     await listIs([first[1], edited], 'after delete and reload');
   });
 
+  // --- two tabs of one user: changes show live ---------------------------------------------
+  await step('a second tab of the same user sees the first tab\'s add, done and delete without a reload, and the first sees the second\'s', async () => {
+    const other = await context.newPage();
+    other.setDefaultTimeout(10_000);
+    watch(other);
+    await other.goto(base.href);
+    await visible(other.getByText(`Signed in as ${userA.email}`), 'the second tab signed in');
+    const otherList = () => other.getByRole('list', { name: 'Notes', exact: true });
+    const otherItem = (text) => otherList().getByRole('listitem').filter({ has: other.locator('p.note-text', { hasText: exactly(text) }) });
+    await visible(otherItem(edited), 'the existing note in the second tab');
+    let loads = 0;
+    other.on('load', () => { loads += 1; });
+
+    const text = 'Written in the first tab';
+    await addNote(text);
+    await visible(otherItem(text), 'the first tab\'s new note in the second tab, without a reload');
+
+    await otherItem(text).getByRole('checkbox', { name: 'Done', exact: true }).check();
+    await until(async () => itemWithText(text).getByRole('checkbox', { name: 'Done', exact: true }).isChecked(), 'the second tab\'s Done is not shown in the first');
+
+    const id = await idOf(text);
+    const r = await apiInPage('DELETE', `/notes/${id}`);
+    check(r.status === 204, `DELETE answered ${r.status}`);
+    await gone(otherItem(text), 'the deleted note in the second tab');
+    await gone(itemWithText(text), 'the deleted note in the first tab');
+    check(loads === 0, `the second tab reloaded ${loads} time(s)`);
+    await other.close();
+  });
+
   // --- 120 notes, paging ------------------------------------------------------------------
   const bulkCount = TOTAL_NOTES - 2;
   const bulk = Array.from({ length: bulkCount }, (_, i) => `Bulk note ${String(i + 1).padStart(3, '0')}`);

@@ -136,6 +136,12 @@ pub struct Settings {
     pub mail: MailSettings,
     /// How long a password-reset link works (`PASSWORD_RESET_TTL_S`).
     pub password_reset_ttl: Duration,
+    /// How long note changes (tombstones included) are kept (`CHANGES_RETENTION_S`).
+    pub changes_retention: Duration,
+    /// Event streams one user may have open on an instance (`EVENTS_MAX_PER_USER`).
+    pub events_max_per_user: u32,
+    /// Event streams open at once on an instance (`EVENTS_MAX_CONCURRENT`).
+    pub events_max_concurrent: u32,
 }
 
 /// Mail delivery: `SMTP_URL` (unset: `.eml` files under `MAIL_DIR`), `MAIL_FROM`, and
@@ -318,6 +324,12 @@ impl Settings {
                 vars.number("PASSWORD_RESET_TTL_S", 1800, 1..=7 * 24 * 3600)?
                     .into(),
             ),
+            changes_retention: Duration::from_secs(
+                vars.number("CHANGES_RETENTION_S", 30 * 24 * 3600, 1..=3650 * 24 * 3600)?
+                    .into(),
+            ),
+            events_max_per_user: vars.number("EVENTS_MAX_PER_USER", 5, 1..=1000)?,
+            events_max_concurrent: vars.number("EVENTS_MAX_CONCURRENT", 1000, 1..=100_000)?,
         })
     }
 
@@ -489,6 +501,10 @@ mod tests {
         assert_eq!(settings.mail.public_url, "http://0.0.0.0:9000");
         assert_eq!(settings.mail.from, "notes@localhost");
         assert_eq!(settings.password_reset_ttl, Duration::from_secs(1800));
+        assert_eq!(
+            settings.changes_retention,
+            Duration::from_secs(30 * 24 * 3600)
+        );
         let settings = load(&[("PUBLIC_URL", "https://notes.example.org/")]).unwrap();
         assert_eq!(settings.mail.public_url, "https://notes.example.org");
     }

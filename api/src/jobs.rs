@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, watch};
 
 use crate::{
+    config::Settings,
     db::{RequestDb, error::violates_unique},
     mail::{Delivery, Mail, SendError},
 };
@@ -111,17 +112,25 @@ pub struct Worker {
     db: DatabaseConnection,
     delivery: Arc<Delivery>,
     mail_from: String,
+    /// How long note changes are kept.
+    changes_retention: Duration,
     /// This instance's name in `locked_by`.
     instance: String,
     wake: Wake,
 }
 
 impl Worker {
-    pub fn new(db: DatabaseConnection, delivery: Delivery, mail_from: String, wake: Wake) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        delivery: Delivery,
+        settings: &Settings,
+        wake: Wake,
+    ) -> Self {
         Self {
             db,
             delivery: Arc::new(delivery),
-            mail_from,
+            mail_from: settings.mail.from.clone(),
+            changes_retention: settings.changes_retention,
             instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             wake,
         }
@@ -265,10 +274,13 @@ impl Worker {
     }
 
     /// Delete expired sessions, idempotency keys and account tokens, finished jobs a week
-    /// old and throttle events a day old (every throttle's window is shorter). The deletes are idempotent: any instance may run them.
+    /// old, throttle events a day old (every throttle's window is shorter) and note changes
+    /// older than their retention. The deletes are idempotent: any instance may run them.
     async fn purge(&self) -> Outcome {
         let now = entity::now();
         let week_ago = now - chrono::Duration::days(7);
+        let changes_before = now
+            - chrono::Duration::from_std(self.changes_retention).unwrap_or(chrono::Duration::MAX);
         let finished = job::Entity::delete_many()
             .filter(job::Column::State.ne(State::Pending.as_str()))
             .filter(job::Column::FinishedAt.lte(week_ago));
@@ -297,10 +309,15 @@ impl Worker {
                     .await,
             ),
         ];
+        let changes = entity::note_change::purge_before(&self.db, changes_before).await;
+        let results = results
+            .into_iter()
+            .map(|(what, done)| (what, done.map(|done| done.rows_affected)))
+            .chain([("note changes", changes)]);
         for (what, done) in results {
             match done {
-                Ok(done) if done.rows_affected > 0 => {
-                    tracing::info!(purged = done.rows_affected, what, "expired rows deleted");
+                Ok(purged) if purged > 0 => {
+                    tracing::info!(purged, what, "expired rows deleted");
                 }
                 Ok(_) => {}
                 Err(error) => {

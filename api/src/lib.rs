@@ -14,7 +14,8 @@
 //!    reach the database, in SeaORM's terms), the read replica, and what a database error
 //!    means ([`db::error`]); [`jobs`] — the background jobs in the database (mail, purges) and
 //!    the worker every instance runs; [`throttle`] — the throttles every instance shares
-//!    (attempts counted in the database);
+//!    (attempts counted in the database); [`feed`] — the event streams open on this instance
+//!    and what wakes them (PostgreSQL notifications, or a poll of the change counters);
 //! 5. [`state`] — what every handler can reach;
 //! 6. [`http`] — what the routes share: errors as problem+json, the extractors (each with its
 //!    OpenAPI parameter), the caller, conditional writes, idempotent POSTs, pages, metrics and
@@ -36,6 +37,7 @@ pub mod limits;
 pub mod session_cache;
 
 pub mod db;
+pub mod feed;
 pub mod jobs;
 pub mod throttle;
 

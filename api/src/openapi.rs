@@ -38,6 +38,8 @@ use crate::{
         notes::list,
         notes::create,
         notes::bulk::bulk_create,
+        notes::changes::changes,
+        notes::events::events,
         notes::export::export,
         notes::get,
         notes::update,

@@ -15,6 +15,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use crate::{
     config::Settings,
     db::{self, DbSource},
+    feed,
     http::{self, middleware},
     jobs,
     mail::Delivery,
@@ -148,27 +149,31 @@ pub async fn run(settings: Settings) -> Result<(), String> {
     let delivery = Delivery::new(settings.mail.smtp_url.as_deref(), &settings.mail.dir)
         .map_err(|e| format!("cannot set up mail delivery: {e}"))?;
     let state = AppState::new(source, Arc::clone(&settings));
-    let worker = jobs::Worker::new(
+    let worker = jobs::Worker::new(db.clone(), delivery, &settings, state.jobs.clone());
+    let (stop_background, background_stopped) = tokio::sync::watch::channel(false);
+    let jobs = actix_web::rt::spawn(worker.run(background_stopped.clone()));
+    let feed = Arc::clone(&state.feed);
+    let watcher = actix_web::rt::spawn(feed::watch(
+        Arc::clone(&feed),
         db.clone(),
-        delivery,
-        settings.mail.from.clone(),
-        state.jobs.clone(),
-    );
-    let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
-    let jobs = actix_web::rt::spawn(worker.run(jobs_stopped));
+        background_stopped,
+    ));
     let server = serve(listener, state).map_err(|e| format!("cannot start the server: {e}"))?;
     let handle = server.handle();
     actix_web::rt::spawn(async move {
         wait_for_shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
+        // Event streams never end by themselves: end them, so draining does not wait for them.
+        feed.close();
         handle.stop(true).await;
     });
     server.await.map_err(|e| format!("server error: {e}"))?;
     // The job worker finishes the job it runs and hands the rest of its batch back.
-    let _ = stop_jobs.send(true);
+    let _ = stop_background.send(true);
     if let Err(error) = jobs.await {
         tracing::error!(%error, "the job worker failed");
     }
+    let _ = watcher.await;
     db.close()
         .await
         .map_err(|e| format!("closing the pool failed: {e}"))?;

@@ -7,6 +7,7 @@ use crate::{
     account::Hasher,
     config::Settings,
     db::DbSource,
+    feed::Feed,
     jobs::Wake,
     limits::{ExportSlots, InFlight},
     session_cache::SessionCache,
@@ -33,6 +34,8 @@ pub struct AppState {
     pub sessions: Arc<SessionCache>,
     /// The `Idempotency-Key`s this instance is answering right now.
     pub in_flight: Arc<InFlight>,
+    /// The event streams open on this instance.
+    pub feed: Arc<Feed>,
 }
 
 impl AppState {
@@ -47,6 +50,7 @@ impl AppState {
             exports: ExportSlots::new(settings.export_max_concurrent),
             sessions: Arc::default(),
             in_flight: Arc::default(),
+            feed: Feed::new(settings.events_max_per_user, settings.events_max_concurrent),
             db,
             settings,
         }

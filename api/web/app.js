@@ -175,7 +175,9 @@ function show(message) {
     $('signed-in-as').textContent = `Signed in as ${session.user.email}`;
     showVerification();
     loadPage();
+    live.start();
   } else {
+    live.stop();
     $('notes').replaceChildren();
     forgetSearch();
   }
@@ -306,6 +308,7 @@ async function showPage({ notes, next }, isLast = false) {
     return loadPage(true);
   }
   listing.next = isLast ? null : next;
+  shown.clear();
   $('notes').replaceChildren(...notes.map(noteItem));
   $('empty').hidden = notes.length > 0 || Boolean(listing.query);
   // Results come best first whatever the order.
@@ -346,9 +349,13 @@ function button(text, onClick, className = 'secondary') {
   return node;
 }
 
+// The notes shown, by id: a change from another tab or device updates them in place.
+const shown = new Map();
+
 function noteItem(note) {
   const item = element('li', { className: note.completed ? 'note done' : 'note' });
   item.dataset.id = String(note.id);
+  shown.set(note.id, { item, note });
   renderNote(item, note);
   return item;
 }
@@ -556,6 +563,117 @@ $('previous').addEventListener('click', async () => {
   await loadPage();
   if ($('previous').disabled) $('next').focus();
 });
+
+// ------------------------------------------------------------------ live changes
+
+/**
+ * Changes made elsewhere (another tab, a phone) arrive on `GET /notes/events` and are applied in
+ * place: an edited or done note is redrawn (unless it is being edited or deleted here), a deleted
+ * one leaves, a new one reloads the page it may belong on. `fetch` reads the stream, since an
+ * EventSource cannot send the bearer token. After a drop it reconnects with `Last-Event-ID`, so
+ * no change is missed; each change is applied once (by its number).
+ */
+const live = {
+  controller: null,
+  lastSeq: null, // the number of the last change applied (null: none yet)
+  retry: 1000,
+  reload: null, // a pending page reload (several new notes at once reload once)
+
+  start() {
+    if (this.controller) return;
+    this.controller = new AbortController();
+    this.follow(this.controller.signal);
+  },
+
+  stop() {
+    if (this.controller) this.controller.abort();
+    this.controller = null;
+    this.lastSeq = null;
+  },
+
+  async follow(signal) {
+    while (!signal.aborted && session) {
+      try {
+        await this.read(signal);
+        this.retry = 1000;
+      } catch {
+        // Dropped (network, server restart): try again shortly, a little later each time.
+      }
+      if (signal.aborted) return;
+      await new Promise((resolve) => setTimeout(resolve, this.retry));
+      this.retry = Math.min(this.retry * 2, 15000);
+    }
+  },
+
+  async read(signal) {
+    const headers = { Accept: 'text/event-stream', Authorization: `Bearer ${session.token}` };
+    if (this.lastSeq !== null) headers['Last-Event-ID'] = String(this.lastSeq);
+    const response = await fetch('/notes/events', { headers, signal, cache: 'no-store' });
+    if (response.status === 401) {
+      saveSession(null);
+      show('Your session has ended. Please sign in again.');
+      return;
+    }
+    if (response.status === 410) {
+      // Away longer than changes are kept: start from now, with the page as it is now.
+      this.lastSeq = null;
+      loadPage();
+      return;
+    }
+    if (!response.ok || !response.body) throw new Error(`events: ${response.status}`);
+    // Connected from now on: the page shown may predate it, so read it once more.
+    if (this.lastSeq === null) loadPage();
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let end;
+      while ((end = buffer.indexOf('\n\n')) >= 0) {
+        this.frame(buffer.slice(0, end));
+        buffer = buffer.slice(end + 2);
+      }
+    }
+  },
+
+  frame(text) {
+    let data = null;
+    let id = null;
+    for (const line of text.split('\n')) {
+      if (line.startsWith('data: ')) data = line.slice(6);
+      else if (line.startsWith('id: ')) id = Number(line.slice(4));
+    }
+    if (data === null || !Number.isInteger(id)) return; // a comment (keep-alive)
+    if (this.lastSeq !== null && id <= this.lastSeq) return; // seen already
+    this.lastSeq = id;
+    this.apply(JSON.parse(data));
+  },
+
+  apply(change) {
+    const here = shown.get(change.id);
+    const busyHere = here && !here.item.querySelector('.note-text[id]');
+    if (change.deleted) {
+      if (!here) return;
+      shown.delete(change.id);
+      if (!busyHere || here.item.querySelector('.confirm')) here.item.remove();
+      if (!$('notes').children.length) this.reloadSoon();
+      return;
+    }
+    if (!here) {
+      if (!listing.query) this.reloadSoon();
+      return;
+    }
+    if (busyHere) return; // being edited here: this tab's save decides
+    update(here.note, change.note);
+    renderNote(here.item, here.note);
+  },
+
+  reloadSoon() {
+    clearTimeout(this.reload);
+    this.reload = setTimeout(() => loadPage(), 150);
+  },
+};
 
 // ------------------------------------------------------------------ search
 

@@ -14,9 +14,11 @@
 //! [`prepare_insert`] on each model first so they follow the same rules.
 
 pub mod account_token;
+pub mod change_counter;
 pub mod idempotency_key;
 pub mod job;
 pub mod note;
+pub mod note_change;
 pub mod prelude;
 pub mod session;
 pub mod throttle_event;

@@ -17,6 +17,7 @@ mod m20261207_000009_search_by_owner;
 mod m20261207_000010_search_rank_tiers;
 mod m20261207_000011_search_by_owner_mariadb;
 mod m20261207_000012_jobs_and_account_tokens;
+mod m20261207_000013_note_changes;
 mod script;
 
 /// Constraint names the applications map to answers (a unique violation on the e-mail index
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000010_search_rank_tiers::Migration),
             Box::new(m20261207_000011_search_by_owner_mariadb::Migration),
             Box::new(m20261207_000012_jobs_and_account_tokens::Migration),
+            Box::new(m20261207_000013_note_changes::Migration),
         ]
     }
 }

@@ -173,22 +173,51 @@ pub struct TestServer {
     pub base_url: String,
     pub address: std::net::SocketAddr,
     handle: actix_web::dev::ServerHandle,
+    feed: Arc<api::feed::Feed>,
+    db: sea_orm::DatabaseConnection,
+    /// The instance's change watcher, once started ([`TestServer::watch_changes`]).
+    watcher: Option<(
+        tokio::sync::watch::Sender<bool>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl TestServer {
     pub(crate) fn start(db: DbSource, settings: Settings) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind a test port");
         let address = listener.local_addr().expect("test port address");
-        let server =
-            api::startup::serve(listener, api::state::AppState::new(db, Arc::new(settings)))
-                .expect("start test server");
+        let state = api::state::AppState::new(db, Arc::new(settings));
+        let feed = Arc::clone(&state.feed);
+        let db = state.db.primary().clone();
+        let server = api::startup::serve(listener, state).expect("start test server");
         let handle = server.handle();
         actix_web::rt::spawn(server);
         Self {
             base_url: format!("http://{address}"),
             address,
             handle,
+            feed,
+            db,
+            watcher: None,
         }
+    }
+
+    /// Watch the database for the changes the instance's event streams follow, as every
+    /// instance does ([`api::feed::watch`]). Stopped by [`TestServer::stop`] (a PostgreSQL
+    /// listener must go before the test's runtime does).
+    pub fn watch_changes(&mut self) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let task = actix_web::rt::spawn(api::feed::watch(
+            Arc::clone(&self.feed),
+            self.db.clone(),
+            stopped,
+        ));
+        self.watcher = Some((stop, task));
+    }
+
+    /// End the instance's event streams, as SIGTERM does first.
+    pub fn close_streams(&self) {
+        self.feed.close();
     }
 
     /// `base_url` + `path`.
@@ -196,8 +225,13 @@ impl TestServer {
         format!("{}{path}", self.base_url)
     }
 
-    /// Stop gracefully and wait.
+    /// Stop gracefully and wait (the change watcher too).
     pub async fn stop(self) {
+        self.feed.close();
         self.handle.stop(true).await;
+        if let Some((stop, task)) = self.watcher {
+            let _ = stop.send(true);
+            let _ = task.await;
+        }
     }
 }

@@ -609,7 +609,7 @@ impl TestApp {
         let worker = api::jobs::Worker::new(
             self.db.pool().clone(),
             delivery,
-            settings.mail.from.clone(),
+            settings,
             self.state.jobs.clone(),
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);

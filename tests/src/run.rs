@@ -498,38 +498,41 @@ impl RunDatabase {
     }
 }
 
-/// The statements that recreate the template's tables, foreign keys included, and copy its
-/// rows (the migrations table's), to run after `USE <new database>`.
+/// The statements that recreate the template's tables, foreign keys included, copy its rows
+/// (the migrations table's) and recreate its triggers, to run after `USE <new database>`.
 async fn mysql_clone_script(admin: &DatabaseConnection, template: &str) -> Result<String, String> {
     let error = |e: sea_orm::DbErr| format!("cannot read the template {template}: {e}");
-    // Only tables are copied: anything else would be silently missing from the clones.
+    // Tables (with their rows) and triggers are copied: anything else would be silently
+    // missing from the clones.
     let others = admin
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::MySql,
             "SELECT CONCAT('routine ', ROUTINE_NAME) AS what FROM information_schema.ROUTINES \
              WHERE ROUTINE_SCHEMA = ? \
-             UNION ALL SELECT CONCAT('trigger ', TRIGGER_NAME) FROM information_schema.TRIGGERS \
-             WHERE TRIGGER_SCHEMA = ? \
              UNION ALL SELECT CONCAT('event ', EVENT_NAME) FROM information_schema.EVENTS \
              WHERE EVENT_SCHEMA = ? \
              UNION ALL SELECT CONCAT('view ', TABLE_NAME) FROM information_schema.TABLES \
              WHERE TABLE_SCHEMA = ? AND TABLE_TYPE <> 'BASE TABLE'",
-            [
-                template.into(),
-                template.into(),
-                template.into(),
-                template.into(),
-            ],
+            [template.into(), template.into(), template.into()],
         ))
         .await
         .map_err(error)?;
     if let Some(row) = others.first() {
         let what: String = row.try_get("", "what").unwrap_or_default();
         return Err(format!(
-            "the migrations created a {what}: the MySQL test databases copy tables only; \
-             teach tests/src/run.rs to copy it"
+            "the migrations created a {what}: the MySQL test databases copy tables and \
+             triggers only; teach tests/src/run.rs to copy it"
         ));
     }
+    let triggers = admin
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::MySql,
+            "SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS \
+             WHERE TRIGGER_SCHEMA = ? ORDER BY TRIGGER_NAME",
+            [template.into()],
+        ))
+        .await
+        .map_err(error)?;
     let tables = admin
         .query_all_raw(Statement::from_sql_and_values(
             DbBackend::MySql,
@@ -563,6 +566,22 @@ async fn mysql_clone_script(admin: &DatabaseConnection, template: &str) -> Resul
         ));
     }
     script.push_str(&copies);
+    // After the rows: a trigger on `users` would otherwise fire for each copied user.
+    for row in triggers {
+        let trigger: String = row.try_get("", "name").map_err(error)?;
+        let shown = admin
+            .query_one_raw(Statement::from_string(
+                DbBackend::MySql,
+                format!("SHOW CREATE TRIGGER `{template}`.`{trigger}`"),
+            ))
+            .await
+            .map_err(error)?
+            .ok_or_else(|| format!("no definition for the trigger {template}.{trigger}"))?;
+        // Unqualified names: it is created in (and acts on) the clone.
+        let create: String = shown.try_get_by_index(2).map_err(error)?;
+        script.push_str(&create);
+        script.push_str("; ");
+    }
     script.push_str(
         "SET SESSION FOREIGN_KEY_CHECKS = 1; SET SESSION innodb_ft_enable_stopword = DEFAULT",
     );

@@ -4,8 +4,9 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-/// Every column, index and constraint (foreign keys with their rules included) of the
-/// application's tables — every table but `seaql_migrations` — one line each, sorted.
+/// Every column, index, constraint (foreign keys with their rules included) and trigger of the
+/// application's tables — every table but `seaql_migrations` — and PostgreSQL's functions
+/// (but extensions'), one line each, sorted.
 pub async fn fingerprint(db: &impl ConnectionTrait) -> Vec<String> {
     let backend = db.get_database_backend();
     let sql = match backend {
@@ -25,6 +26,12 @@ pub async fn fingerprint(db: &impl ConnectionTrait) -> Vec<String> {
              || ': ' || pg_get_constraintdef(oid) FROM pg_constraint \
              WHERE connamespace = current_schema()::regnamespace \
              AND conrelid::regclass::text <> 'seaql_migrations' \
+             UNION ALL SELECT 'trigger ' || event_object_table || ' ' || trigger_name || ' ' \
+             || action_timing || ' ' || event_manipulation || ': ' || action_statement \
+             FROM information_schema.triggers WHERE trigger_schema = current_schema() \
+             UNION ALL SELECT 'function ' || proname || ': ' || md5(prosrc) FROM pg_proc p \
+             WHERE pronamespace = current_schema()::regnamespace AND NOT EXISTS \
+             (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') \
              ORDER BY 1"
         }
         _ => {
@@ -49,6 +56,9 @@ pub async fn fingerprint(db: &impl ConnectionTrait) -> Vec<String> {
              UNION ALL SELECT CONCAT('check ', constraint_name, ': ', check_clause) \
              FROM information_schema.check_constraints \
              WHERE constraint_schema = DATABASE() \
+             UNION ALL SELECT CONCAT('trigger ', event_object_table, ' ', trigger_name, ' ', \
+             action_timing, ' ', event_manipulation, ': ', MD5(action_statement)) \
+             FROM information_schema.triggers WHERE trigger_schema = DATABASE() \
              ORDER BY 1"
         }
     };

@@ -105,6 +105,11 @@ impl DbSource {
     }
 
     /// Requests that only read use `replica` when it is fit (see `replica.rs`).
+    /// The primary's pool, for work outside any request (a stream's reads between events).
+    pub fn primary(&self) -> &DatabaseConnection {
+        &self.pool
+    }
+
     pub fn with_replica(self, replica: Arc<Replica>) -> Self {
         Self {
             replica: Some(replica),

@@ -76,6 +76,9 @@ pub enum ApiError {
     /// 415.
     #[error("the request body must be application/json")]
     UnsupportedMediaType,
+    /// 410: what was asked for is no longer kept.
+    #[error("{0}")]
+    Gone(&'static str),
     /// 422 with the bad fields.
     #[error("the request is not valid")]
     Validation(Vec<FieldError>),
@@ -143,6 +146,7 @@ impl ApiError {
             Self::PreconditionFailed => "Precondition Failed",
             Self::PayloadTooLarge(_) => "Payload Too Large",
             Self::UnsupportedMediaType => "Unsupported Media Type",
+            Self::Gone(_) => "Gone",
             Self::Validation(_) => "Unprocessable Content",
             Self::TooManyRequests { .. } => "Too Many Requests",
             Self::Unavailable | Self::Busy(_) => "Service Unavailable",
@@ -201,6 +205,7 @@ impl ResponseError for ApiError {
             Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Gone(_) => StatusCode::GONE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -261,6 +266,10 @@ fn problem_description(status: u16) -> &'static str {
             "A conflict: the e-mail address belongs to another user, a request with the same \
                 `Idempotency-Key` is still in progress (retry after `Retry-After`), or a \
                 concurrent change got in the way (retry)."
+        }
+        410 => {
+            "The changes after `since` are no longer kept (`CHANGES_RETENTION_S`): start over \
+                with `since=0` and a full list of the notes."
         }
         412 => "`If-Match` names no current `ETag` of the resource; nothing was changed.",
         429 => "Too many attempts; retry after the `Retry-After` seconds.",
@@ -350,4 +359,6 @@ error_set! {
     Refused = [403];
     /// A route that refuses callers who try too often.
     Throttled = [429];
+    /// A route that reads the change log, which forgets old changes.
+    Forgotten = [410];
 }

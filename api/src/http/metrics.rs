@@ -86,6 +86,16 @@ fn describe() {
         "db_pool_acquire_timeouts_total",
         "requests answered 503 because no pooled connection came within DB_ACQUIRE_TIMEOUT_MS"
     );
+    metrics::describe_gauge!(
+        "events_streams_open",
+        "GET /notes/events streams open on this instance"
+    );
+    metrics::describe_counter!("events_sent_total", "change events sent to streams");
+    metrics::describe_histogram!(
+        "events_lag_seconds",
+        metrics::Unit::Seconds,
+        "from a note change's write to its event on a stream (catch-up reads count as late)"
+    );
 }
 
 /// Count one finished request.

@@ -14,6 +14,7 @@ pub mod input;
 pub mod metrics;
 pub mod middleware;
 pub mod pagination;
+pub mod streaming;
 
 use utoipa::{
     ToSchema,

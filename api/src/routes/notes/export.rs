@@ -11,8 +11,9 @@ use crate::{
     http::{
         auth::CurrentUser,
         error::{ApiError, SignedIn, Throttled, Unavailable},
+        streaming::cut_when_idle,
     },
-    limits::{ExportRefused, ExportSlot},
+    limits::ExportRefused,
     state::AppState,
 };
 
@@ -69,51 +70,6 @@ pub async fn export(
     Ok(HttpResponse::Ok()
         .content_type("application/x-ndjson")
         .streaming(body))
-}
-
-/// `chunks` as a response body that a client cannot hold open by not reading: a task reads
-/// the database and hands each chunk over; when the client has taken nothing for `idle`,
-/// the task stops — which drops the database stream (its connection is closed, and the pool
-/// opens a replacement) and frees the export `slot` — and the body ends in an error, so the
-/// response is cut off rather than ended as if complete.
-fn cut_when_idle(
-    mut chunks: impl futures_util::Stream<Item = Result<web::Bytes, DbErr>> + Unpin + 'static,
-    slot: ExportSlot,
-    idle: std::time::Duration,
-) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> + 'static {
-    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<web::Bytes, DbErr>>(1);
-    let cut = std::rc::Rc::new(std::cell::Cell::new(false));
-    let cut_by_task = std::rc::Rc::clone(&cut);
-    actix_web::rt::spawn(async move {
-        let _slot = slot;
-        while let Some(chunk) = chunks.next().await {
-            let failed = chunk.is_err();
-            match tokio::time::timeout(idle, sender.send(chunk)).await {
-                Ok(Ok(())) if !failed => {}
-                // Failed (sent on), or the client went away (the body was dropped).
-                Ok(_) => return,
-                Err(_) => {
-                    tracing::warn!(
-                        idle_s = idle.as_secs(),
-                        "export cut: the client stopped reading"
-                    );
-                    cut_by_task.set(true);
-                    return;
-                }
-            }
-        }
-    });
-    async_stream::stream! {
-        while let Some(chunk) = receiver.recv().await {
-            yield chunk.map_err(|error| {
-                tracing::error!(%error, "export stream failed");
-                actix_web::error::ErrorInternalServerError("export failed")
-            });
-        }
-        if cut.get() {
-            yield Err(actix_web::error::ErrorRequestTimeout("the client stopped reading"));
-        }
-    }
 }
 
 /// `notes` as NDJSON, in chunks of about [`EXPORT_CHUNK_BYTES`].

@@ -7,6 +7,8 @@
 //! found (404), whoever asks — admins included.
 
 pub mod bulk;
+pub mod changes;
+pub mod events;
 pub mod export;
 pub mod input;
 pub mod search;
@@ -52,6 +54,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         super::resource("/notes/bulk")
             .route(web::post().to(bulk::bulk_create))
             .default_service(crate::routes::allow("POST")),
+    )
+    .service(
+        super::resource("/notes/changes")
+            .route(crate::routes::get().to(changes::changes))
+            .default_service(crate::routes::allow("GET, HEAD")),
+    )
+    .service(
+        super::resource("/notes/events")
+            .route(crate::routes::get().to(events::events))
+            .default_service(crate::routes::allow("GET, HEAD")),
     )
     .service(
         super::resource("/notes/export")
