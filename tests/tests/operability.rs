@@ -20,9 +20,11 @@ use tests::{
 
 /// Every route of the contract that needs a signed-in caller, as `METHOD path`; the others
 /// are the [`PUBLIC_ROUTES`].
-const SIGNED_IN_ROUTES: [&str; 14] = [
+const SIGNED_IN_ROUTES: [&str; 16] = [
     "GET /notes",
     "POST /notes",
+    "GET /notes/changes",
+    "GET /notes/events",
     "GET /notes/{id}",
     "PATCH /notes/{id}",
     "DELETE /notes/{id}",
@@ -157,6 +159,11 @@ async fn openapi_document_matches_the_served_routes(backend: Backend) {
     });
     for route in routes {
         let (method, path) = route.split_once(' ').unwrap();
+        if route == "GET /notes/events" {
+            // A stream that does not end (read in full here, it would never answer): its
+            // answers are tested on a real server in tests/tests/events.rs.
+            continue;
+        }
         let reply = app
             .send_as(&admin.token, valid_request(method, path, &existing))
             .await;

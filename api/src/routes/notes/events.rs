@@ -83,6 +83,13 @@ pub async fn events(
         Some(since) => since,
         None => last_seq,
     };
+    if req.method() == actix_web::http::Method::HEAD {
+        // The head a stream would have, and no stream (a HEAD must end).
+        return Ok(HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .finish());
+    }
     let subscription = state
         .feed
         .subscribe(me.id(), &me.token_digest)
