@@ -321,6 +321,12 @@ def main(bench: bool) -> bool:
             failures.append("kill: instance 1 held no claimed mail when killed (nothing proved)")
         killed = time.monotonic()
         took = wait_for(sink, "reset-password", len(seen) + KILL_RESETS, LEASE_S + 30)
+        # The mail cut inside DATA reached the receiver, but its job is still held by the dead
+        # instance: wait (the lease + 30 s at most) until every mail job is done.
+        while time.monotonic() - killed < LEASE_S + 30 and took is not None:
+            if db.scalar("SELECT count(*) FROM jobs WHERE kind = 'mail' AND state <> 'done'") == "0":
+                break
+            time.sleep(0.5)
         delivered = sink.tokens("reset-password")
         kill_dupes = {t: n for t, n in delivered.items() if n > 1 and t not in seen}
         unsent = db.scalar(f"SELECT count(*) FROM jobs WHERE kind = 'mail' AND state <> 'done'")
