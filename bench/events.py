@@ -81,7 +81,7 @@ async def follow(session, base, token, arrivals, ready):
 async def run(backend: str) -> bool:
     db = Database(backend, "events_bench")
     env = {"EVENTS_MAX_PER_USER": str(PER_USER), "EVENTS_MAX_CONCURRENT": str(USERS * PER_USER + 10),
-           "DB_ACQUIRE_TIMEOUT_MS": "10000", "RUST_LOG": "warn"}
+           "DB_ACQUIRE_TIMEOUT_MS": "10000"}
     a = Server(db.url, env=env, name="events-a")
     b = Server(db.url, env=env, name="events-b")
     try:
