@@ -256,6 +256,8 @@ const listing = {
 
 // Answers can overtake each other (a slow search, then Escape): only the latest one is shown.
 let latestLoad = 0;
+// Loads on their way (a page, a search): a live reload waits for them (see `live.reloadNow`).
+let loading = 0;
 
 /** The page `state` points at: `notes`, and `next`, the cursor of the page after (or null). */
 function fetchPage(state) {
@@ -286,6 +288,8 @@ async function fetchResults(state) {
 /** Fetch and show the page `listing` points at; `isLast` when the page after it is known empty. */
 async function loadPage(isLast = false) {
   const ticket = ++latestLoad;
+  live.cancelReload(); // this load reads the page afresh
+  loading += 1;
   let page;
   try {
     page = await fetchPage(listing);
@@ -295,6 +299,8 @@ async function loadPage(isLast = false) {
     error.textContent = describe(failure);
     error.hidden = false;
     return;
+  } finally {
+    loading -= 1;
   }
   if (ticket === latestLoad) await showPage(page, isLast);
 }
@@ -587,6 +593,7 @@ const live = {
 
   stop() {
     if (this.controller) this.controller.abort();
+    this.cancelReload();
     this.controller = null;
     this.lastSeq = null;
   },
@@ -617,12 +624,12 @@ const live = {
     if (response.status === 410) {
       // Away longer than changes are kept: start from now, with the page as it is now.
       this.lastSeq = null;
-      loadPage();
+      this.reloadNow();
       return;
     }
     if (!response.ok || !response.body) throw new Error(`events: ${response.status}`);
     // Connected from now on: the page shown may predate it, so read it once more.
-    if (this.lastSeq === null) loadPage();
+    if (this.lastSeq === null) this.reloadNow();
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = '';
     for (;;) {
@@ -669,9 +676,27 @@ const live = {
     renderNote(here.item, here.note);
   },
 
+  /**
+   * Read the page shown once more: now, or as soon as no load is on its way (a reload would
+   * supersede it: a search would show the list it is leaving, a pager button would not know
+   * where it landed) and no note here is open to edit or delete (a reload would close it).
+   */
+  reloadNow() {
+    clearTimeout(this.reload);
+    if (!session) return;
+    if (loading || $('notes').querySelector(':scope > li:not(:has(.note-text[id]))')) this.reloadSoon();
+    else loadPage();
+  },
+
+  /** A load has begun that reads the page afresh: a reload asked for before it is not needed. */
+  cancelReload() {
+    clearTimeout(this.reload);
+  },
+
+  /** The same a little later: several changes at once reload once. */
   reloadSoon() {
     clearTimeout(this.reload);
-    this.reload = setTimeout(() => loadPage(), 150);
+    this.reload = setTimeout(() => this.reloadNow(), 150);
   },
 };
 
@@ -688,6 +713,8 @@ $('search').addEventListener('submit', async (event) => {
   clearErrors(form);
   busy(form, true);
   const ticket = ++latestLoad;
+  live.cancelReload(); // the results are read afresh
+  loading += 1;
   try {
     // Switch to the results only once the API takes the query: a refused one leaves the page
     // as it was, with the reason next to the box.
@@ -699,6 +726,7 @@ $('search').addEventListener('submit', async (event) => {
   } catch (error) {
     if (session && ticket === latestLoad) searchError(form, error);
   } finally {
+    loading -= 1;
     busy(form, false);
     if (session) form.elements.q.focus();
   }
