@@ -33,6 +33,11 @@
 #                 known and unknown addresses answer alike (KS test on latency); the receiver
 #                 down MAIL_OUTAGE_SECONDS [20] during MAIL_USERS [200] resets: all delivered, none
 #                 twice; an instance holding claimed mails SIGKILLed: the other delivers them
+#   sync          two servers on PostgreSQL behind nginx, SYNC_USERS x SYNC_STREAMS_PER_USER
+#                 [50 x 4] event streams during SYNC_SECONDS [30] of writes: one instance
+#                 SIGTERMed halfway (exits within 10 s), then PostgreSQL restarted; every client
+#                 reconnects with Last-Event-ID: each stream has every change of the log, once
+#                 after de-duplication by seq, in order
 #
 # The load signs up and signs in its users first and sends their bearer tokens; see README.
 #
@@ -53,7 +58,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 cd "$ROOT"
 
-ALL=(soak outage shutdown exhaustion schemathesis instances replica mariadb hashing mail)
+ALL=(soak outage shutdown exhaustion schemathesis instances replica mariadb hashing mail sync)
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
@@ -62,7 +67,7 @@ for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
     all) SELECTED+=("${ALL[@]}") ;;
-    soak | outage | shutdown | exhaustion | schemathesis | instances | replica | mariadb | hashing | mail) SELECTED+=("$arg") ;;
+    soak | outage | shutdown | exhaustion | schemathesis | instances | replica | mariadb | hashing | mail | sync) SELECTED+=("$arg") ;;
     *) echo "reliability/run.sh: unknown scenario '$arg' (one of: all ${ALL[*]})" >&2; exit 2 ;;
   esac
 done
@@ -175,6 +180,7 @@ run_scenario() {
       python3 "$HERE/scenario_hashing.py" postgres || rc=1
       return $rc ;;
     mail) python3 "$HERE/scenario_mail.py" ;;
+    sync) python3 "$HERE/scenario_sync.py" ;;
   esac
 }
 
