@@ -6,7 +6,10 @@
 
 use std::{collections::HashMap, fmt, net::IpAddr, time::Duration};
 
-use migration::database::{DEFAULT_DATABASE_URL, redact};
+use migration::{
+    database::{DEFAULT_DATABASE_URL, redact},
+    hosts::Hosts,
+};
 use url::Url;
 
 /// The database the server talks to, from the URL's scheme.
@@ -22,11 +25,23 @@ pub enum Backend {
 pub struct DatabaseUrl {
     url: String,
     backend: Backend,
+    /// PostgreSQL: the hosts listed, when there are several or a `target_session_attrs`.
+    hosts: Option<Hosts>,
 }
 
 impl DatabaseUrl {
     /// Validate a `sqlite:`, `postgres://` or `mysql://` URL.
     pub fn parse(value: &str) -> Result<Self, String> {
+        let listed = Hosts::parse(value).map_err(|problem| {
+            format!("a PostgreSQL URL listing its hosts the way libpq does, but {problem}")
+        })?;
+        if let Some(hosts) = listed {
+            return Ok(Self {
+                url: value.to_owned(),
+                backend: Backend::Postgres,
+                hosts: Some(hosts),
+            });
+        }
         let parsed = Url::parse(value).map_err(|_| "a valid URL".to_owned())?;
         let backend = match parsed.scheme() {
             "sqlite" => Backend::Sqlite,
@@ -48,7 +63,13 @@ impl DatabaseUrl {
         Ok(Self {
             url: value.to_owned(),
             backend,
+            hosts: None,
         })
+    }
+
+    /// The hosts a PostgreSQL URL lists, when it lists several or a `target_session_attrs`.
+    pub fn hosts(&self) -> Option<&Hosts> {
+        self.hosts.as_ref()
     }
 
     /// The URL itself, with its password: for connecting only, never for printing.
@@ -608,6 +629,32 @@ mod tests {
         assert_eq!(pg.db_pool_max, 16);
         let my = load(&[("DATABASE_URL", "mysql://root@127.0.0.1:3306/notes")]).unwrap();
         assert_eq!(my.database_url.backend(), Backend::MySql);
+    }
+
+    #[test]
+    fn a_postgres_url_may_list_hosts_the_way_libpq_does() {
+        let url = "postgres://app:s3cretpw@127.0.0.1:6001,127.0.0.1:6002/notes?target_session_attrs=read-write";
+        let settings = load(&[("DATABASE_URL", url)]).unwrap();
+        let hosts = settings.database_url.hosts().expect("the hosts");
+        assert_eq!((hosts.len(), hosts.host(1)), (2, "127.0.0.1:6002"));
+        assert_eq!(hosts.target, migration::hosts::Target::ReadWrite);
+        assert_eq!(settings.database_url.backend(), Backend::Postgres);
+        let shown = format!("{:?}", settings.database_url);
+        assert!(
+            !shown.contains("s3cretpw") && shown.contains("6001,127.0.0.1:6002"),
+            "{shown}"
+        );
+        for bad in [
+            "postgres://app:s3cretpw@127.0.0.1:6001,:6002/notes",
+            "postgres://app:s3cretpw@h1,h2/notes?target_session_attrs=master",
+        ] {
+            let err = load(&[("DATABASE_URL", bad)]).unwrap_err();
+            assert_eq!(err.var, "DATABASE_URL");
+            assert!(!err.to_string().contains("s3cretpw"), "{err}");
+            assert!(err.to_string().contains("libpq"), "{err}");
+        }
+        let single = load(&[("DATABASE_URL", "postgres://u@db/notes")]).unwrap();
+        assert!(single.database_url.hosts().is_none());
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::time::Duration;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
 use url::Url;
 
+use crate::hosts::Hosts;
+
 /// The embedded default: a SQLite file under `./data/`, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://data/notes.db?mode=rwc";
 
@@ -24,6 +26,11 @@ fn is_secret_param(name: &str) -> bool {
 /// A value that does not parse as a URL is replaced whole: it may hold anything.
 pub fn redact(url: &str) -> String {
     let Ok(mut parsed) = Url::parse(url) else {
+        // A list of hosts (`h1:5432,h2:5433`) is not a URL to the `url` crate; its secrets are
+        // those of its first host's URL.
+        if let Ok(Some(_)) = Hosts::parse(url) {
+            return scrub(url, url);
+        }
         return "<unparseable URL>".to_owned();
     };
     if parsed.password().is_some() {
@@ -57,7 +64,10 @@ fn decode(text: &str) -> String {
 /// written (percent-encoded) and decoded (a driver may quote either).
 fn secrets(url: &str) -> Vec<String> {
     let Ok(parsed) = Url::parse(url) else {
-        return Vec::new();
+        return match Hosts::parse(url) {
+            Ok(Some(hosts)) => secrets(&hosts.url_for(0)),
+            _ => Vec::new(),
+        };
     };
     let mut written: Vec<&str> = parsed.password().into_iter().collect();
     for pair in parsed.query().unwrap_or_default().split('&') {
@@ -101,15 +111,27 @@ pub fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
     }
 }
 
-/// Connect with short timeouts, for one-shot tools (the CLI, test set-up).
+/// How long a one-shot tool waits for a connection (and for each host of a list).
+const TOOL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connect with short timeouts, for one-shot tools (the CLI, test set-up). A PostgreSQL URL
+/// with several hosts or a `target_session_attrs` connects to the first host that fits, as
+/// libpq does ([`Hosts::pick`]).
 pub async fn connect_for_tool(url: &str) -> Result<DatabaseConnection, DbErr> {
     ensure_sqlite_dir(url).map_err(|e| DbErr::Custom(format!("cannot create directory: {e}")))?;
+    let url = match Hosts::parse(url).map_err(DbErr::Custom)? {
+        Some(hosts) => {
+            let (host, _) = hosts.pick(TOOL_TIMEOUT).await.map_err(DbErr::Custom)?;
+            hosts.url_for(host)
+        }
+        None => url.to_owned(),
+    };
     let mut options = ConnectOptions::new(url);
     options
         .max_connections(2)
         .min_connections(0)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(5))
+        .connect_timeout(TOOL_TIMEOUT)
+        .acquire_timeout(TOOL_TIMEOUT)
         .sqlx_logging(false);
     Database::connect(options).await
 }
@@ -140,6 +162,23 @@ mod tests {
         assert_eq!(
             scrub("auth failed for hunter!22 (hunter%2122)", url),
             "auth failed for *** (***)"
+        );
+    }
+
+    #[test]
+    fn a_list_of_hosts_is_redacted_and_scrubbed() {
+        let url =
+            "postgres://u:s3cretpw@127.0.0.1:1,127.0.0.1:2/db?target_session_attrs=read-write";
+        assert_eq!(
+            redact(url),
+            "postgres://u:***@127.0.0.1:1,127.0.0.1:2/db?target_session_attrs=read-write"
+        );
+        assert_eq!(
+            scrub(
+                "The connection string 'postgres://u:s3cretpw@127.0.0.1:1' failed",
+                url
+            ),
+            "The connection string 'postgres://u:***@127.0.0.1:1' failed"
         );
     }
 

@@ -4,6 +4,7 @@
 pub use sea_orm_migration::prelude::*;
 
 pub mod database;
+pub mod hosts;
 mod lock;
 mod m20261123_000001_create_notes;
 mod m20261123_000002_create_users;

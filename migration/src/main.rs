@@ -76,6 +76,12 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
 
+    if let Err(problem) = migration::hosts::Hosts::parse(&url) {
+        // The problem names the part, never the value (it may hold a password).
+        eprintln!("migration: DATABASE_URL is not a database URL: {problem}");
+        return ExitCode::from(2);
+    }
+
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -88,3 +88,36 @@ async fn verbose_migration_does_not_show_a_query_string_password(backend: Backen
         assert!(!text.contains(SECRET), "the password shows: {text}");
     }
 }
+
+/// A list of hosts (libpq's multi-host URL): malformed, it is exit 2 naming the variable and
+/// the part that is wrong; well formed but with no host answering, a one-line failure naming
+/// each host and what it said. Never the password (the `url` crate cannot parse such a URL,
+/// so a redaction built on it alone would print it whole).
+#[test]
+fn host_lists_do_not_show_the_password() {
+    for (url, status, says) in [
+        (
+            format!("postgres://u:{SECRET}@127.0.0.1:1,127.0.0.1:2/db"),
+            1,
+            "127.0.0.1:1: connection refused; 127.0.0.1:2: connection refused",
+        ),
+        (
+            format!("postgres://u:{SECRET}@127.0.0.1:1,,127.0.0.1:2/db"),
+            2,
+            "DATABASE_URL is not a database URL: host 2 of the list is empty",
+        ),
+        (
+            format!("postgres://u:{SECRET}@h1:5432,h2:5433/db?target_session_attrs=leader"),
+            2,
+            "DATABASE_URL is not a database URL: target_session_attrs is not one of",
+        ),
+    ] {
+        let output = run(&url, &["status"]);
+        let text = shown(&output);
+        assert_eq!(output.status.code(), Some(status), "{url}: {text}");
+        assert!(!text.contains(SECRET), "{url}: the password shows: {text}");
+        assert!(text.contains(says), "{url}: {text}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{url}: {text}");
+    }
+}

@@ -63,11 +63,13 @@ pub fn is_unavailable(error: &DbErr) -> bool {
                 .is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
         }
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
-            // PostgreSQL: connection exceptions (08xxx), shutdown/starting up (57P0x);
+            // PostgreSQL: connection exceptions (08xxx), shutdown/starting up (57P0x), a
+            // write on a server that does not take them any more (25006: a primary demoted
+            // in a failover, on a connection opened before it);
             // MySQL/MariaDB: server gone away or lost, too many connections.
             code.starts_with("08")
                 || code.starts_with("57P0")
-                || matches!(code.as_ref(), "2006" | "2013" | "1040" | "1053")
+                || matches!(code.as_ref(), "25006" | "2006" | "2013" | "1040" | "1053")
         }),
         _ => false,
     }

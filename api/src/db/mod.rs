@@ -22,6 +22,7 @@
 
 mod driver;
 pub mod error;
+pub mod follow;
 pub mod replica;
 mod request;
 mod statements;
@@ -48,21 +49,37 @@ pub use request::{Begun, RequestDb, Rows, Transaction, UnitOfWork};
 /// with no change in requests/s — bench/RESULTS.md).
 const SQLITE_PAGE_CACHE_KIB: u32 = 512;
 
-/// Open the pool described by `settings` (sized per backend, SQLite in WAL mode).
+/// Open the pool described by `settings` (sized per backend, SQLite in WAL mode; on a
+/// PostgreSQL URL that lists several hosts, following the one that fits: `follow.rs`).
 pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
     let url = settings.database_url.expose();
     migration::database::ensure_sqlite_dir(url)
         .map_err(|e| DbErr::Custom(format!("cannot create the SQLite directory: {e}")))?;
-    let mut options = ConnectOptions::new(url);
-    options
-        .max_connections(settings.db_pool_max)
-        .min_connections(settings.db_pool_min)
-        .acquire_timeout(settings.db_acquire_timeout)
-        .connect_timeout(settings.db_acquire_timeout)
-        // A connection broken by a database restart is dropped instead of failing a request.
-        .test_before_acquire(false)
-        .idle_timeout(Duration::from_secs(600))
-        .sqlx_logging(false);
+    let pool_options = |url: String| {
+        let mut options = ConnectOptions::new(url);
+        options
+            .max_connections(settings.db_pool_max)
+            .min_connections(settings.db_pool_min)
+            .acquire_timeout(settings.db_acquire_timeout)
+            .connect_timeout(settings.db_acquire_timeout)
+            // A connection broken by a database restart is dropped instead of failing a request.
+            .test_before_acquire(false)
+            .idle_timeout(Duration::from_secs(600))
+            .sqlx_logging(false);
+        options
+    };
+    if let Some(hosts) = settings.database_url.hosts() {
+        let (db, _) = follow::connect(
+            "primary",
+            hosts.clone(),
+            settings.db_acquire_timeout,
+            false,
+            pool_options,
+        )
+        .await?;
+        return Ok(db);
+    }
+    let mut options = pool_options(url.to_owned());
     if settings.database_url.backend() == Backend::Sqlite {
         // SQLite has one writer at a time whatever the pool size, so for a writer the write
         // lock is the scarce resource: it waits for it as long as for a pooled connection,

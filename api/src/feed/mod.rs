@@ -278,6 +278,8 @@ async fn listen(feed: Arc<Feed>, db: DatabaseConnection, mut stop: watch::Receiv
         .connect_lazy_with((*options).clone());
     let mut retry = Duration::from_millis(100);
     while !*stop.borrow() {
+        // The requests' pool may have moved to another host since (a failover: `db::follow`).
+        pool.set_connect_options((*db.get_postgres_connection_pool().connect_options()).clone());
         let mut listener = match PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
             Err(error) => {

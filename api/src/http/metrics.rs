@@ -91,6 +91,14 @@ fn describe() {
         "GET /notes/events streams open on this instance"
     );
     metrics::describe_counter!("events_sent_total", "change events sent to streams");
+    metrics::describe_gauge!(
+        "db_host_fits",
+        "1 while a host of a multi-host DATABASE_URL fits its target_session_attrs (pool=primary|replica), 0 during a failover"
+    );
+    metrics::describe_counter!(
+        "db_host_switches_total",
+        "times a multi-host pool moved its new connections to another host (a failover)"
+    );
     metrics::describe_histogram!(
         "events_lag_seconds",
         metrics::Unit::Seconds,
