@@ -38,6 +38,11 @@
 #                 SIGTERMed halfway (exits within 10 s), then PostgreSQL restarted; every client
 #                 reconnects with Last-Event-ID: each stream has every change of the log, once
 #                 after de-duplication by seq, in order
+#   failover      two servers on a pg_auto_failover formation (scripts/pg-ha.sh up; taken down
+#                 afterwards only if this made it) behind nginx, FAILOVER_SECONDS [60] of load,
+#                 the primary SIGKILLed at 20 s: only 2xx/4xx/503, nothing acknowledged lost,
+#                 each instance writable again within FAILOVER_WRITABLE_S [15], both on the
+#                 new primary, read-your-writes rounds all read back
 #
 # The load signs up and signs in its users first and sends their bearer tokens; see README.
 #
@@ -58,7 +63,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 cd "$ROOT"
 
-ALL=(soak outage shutdown exhaustion schemathesis instances replica mariadb hashing mail sync)
+ALL=(soak outage shutdown exhaustion schemathesis instances replica mariadb hashing mail sync failover)
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
@@ -67,7 +72,7 @@ for arg in "$@"; do
   case "$arg" in
     -h | --help) usage; exit 0 ;;
     all) SELECTED+=("${ALL[@]}") ;;
-    soak | outage | shutdown | exhaustion | schemathesis | instances | replica | mariadb | hashing | mail | sync) SELECTED+=("$arg") ;;
+    soak | outage | shutdown | exhaustion | schemathesis | instances | replica | mariadb | hashing | mail | sync | failover) SELECTED+=("$arg") ;;
     *) echo "reliability/run.sh: unknown scenario '$arg' (one of: all ${ALL[*]})" >&2; exit 2 ;;
   esac
 done
@@ -181,6 +186,7 @@ run_scenario() {
       return $rc ;;
     mail) python3 "$HERE/scenario_mail.py" ;;
     sync) python3 "$HERE/scenario_sync.py" ;;
+    failover) python3 "$HERE/scenario_failover.py" ;;
   esac
 }
 
