@@ -9,6 +9,9 @@
 //! is 201 or 503 with `Retry-After` (never a 500, never a hang), writes are accepted again
 //! after the failover with no restart, every note acknowledged is there afterwards, and
 //! `/readyz` answers 200 or 503 only, 200 at the end. The CLI then works on the new primary.
+//! The server reads on the standby (`DATABASE_READ_URL`, the same hosts with
+//! `prefer-standby`): a second client that keeps its cookie reads back each of its writes
+//! across the change of timeline. After both failovers, the mail worker still delivers.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -107,7 +110,8 @@ struct Api {
 }
 
 impl Api {
-    fn start(url: &str) -> Self {
+    /// The binary on `url`, reading on `read_url`, writing its mail as files in `mail_dir`.
+    fn start(url: &str, read_url: &str, mail_dir: &Path) -> Self {
         let mut child = Command::new(workspace_binary(
             "api",
             &["api/src", "api/web", "entity/src", "migration/src"],
@@ -115,6 +119,8 @@ impl Api {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", url)
+        .env("DATABASE_READ_URL", read_url)
+        .env("MAIL_DIR", mail_dir)
         .env("HOST", "127.0.0.1")
         .env("PORT", "0")
         .env("LOG_FORMAT", "json")
@@ -156,6 +162,19 @@ impl Api {
         token: Option<&str>,
         body: Option<&Value>,
     ) -> (u16, Option<String>, Value) {
+        let answer = self.send(method, path, token, body, None);
+        (answer.status, answer.header("retry-after"), answer.body)
+    }
+
+    /// One request on a connection of its own, with `cookie` if any.
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        cookie: Option<&str>,
+    ) -> Answer {
         let mut stream = TcpStream::connect(&self.address).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -164,9 +183,12 @@ impl Api {
         let auth = token
             .map(|token| format!("Authorization: Bearer {token}\r\n"))
             .unwrap_or_default();
+        let cookie = cookie
+            .map(|cookie| format!("Cookie: {cookie}\r\n"))
+            .unwrap_or_default();
         write!(
             stream,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}{cookie}\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -181,16 +203,18 @@ impl Api {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-        let retry_after = head.lines().find_map(|line| {
-            line.to_ascii_lowercase()
-                .strip_prefix("retry-after: ")
-                .map(str::to_owned)
-        });
-        (
+        let headers = head
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_once(": "))
+            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
+            .collect();
+        Answer {
             status,
-            retry_after,
-            serde_json::from_str(body).unwrap_or(Value::Null),
-        )
+            headers,
+            body: serde_json::from_str(body).unwrap_or(Value::Null),
+            text: body.to_owned(),
+        }
     }
 
     fn stop(mut self) -> Vec<String> {
@@ -199,6 +223,23 @@ impl Api {
             .status();
         let _ = self.child.wait();
         self.logs.lock().unwrap().clone()
+    }
+}
+
+/// An answer: status, headers (lower-case names), JSON body (or null).
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+    text: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(own, _)| own == name)
+            .map(|(_, value)| value.clone())
     }
 }
 
@@ -240,14 +281,60 @@ fn write_until(api: &Api, token: &str, stop: &AtomicBool, seen: &Mutex<Seen>) {
     }
 }
 
-/// Run `action` (a pg-ha.sh command) while a client writes; then wait until a write is
-/// accepted, and check what the client saw.
+/// Read-your-writes rounds until `stop`, as a client keeping its cookie: each note written
+/// (201) is read back at once (a 503 is asked again). Returns (written, read back, stale).
+fn rounds(api: &Api, token: &str, stop: &AtomicBool) -> (usize, usize, Vec<String>) {
+    let (mut written, mut seen, mut stale) = (0, 0, Vec::new());
+    let mut cookie: Option<String> = None;
+    while !stop.load(Ordering::Acquire) {
+        let body = json!({ "text": "read your writes" });
+        let answer = api.send(
+            "POST",
+            "/notes",
+            Some(token),
+            Some(&body),
+            cookie.as_deref(),
+        );
+        if let Some(set) = answer.header("set-cookie") {
+            cookie = set.split(';').next().map(str::to_owned);
+        }
+        if answer.status != 201 {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        written += 1;
+        let id = answer.body["id"].as_i64().unwrap();
+        loop {
+            let read = api.send(
+                "GET",
+                &format!("/notes/{id}"),
+                Some(token),
+                None,
+                cookie.as_deref(),
+            );
+            match read.status {
+                200 => seen += 1,
+                503 => {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                status => stale.push(format!("note {id}: {status} ({})", read.body)),
+            }
+            break;
+        }
+    }
+    (written, seen, stale)
+}
+
+/// Run `action` (a pg-ha.sh command) while a client writes and another reads its writes;
+/// then wait until a write is accepted, and check what the clients saw.
 fn survive(api: &Api, token: &str, action: &str) {
     let stop = AtomicBool::new(false);
     let seen = Mutex::new(Seen::default());
     let started = Instant::now();
-    let writable_after = std::thread::scope(|scope| {
+    let (writable_after, (written, read_back, stale)) = std::thread::scope(|scope| {
         scope.spawn(|| write_until(api, token, &stop, &seen));
+        let reader = scope.spawn(|| rounds(api, token, &stop));
         std::thread::sleep(Duration::from_millis(500));
         pg_ha(action);
         let acted = seen.lock().unwrap().written.len();
@@ -263,8 +350,13 @@ fn survive(api: &Api, token: &str, action: &str) {
         }
         let after = started.elapsed();
         stop.store(true, Ordering::Release);
-        after
+        (after, reader.join().unwrap())
     });
+    eprintln!("{action}: read-your-writes rounds: {written} written, {read_back} read back");
+    assert!(
+        stale.is_empty() && written == read_back && written > 0,
+        "{action}: read-your-writes: {written} written, {read_back} read back, {stale:?}"
+    );
     let seen = seen.into_inner().unwrap();
     eprintln!(
         "{action}: writable again {:.1} s after it began; {} writes acknowledged, {} refused (503)",
@@ -309,7 +401,13 @@ fn the_server_and_the_cli_follow_a_failover_and_a_killed_primary() {
     let db_url = with_database(&url, &database);
     migration(&db_url, "up");
 
-    let api = Api::start(&db_url);
+    // Reads on the standby when it has caught up (the replica rules), through the same list.
+    let read_url = db_url.replace(
+        "target_session_attrs=read-write",
+        "target_session_attrs=prefer-standby",
+    );
+    let mail_dir = std::env::temp_dir().join(format!("failover-mail-{}", uuid::Uuid::new_v4()));
+    let api = Api::start(&db_url, &read_url, &mail_dir);
     let email = format!("failover-{}@example.com", uuid::Uuid::new_v4().simple());
     let password = "failover horse battery";
     let credentials = json!({ "email": email, "password": password });
@@ -323,8 +421,46 @@ fn the_server_and_the_cli_follow_a_failover_and_a_killed_primary() {
     migration(&db_url, "status");
     survive(&api, &token, "kill-primary");
     migration(&db_url, "status");
+    // The mail worker went through both failovers: a reset asked for now is delivered.
+    let (status, _, body) = api.request(
+        "POST",
+        "/password-resets",
+        None,
+        Some(&json!({ "email": email })),
+    );
+    assert_eq!(status, 202, "a password reset after the failovers: {body}");
+    let mailed = Instant::now();
+    while !std::fs::read_dir(&mail_dir)
+        .map(|files| {
+            files.flatten().any(|f| {
+                std::fs::read_to_string(f.path()).is_ok_and(|m| m.contains("reset-password"))
+            })
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            mailed.elapsed() < Duration::from_secs(30),
+            "the reset mail was not written to {} within 30 s of the failovers",
+            mail_dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = std::fs::remove_dir_all(&mail_dir);
     // The killed node comes back as the secondary, for whoever uses the formation next.
     pg_ha("restart-killed");
+
+    // The standby served reads (between the failovers, when it had replayed what was asked).
+    let metrics = api.send("GET", "/metrics", None, None, None).text;
+    let replica_reads: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("db_reads_total{target=\"replica\"} "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or(0.0);
+    eprintln!("reads served by the standby: {replica_reads}");
+    assert!(
+        replica_reads > 0.0,
+        "no read was served by the standby: {metrics}"
+    );
 
     let logs = api.stop();
     assert!(
