@@ -127,6 +127,7 @@ impl Api {
         .env("RUST_LOG", "warn,api=info")
         .env("DB_ACQUIRE_TIMEOUT_MS", "2000")
         .current_dir(std::env::temp_dir())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the api binary");
@@ -217,11 +218,21 @@ impl Api {
         }
     }
 
+    /// SIGTERM, and the log lines; SIGKILL (and a failure) when it has not exited 40 s later.
     fn stop(mut self) -> Vec<String> {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let _ = self.child.wait();
+        let asked = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if asked.elapsed() > Duration::from_secs(40) {
+                let _ = self.child.kill();
+                let logs = self.logs.lock().unwrap().clone();
+                let tail = &logs[logs.len().saturating_sub(30)..];
+                panic!("the api did not exit within 40 s of SIGTERM: {tail:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.logs.lock().unwrap().clone()
     }
 }
@@ -240,6 +251,14 @@ impl Answer {
             .iter()
             .find(|(own, _)| own == name)
             .map(|(_, value)| value.clone())
+    }
+}
+
+impl Drop for Api {
+    /// A test that fails midway leaves no server running.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
