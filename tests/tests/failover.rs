@@ -8,10 +8,13 @@
 //! primary killed with SIGKILL. Throughout, a client writes a note every 100 ms: every answer
 //! is 201 or 503 with `Retry-After` (never a 500, never a hang), writes are accepted again
 //! after the failover with no restart, every note acknowledged is there afterwards, and
-//! `/readyz` answers 200 or 503 only, 200 at the end. The CLI then works on the new primary.
+//! `/readyz` answers 200 or 503 only, 200 at the end. The CLI, run in the gap, works or says
+//! in one line why not; after it, it works on the new primary.
 //! The server reads on the standby (`DATABASE_READ_URL`, the same hosts with
 //! `prefer-standby`): a second client that keeps its cookie reads back each of its writes
-//! across the change of timeline. After both failovers, the mail worker still delivers.
+//! across the change of timeline. A third client follows the changes live
+//! (`GET /notes/events`, reconnecting with `Last-Event-ID`) and receives every one, once, in
+//! order, soon after each failover. After both failovers, the mail worker still delivers.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -54,10 +57,11 @@ fn with_database(url: &str, database: &str) -> String {
     format!("{}/{database}{query}", &head[..path_start])
 }
 
-/// Run `scripts/pg-ha.sh ACTION`; panics with its output when it fails.
+/// Run `scripts/pg-ha.sh ACTION`; panics with its output when it fails or takes 3 minutes.
 fn pg_ha(action: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/pg-ha.sh");
-    let output = Command::new("bash")
+    let output = Command::new("timeout")
+        .args(["180", "bash"])
         .arg(script)
         .arg(action)
         .output()
@@ -82,6 +86,35 @@ fn migration(url: &str, command: &str) {
     assert!(
         output.status.success(),
         "migration {command}: {}",
+        shown(&output)
+    );
+}
+
+/// The `migration` CLI's `status` while the formation may have no primary: it answers within
+/// a minute, with success or one line that says why (exit 1), never a hang or a panic.
+fn migration_during_failover(url: &str, action: &str) {
+    let output = Command::new("timeout")
+        .arg("60")
+        .arg(workspace_binary("migration", &["migration/src"]))
+        .arg("status")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url)
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run the migration binary");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let said_why = output.status.code() == Some(1)
+        && stderr.lines().count() == 1
+        && stderr.starts_with("migration: cannot connect to the database");
+    eprintln!(
+        "{action}: migration status during the failover: {:?} {}",
+        output.status.code(),
+        stderr.trim()
+    );
+    assert!(
+        output.status.success() || said_why,
+        "{action}: migration status during the failover: {}",
         shown(&output)
     );
 }
@@ -255,10 +288,170 @@ impl Answer {
 }
 
 impl Drop for Api {
-    /// A test that fails midway leaves no server running.
+    /// A test that fails midway leaves no server running, and its log in a file.
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let path = std::env::temp_dir().join(format!("failover-api-{}.log", self.child.id()));
+            let logs = self
+                .logs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .join("\n");
+            if std::fs::write(&path, logs).is_ok() {
+                eprintln!("the api's log: {}", path.display());
+            }
+        }
+    }
+}
+
+/// A client of `GET /notes/events` that reconnects with `Last-Event-ID` after any end (as an
+/// `EventSource` does), from change 0: the change numbers it received, in order.
+struct Follower {
+    seen: Arc<Mutex<Vec<i64>>>,
+    /// The status line of each connection.
+    connections: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Follower {
+    fn start(address: &str, token: &str) -> Self {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (address, token) = (address.to_owned(), token.to_owned());
+        let thread = {
+            let (seen, connections, stop) = (seen.clone(), connections.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let last = seen.lock().unwrap().last().copied().unwrap_or(0);
+                    Self::connection(&address, &token, last, &seen, &connections, &stop);
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            })
+        };
+        Self {
+            seen,
+            connections,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// One connection, until it ends (or `stop`).
+    fn connection(
+        address: &str,
+        token: &str,
+        last: i64,
+        seen: &Mutex<Vec<i64>>,
+        connections: &Mutex<Vec<String>>,
+        stop: &AtomicBool,
+    ) {
+        let Ok(mut stream) = TcpStream::connect(address) else {
+            connections.lock().unwrap().push("connect failed".into());
+            return;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        if write!(
+            stream,
+            "GET /notes/events HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\n\
+             Last-Event-ID: {last}\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .is_err()
+        {
+            return;
+        }
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        let mut first = true;
+        while !stop.load(Ordering::Acquire) {
+            match reader.read_line(&mut line) {
+                Ok(0) => return,
+                Ok(_) => {
+                    if first {
+                        connections.lock().unwrap().push(line.trim_end().to_owned());
+                        first = false;
+                    } else if let Some(id) = line.trim_end().strip_prefix("id: ") {
+                        seen.lock().unwrap().push(id.parse().unwrap());
+                    }
+                    line.clear();
+                }
+                // A pause in the stream (a partial line stays in `line`).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Wait up to `within` until every change up to `newest` was received, each once and in
+    /// order; panics with what is missing.
+    fn caught_up(&self, newest: i64, within: Duration, action: &str) {
+        let asked = Instant::now();
+        loop {
+            let seen = self.seen.lock().unwrap().clone();
+            if seen.len() as i64 >= newest {
+                let expected: Vec<i64> = (1..=newest).collect();
+                assert_eq!(
+                    &seen[..newest as usize],
+                    &expected[..],
+                    "{action}: the event stream did not deliver every change once, in order"
+                );
+                eprintln!(
+                    "{action}: the event stream delivered changes 1..={newest} ({:.1} s after the last write), over {} connections",
+                    asked.elapsed().as_secs_f64(),
+                    self.connections.lock().unwrap().len()
+                );
+                return;
+            }
+            assert!(
+                asked.elapsed() < within,
+                "{action}: the event stream received {} of {newest} changes within {within:?} \
+                 (last {:?}); its connections: {:?}",
+                seen.len(),
+                seen.last(),
+                self.connections.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The number of the caller's newest change (`GET /notes/changes`, page by page).
+fn newest_change(api: &Api, token: &str) -> i64 {
+    let mut since = 0;
+    loop {
+        let (status, _, body) = api.request(
+            "GET",
+            &format!("/notes/changes?since={since}&limit=1000"),
+            Some(token),
+            None,
+        );
+        if status == 503 {
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        assert_eq!(status, 200, "GET /notes/changes: {body}");
+        since = body["next"].as_i64().unwrap();
+        if !body["more"].as_bool().unwrap() {
+            return since;
+        }
     }
 }
 
@@ -345,9 +538,14 @@ fn rounds(api: &Api, token: &str, stop: &AtomicBool) -> (usize, usize, Vec<Strin
     (written, seen, stale)
 }
 
+/// How soon a change must reach an open event stream once writes are accepted again (the
+/// contract's bound is 1 s; a stream's heartbeat, which also reads the log, comes every 15 s).
+const EVENTS_WITHIN: Duration = Duration::from_secs(5);
+
 /// Run `action` (a pg-ha.sh command) while a client writes and another reads its writes;
-/// then wait until a write is accepted, and check what the clients saw.
-fn survive(api: &Api, token: &str, action: &str) {
+/// then wait until a write is accepted, and check what the clients saw, and that `events`
+/// (following the writer's changes live) received every change.
+fn survive(api: &Api, url: &str, token: &str, action: &str, events: &Follower) {
     let stop = AtomicBool::new(false);
     let seen = Mutex::new(Seen::default());
     let started = Instant::now();
@@ -357,6 +555,7 @@ fn survive(api: &Api, token: &str, action: &str) {
         std::thread::sleep(Duration::from_millis(500));
         pg_ha(action);
         let acted = seen.lock().unwrap().written.len();
+        migration_during_failover(url, action);
         // Writable again: a write acknowledged after the action finished.
         while seen.lock().unwrap().written.len() <= acted + 2 {
             assert!(
@@ -371,6 +570,7 @@ fn survive(api: &Api, token: &str, action: &str) {
         stop.store(true, Ordering::Release);
         (after, reader.join().unwrap())
     });
+    events.caught_up(newest_change(api, token), EVENTS_WITHIN, action);
     eprintln!("{action}: read-your-writes rounds: {written} written, {read_back} read back");
     assert!(
         stale.is_empty() && written == read_back && written > 0,
@@ -436,9 +636,11 @@ fn the_server_and_the_cli_follow_a_failover_and_a_killed_primary() {
     assert_eq!(status, 201, "sign-in: {body}");
     let token = body["token"].as_str().unwrap().to_owned();
 
-    survive(&api, &token, "failover");
+    let events = Follower::start(&api.address, &token);
+    survive(&api, &db_url, &token, "failover", &events);
     migration(&db_url, "status");
-    survive(&api, &token, "kill-primary");
+    survive(&api, &db_url, &token, "kill-primary", &events);
+    drop(events);
     migration(&db_url, "status");
     // The mail worker went through both failovers: a reset asked for now is delivered.
     let (status, _, body) = api.request(

@@ -11,7 +11,8 @@
 //!   ([`Hosts::pick`]) and the pool's new connections go to the one that fits.
 //! - **Old connections leave** (`before_acquire`): a pooled connection opened before the
 //!   switch, or while no host fits, is closed when next taken instead of being used.
-//! - [`Following::fits`] says whether a fitting host is known (`/readyz` is 503 while none is).
+//! - **While no host fits**, every connection is refused, old and new: requests (and
+//!   `/readyz`) answer 503 within the acquire timeout.
 
 use std::{
     sync::{
@@ -80,7 +81,7 @@ pub async fn connect(
     timeout: Duration,
     lazy: bool,
     build: impl FnOnce(String) -> ConnectOptions,
-) -> Result<(DatabaseConnection, Arc<Following>), DbErr> {
+) -> Result<DatabaseConnection, DbErr> {
     let (first, fits) = match hosts.pick(timeout.min(PROBE_TIMEOUT)).await {
         Ok((host, _)) => (host, true),
         Err(_) if lazy => (0, false),
@@ -118,11 +119,8 @@ pub async fn connect(
         Box::pin(async move { Ok(keep) })
     });
     let db = Database::connect(options).await?;
-    tokio::spawn(watch(
-        Arc::clone(&following),
-        db.get_postgres_connection_pool().clone(),
-    ));
-    Ok((db, following))
+    tokio::spawn(watch(following, db.get_postgres_connection_pool().clone()));
+    Ok(db)
 }
 
 /// The sentinel (see the module documentation); it ends when the pool is closed.

@@ -36,7 +36,7 @@ use sea_orm::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{Backend, Settings};
+use crate::config::{Backend, DatabaseUrl, Settings};
 
 pub use replica::Replica;
 pub use request::{Begun, RequestDb, Rows, Transaction, UnitOfWork};
@@ -52,48 +52,69 @@ const SQLITE_PAGE_CACHE_KIB: u32 = 512;
 /// Open the pool described by `settings` (sized per backend, SQLite in WAL mode; on a
 /// PostgreSQL URL that lists several hosts, following the one that fits: `follow.rs`).
 pub async fn connect(settings: &Settings) -> Result<DatabaseConnection, DbErr> {
-    let url = settings.database_url.expose();
-    migration::database::ensure_sqlite_dir(url)
+    let url = &settings.database_url;
+    migration::database::ensure_sqlite_dir(url.expose())
         .map_err(|e| DbErr::Custom(format!("cannot create the SQLite directory: {e}")))?;
-    let pool_options = |url: String| {
-        let mut options = ConnectOptions::new(url);
+    let sqlite = url.backend() == Backend::Sqlite;
+    open("primary", url, settings, false, |url| {
+        let mut options = pool_options(settings, url, settings.db_pool_min, false);
+        if sqlite {
+            // SQLite has one writer at a time whatever the pool size, so for a writer the write
+            // lock is the scarce resource: it waits for it as long as for a pooled connection,
+            // then answers 503 (SQLITE_BUSY), instead of queueing behind a long writer.
+            let lock_timeout = settings.db_acquire_timeout;
+            options.map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(lock_timeout)
+                    .foreign_keys(true)
+                    .pragma("cache_size", format!("-{SQLITE_PAGE_CACHE_KIB}"))
+            });
+        }
         options
-            .max_connections(settings.db_pool_max)
-            .min_connections(settings.db_pool_min)
-            .acquire_timeout(settings.db_acquire_timeout)
-            .connect_timeout(settings.db_acquire_timeout)
-            // A connection broken by a database restart is dropped instead of failing a request.
-            .test_before_acquire(false)
-            .idle_timeout(Duration::from_secs(600))
-            .sqlx_logging(false);
-        options
-    };
-    if let Some(hosts) = settings.database_url.hosts() {
-        let (db, _) = follow::connect(
-            "primary",
-            hosts.clone(),
-            settings.db_acquire_timeout,
-            false,
-            pool_options,
-        )
-        .await?;
-        return Ok(db);
+    })
+    .await
+}
+
+/// The options of the server's pools (the primary's and the replica's) on `url`.
+fn pool_options(settings: &Settings, url: String, min: u32, lazy: bool) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url);
+    options
+        .max_connections(settings.db_pool_max)
+        .min_connections(min)
+        .acquire_timeout(settings.db_acquire_timeout)
+        .connect_timeout(settings.db_acquire_timeout)
+        // A connection broken by a database restart is dropped instead of failing a request.
+        .test_before_acquire(false)
+        .idle_timeout(Duration::from_secs(600))
+        .connect_lazy(lazy)
+        .sqlx_logging(false);
+    options
+}
+
+/// A pool on `url` with the options `build` makes for one host's URL: on a PostgreSQL URL
+/// that lists several hosts, it follows the one that fits (`follow.rs`; `lazy`: the first
+/// host when none fits yet).
+async fn open(
+    pool: &'static str,
+    url: &DatabaseUrl,
+    settings: &Settings,
+    lazy: bool,
+    build: impl FnOnce(String) -> ConnectOptions,
+) -> Result<DatabaseConnection, DbErr> {
+    match url.hosts() {
+        Some(hosts) => {
+            follow::connect(
+                pool,
+                hosts.clone(),
+                settings.db_acquire_timeout,
+                lazy,
+                build,
+            )
+            .await
+        }
+        None => Database::connect(build(url.expose().to_owned())).await,
     }
-    let mut options = pool_options(url.to_owned());
-    if settings.database_url.backend() == Backend::Sqlite {
-        // SQLite has one writer at a time whatever the pool size, so for a writer the write
-        // lock is the scarce resource: it waits for it as long as for a pooled connection,
-        // then answers 503 (SQLITE_BUSY), instead of queueing behind a long writer.
-        let lock_timeout = settings.db_acquire_timeout;
-        options.map_sqlx_sqlite_opts(move |o| {
-            o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(lock_timeout)
-                .foreign_keys(true)
-                .pragma("cache_size", format!("-{SQLITE_PAGE_CACHE_KIB}"))
-        });
-    }
-    Database::connect(options).await
 }
 
 /// Where requests' database work runs: the pool, its writer gate, and the read replica, if

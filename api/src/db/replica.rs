@@ -21,9 +21,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
 use crate::config::Settings;
 
@@ -93,35 +91,12 @@ impl Replica {
             .database_read_url
             .as_ref()
             .ok_or_else(|| DbErr::Custom("no DATABASE_READ_URL".into()))?;
-        let pool_options = |url: String| {
-            let mut options = ConnectOptions::new(url);
-            options
-                .max_connections(settings.db_pool_max)
-                .min_connections(0)
-                .acquire_timeout(settings.db_acquire_timeout)
-                .connect_timeout(settings.db_acquire_timeout)
-                .test_before_acquire(false)
-                .idle_timeout(Duration::from_secs(600))
-                .connect_lazy(true)
-                .sqlx_logging(false);
-            options
-        };
         // Several hosts (`prefer-standby`, say): the pool follows the one that fits, and the
         // monitor below bypasses it whenever it is not a replica that has caught up.
-        let pool = match url.hosts() {
-            Some(hosts) => {
-                let (pool, _) = super::follow::connect(
-                    "replica",
-                    hosts.clone(),
-                    settings.db_acquire_timeout,
-                    true,
-                    pool_options,
-                )
-                .await?;
-                pool
-            }
-            None => Database::connect(pool_options(url.expose().to_owned())).await?,
-        };
+        let pool = super::open("replica", url, settings, true, |url| {
+            super::pool_options(settings, url, 0, true)
+        })
+        .await?;
         let replica = Arc::new(Self {
             pool,
             max_lag_ms: settings.read_max_lag.as_millis() as u64,

@@ -265,24 +265,48 @@ async fn revocations(feed: Arc<Feed>, db: DatabaseConnection, mut stop: watch::R
 }
 
 /// PostgreSQL: one connection (outside the requests' pool) `LISTEN`s; each notification
-/// names a user. When the connection
-/// is lost, the listener connects again and wakes every stream, which reads what it missed.
+/// names a user. Whenever the listener (re)connects, every stream here is woken and reads what
+/// it may have missed from the log. It connects again, after a growing pause:
+///
+/// - when its connection is lost or `LISTEN` is refused (a standby: "cannot execute LISTEN
+///   during recovery");
+/// - when the requests' pool moved to another host ([`crate::db::follow`], a failover): a
+///   demoted primary may keep its connections, and notifications are sent by the new one.
+///
+/// Each try opens a connection of its own (never one kept from the host it left), within the
+/// requests' acquire timeout.
 async fn listen(feed: Arc<Feed>, db: DatabaseConnection, mut stop: watch::Receiver<bool>) {
     use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
-    // A pool of its own, of one connection: the listener's connection is not one of the
-    // requests' (`DB_POOL_MAX` stays theirs, and the pool's gauges count only theirs).
-    let options = db.get_postgres_connection_pool().connect_options();
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .min_connections(0)
-        .connect_lazy_with((*options).clone());
+    let requests = db.get_postgres_connection_pool();
+    let acquire_timeout = requests.options().get_acquire_timeout();
     let mut retry = Duration::from_millis(100);
     while !*stop.borrow() {
-        // The requests' pool may have moved to another host since (a failover: `db::follow`).
-        pool.set_connect_options((*db.get_postgres_connection_pool().connect_options()).clone());
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
+        let options = requests.connect_options();
+        // A pool of one connection, new for each try: the listener's connection is not one of
+        // the requests' (`DB_POOL_MAX` stays theirs, and the pool's gauges count only theirs).
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with((*options).clone());
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            // A lost connection is ours to replace (on the host the requests use by then).
+            listener.eager_reconnect(false);
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sea_orm::sqlx::Error>(listener)
+        };
+        let listening = tokio::select! {
+            listening = tokio::time::timeout(acquire_timeout * 2, listening) => listening,
+            _ = stop.changed() => return,
+        };
+        let mut listener = match listening {
+            Ok(Ok(listener)) => listener,
+            failed => {
+                let error = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "timed out".to_owned(),
+                };
                 tracing::warn!(%error, "cannot listen for note changes; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(retry) => {}
@@ -292,25 +316,25 @@ async fn listen(feed: Arc<Feed>, db: DatabaseConnection, mut stop: watch::Receiv
                 continue;
             }
         };
-        if let Err(error) = listener.listen(CHANNEL).await {
-            tracing::warn!(%error, "LISTEN failed; retrying");
-            continue;
-        }
         retry = Duration::from_millis(100);
         // Whatever committed while nobody listened is in the log.
         feed.announce_all();
+        let mut moved = tokio::time::interval(crate::db::follow::CHECK_EVERY);
         loop {
-            let received = tokio::select! {
-                received = listener.try_recv() => received,
-                _ = stop.changed() => return,
-            };
-            match received {
-                Ok(Some(notification)) => match notification.payload().parse::<i64>() {
-                    Ok(user) => feed.announce(user, None),
-                    Err(_) => tracing::warn!("a note_changes notification without a user id"),
+            tokio::select! {
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) => match notification.payload().parse::<i64>() {
+                        Ok(user) => feed.announce(user, None),
+                        Err(_) => tracing::warn!("a note_changes notification without a user id"),
+                    },
+                    // The connection was lost: listen again (and read the log for every stream).
+                    Ok(None) | Err(_) => break,
                 },
-                // The connection was lost: reconnect (and read the log for every stream).
-                Ok(None) | Err(_) => break,
+                _ = moved.tick() => if !Arc::ptr_eq(&options, &requests.connect_options()) {
+                    tracing::warn!("the database host changed: listening for note changes there");
+                    break;
+                },
+                _ = stop.changed() => return,
             }
         }
     }
