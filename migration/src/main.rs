@@ -90,9 +90,14 @@ fn main() -> ExitCode {
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     let result = runtime.block_on(async {
-        let db = connect_for_tool(&url)
-            .await
-            .map_err(|e| format!("cannot connect to the database at {}: {e}", redact(&url)))?;
+        let db = connect_for_tool(&url).await.map_err(|e| {
+            // Our own reasons (no host fits, …) without SeaORM's "Custom Error:" prefix.
+            let why = match e {
+                sea_orm::DbErr::Custom(said) => said,
+                other => other.to_string(),
+            };
+            format!("cannot connect to the database at {}: {why}", redact(&url))
+        })?;
         let outcome = with_migration_lock(&db, async || {
             run_migrate(Migrator, &db, cli.command, cli.verbose).await
         })

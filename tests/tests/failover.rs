@@ -73,16 +73,23 @@ fn pg_ha(action: &str) {
     );
 }
 
-/// The `migration` CLI on `url`; panics with its output unless it succeeds.
-fn migration(url: &str, command: &str) {
-    let output = Command::new(workspace_binary("migration", &["migration/src"]))
+/// The `migration` CLI's `command` on `url` (killed after a minute).
+fn run_migration(url: &str, command: &str) -> std::process::Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg(workspace_binary("migration", &["migration/src"]))
         .arg(command)
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", url)
         .current_dir(std::env::temp_dir())
         .output()
-        .expect("run the migration binary");
+        .expect("run the migration binary")
+}
+
+/// The `migration` CLI on `url`; panics with its output unless it succeeds.
+fn migration(url: &str, command: &str) {
+    let output = run_migration(url, command);
     assert!(
         output.status.success(),
         "migration {command}: {}",
@@ -93,16 +100,7 @@ fn migration(url: &str, command: &str) {
 /// The `migration` CLI's `status` while the formation may have no primary: it answers within
 /// a minute, with success or one line that says why (exit 1), never a hang or a panic.
 fn migration_during_failover(url: &str, action: &str) {
-    let output = Command::new("timeout")
-        .arg("60")
-        .arg(workspace_binary("migration", &["migration/src"]))
-        .arg("status")
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", url)
-        .current_dir(std::env::temp_dir())
-        .output()
-        .expect("run the migration binary");
+    let output = run_migration(url, "status");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let said_why = output.status.code() == Some(1)
         && stderr.lines().count() == 1

@@ -7,7 +7,7 @@
 //!   again until the acquire timeout: a request answers 503, never writes to the wrong server.
 //! - **A sentinel** ([`watch`]) keeps one connection of its own and reads its server's state
 //!   every [`CHECK_EVERY`]. When the connection fails or the server no longer fits (or, with
-//!   `prefer-standby`, is not a standby), the hosts are tried in order
+//!   `prefer-standby`, is not a standby: every [`LOOK_FOR_BETTER`]), the hosts are tried in order
 //!   ([`Hosts::pick`]) and the pool's new connections go to the one that fits.
 //! - **Old connections leave** (`before_acquire`): a pooled connection opened before the
 //!   switch, or while no host fits, is closed when next taken instead of being used.
@@ -31,6 +31,10 @@ use sea_orm::{
 /// How often the sentinel reads its server's state (so a failover is noticed within it, plus
 /// the time to try the hosts).
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
+
+/// How often a pool on a host that fits, but is not the one `target_session_attrs` prefers,
+/// tries the others.
+const LOOK_FOR_BETTER: Duration = Duration::from_secs(5);
 
 /// How long one host has to answer when the hosts are tried.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -127,6 +131,7 @@ pub async fn connect(
 async fn watch(following: Arc<Following>, pool: PgPool) {
     let hosts = &following.hosts;
     let mut sentinel: Option<sqlx::PgConnection> = None;
+    let mut looked = Instant::now();
     while !pool.is_closed() {
         let current = following.current.load(Ordering::Acquire);
         let state = match sentinel.as_mut() {
@@ -150,9 +155,13 @@ async fn watch(following: Arc<Following>, pool: PgPool) {
                 }
             }
         };
-        let settled =
-            state.is_some_and(|state| hosts.target.accepts(state) && hosts.target.is_best(state));
+        // On a host that fits but is not the best (`prefer-standby` on the primary while no
+        // standby is up), the others are tried every `LOOK_FOR_BETTER`, not every round.
+        let fits = state.is_some_and(|state| hosts.target.accepts(state));
+        let best = state.is_some_and(|state| hosts.target.is_best(state));
+        let settled = fits && (best || looked.elapsed() < LOOK_FOR_BETTER);
         if !settled {
+            looked = Instant::now();
             match hosts.pick(PROBE_TIMEOUT).await {
                 Ok((host, _)) if host != current => {
                     switch(&pool, &following, host);
