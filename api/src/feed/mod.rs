@@ -16,7 +16,10 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -59,6 +62,8 @@ struct Watched {
 /// This instance's open streams (see the module documentation).
 pub struct Feed {
     users: Mutex<HashMap<i64, Watched>>,
+    /// The streams open here (the sum of `users`' counts; changed under its lock).
+    open: AtomicUsize,
     max_per_user: usize,
     max_total: usize,
     closing: watch::Sender<bool>,
@@ -78,6 +83,7 @@ impl Feed {
     pub fn new(max_per_user: u32, max_total: u32) -> Arc<Self> {
         Arc::new(Self {
             users: Mutex::default(),
+            open: AtomicUsize::new(0),
             max_per_user: max_per_user as usize,
             max_total: max_total as usize,
             closing: watch::Sender::new(false),
@@ -99,7 +105,7 @@ impl Feed {
             return Err(Refused::Closing);
         }
         let mut users = self.users();
-        let open: usize = users.values().map(|watched| watched.streams).sum();
+        let open = self.open.load(Ordering::Relaxed);
         let streams = users.get(&user).map_or(0, |watched| watched.streams);
         if streams >= self.max_per_user {
             return Err(Refused::UserFull);
@@ -115,6 +121,7 @@ impl Feed {
             poke: watch::Sender::new(0),
         });
         watched.streams += 1;
+        self.open.store(open + 1, Ordering::Relaxed);
         *watched.tokens.entry(token_digest.to_owned()).or_default() += 1;
         metrics::gauge!("events_streams_open").set((open + 1) as f64);
         Ok(Subscription {
@@ -204,9 +211,9 @@ impl Drop for Subscription {
             if watched.streams == 0 {
                 users.remove(&self.user);
             }
+            let open = self.feed.open.fetch_sub(1, Ordering::Relaxed) - 1;
+            metrics::gauge!("events_streams_open").set(open as f64);
         }
-        let open: usize = users.values().map(|watched| watched.streams).sum();
-        metrics::gauge!("events_streams_open").set(open as f64);
     }
 }
 

@@ -7,13 +7,13 @@
 
 use actix_web::{HttpRequest, HttpResponse};
 use entity::{change_counter, note_change};
-use sea_orm::{DbBackend, EntityTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::NoteView;
 use crate::{
-    db::RequestDb,
+    db::{RequestDb, Rows},
     http::{
         auth::CurrentUser,
         error::{ApiError, BadListQuery, Forgotten, SignedIn},
@@ -56,6 +56,59 @@ pub struct ChangesPage {
     pub more: bool,
 }
 
+/// Where the log is read: a request's handle, or the primary's pool (an event stream between
+/// its events, outside any request).
+pub(crate) trait LogSource {
+    fn backend(&self) -> DbBackend;
+    async fn rows<Q: Rows>(&self, query: Q) -> Result<Vec<Q::Item>, DbErr>;
+}
+
+impl LogSource for RequestDb {
+    fn backend(&self) -> DbBackend {
+        RequestDb::backend(self)
+    }
+
+    async fn rows<Q: Rows>(&self, query: Q) -> Result<Vec<Q::Item>, DbErr> {
+        self.all(query).await
+    }
+}
+
+impl LogSource for DatabaseConnection {
+    fn backend(&self) -> DbBackend {
+        self.get_database_backend()
+    }
+
+    async fn rows<Q: Rows>(&self, query: Q) -> Result<Vec<Q::Item>, DbErr> {
+        let statement = query.statement(self.get_database_backend());
+        self.query_all_raw(statement)
+            .await?
+            .into_iter()
+            .map(Q::decode)
+            .collect()
+    }
+}
+
+/// `user`'s changes after `since`, at most `limit`, in order; on MariaDB only those that have
+/// settled (see `note_change::settled`).
+pub(crate) async fn read_after(
+    db: &impl LogSource,
+    user: i64,
+    since: i64,
+    limit: u64,
+) -> Result<Vec<note_change::Model>, DbErr> {
+    if db.backend() == DbBackend::MySql {
+        let until = db
+            .rows(note_change::settled(user))
+            .await?
+            .first()
+            .map_or(0, |counter| counter.last_seq);
+        db.rows(note_change::after_until(user, since, until, limit))
+            .await
+    } else {
+        db.rows(note_change::after(user, since, limit)).await
+    }
+}
+
 /// The caller's changes after `since`, at most `limit`; 410 when some of them are no longer
 /// kept.
 pub async fn after(
@@ -64,18 +117,7 @@ pub async fn after(
     since: i64,
     limit: u64,
 ) -> Result<ChangesPage, ApiError> {
-    let mut changes = if db.backend() == DbBackend::MySql {
-        // Only what has settled (see `note_change::settled`).
-        let until = db
-            .all(note_change::settled(user))
-            .await?
-            .first()
-            .map_or(0, |counter| counter.last_seq);
-        db.all(note_change::after_until(user, since, until, limit + 1))
-            .await?
-    } else {
-        db.all(note_change::after(user, since, limit + 1)).await?
-    };
+    let mut changes = read_after(db, user, since, limit + 1).await?;
     // The horizon is read after the changes: a purge between the two reads makes the answer
     // a 410 a moment early, never a page with a hole.
     if since > 0 {

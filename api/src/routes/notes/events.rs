@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, http::header, web};
-use entity::{change_counter, note_change};
+use entity::change_counter;
 
-use super::changes::Change;
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, EntityTrait};
+use super::changes::{Change, read_after};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 
 use crate::{
     db::RequestDb,
@@ -147,20 +147,7 @@ impl Follow {
                     break;
                 }
                 loop {
-                    let changes = if self.db.get_database_backend() == DbBackend::MySql {
-                        // Only what has settled (see `note_change::settled`).
-                        let until = note_change::settled(self.user)
-                            .one(&self.db)
-                            .await?
-                            .map_or(0, |counter| counter.last_seq);
-                        note_change::after_until(self.user, self.position, until, PAGE)
-                            .all(&self.db)
-                            .await?
-                    } else {
-                        note_change::after(self.user, self.position, PAGE)
-                            .all(&self.db)
-                            .await?
-                    };
+                    let changes = read_after(&self.db, self.user, self.position, PAGE).await?;
                     let more = changes.len() as u64 == PAGE;
                     if !changes.is_empty() {
                         metrics::counter!("events_sent_total").increment(changes.len() as u64);
