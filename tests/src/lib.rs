@@ -44,6 +44,7 @@
 pub mod fixtures;
 pub mod http;
 mod naming;
+pub mod process;
 pub mod proxy;
 mod run;
 pub mod schema;

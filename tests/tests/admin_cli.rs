@@ -12,12 +12,9 @@
 //! `cargo build --release --bin api`, or run `cargo test --workspace`.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
+    io::Write,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::{Arc, Mutex, mpsc},
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
@@ -28,6 +25,7 @@ use serde_json::{Value, json};
 use tests::{
     Backend, Private, RunDatabase, backends,
     fixtures::{shown, workspace_binary},
+    process::ApiProcess,
 };
 
 /// The `api` binary (checked to be built from the sources as they are).
@@ -161,129 +159,18 @@ fn argon2id_matches(stored: &str, password: &str) -> bool {
         .is_ok()
 }
 
-/// The server binary, serving; its log lines are collected until it stops.
-struct Server {
-    child: Option<Child>,
-    address: String,
-    logs: Arc<Mutex<Vec<String>>>,
-    drain: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    /// Start `command` (its `PORT` should be 0) and wait until it logs `serving`; `Err` with
-    /// its log lines when it exits first.
-    fn start(command: &mut Command) -> Result<Self, Vec<String>> {
-        let mut child = command.stderr(Stdio::piped()).spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (serving, address) = mpsc::channel();
-        let collected = Arc::clone(&logs);
-        let drain = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let log: Value = serde_json::from_str(&line).unwrap_or_default();
-                if log["message"] == "serving" {
-                    let _ = serving.send(log["address"].as_str().unwrap_or_default().to_owned());
-                }
-                collected.lock().unwrap().push(line);
-            }
-        });
-        match address.recv_timeout(Duration::from_secs(60)) {
-            Ok(address) => Ok(Self {
-                child: Some(child),
-                address,
-                logs,
-                drain: Some(drain),
-            }),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let _ = drain.join();
-                let lines = logs.lock().unwrap().clone();
-                Err(lines)
-            }
-        }
-    }
-
-    /// Stop with SIGTERM; every log line it wrote.
-    fn stop(mut self) -> Vec<String> {
-        let child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let output = wait_within(child);
-        assert!(
-            output.status.success(),
-            "exit after SIGTERM: {:?}",
-            output.status
-        );
-        if let Some(drain) = self.drain.take() {
-            drain.join().unwrap();
-        }
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// One request on a connection of its own: the status and the body.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, String) {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let auth = token
-            .map(|token| format!("Authorization: Bearer {token}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
-    }
-
-    /// `POST /sessions`: the status, and the token on success.
-    fn sign_in(&self, email: &str, password: &str) -> (u16, Option<String>) {
-        let credentials = json!({"email": email, "password": password});
-        let (status, body) = self.request("POST", "/sessions", None, Some(&credentials));
-        let token = serde_json::from_str::<Value>(&body)
-            .ok()
-            .and_then(|session| session["token"].as_str().map(str::to_owned));
-        (status, token)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// `POST /sessions`: the status, and the token on success.
+fn sign_in(server: &ApiProcess, email: &str, password: &str) -> (u16, Option<String>) {
+    let credentials = json!({"email": email, "password": password});
+    let (status, body) = server.request("POST", "/sessions", None, Some(&credentials));
+    let token = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|session| session["token"].as_str().map(str::to_owned));
+    (status, token)
 }
 
 /// Wait (at most 3 s: revocation is seen within 1 s) until `token` is refused.
-fn refused_soon(server: &Server, token: &str) -> bool {
+fn refused_soon(server: &ApiProcess, token: &str) -> bool {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(3) {
         if server.request("GET", "/users/me", Some(token), None).0 == 401 {
@@ -295,8 +182,8 @@ fn refused_soon(server: &Server, token: &str) -> bool {
 }
 
 /// The server on `url` in `dir`, on a free port.
-fn serve(dir: &Path, url: &str) -> Server {
-    Server::start(api(dir).env("DATABASE_URL", url).env("PORT", "0"))
+fn serve(dir: &Path, url: &str) -> ApiProcess {
+    ApiProcess::start(api(dir).env("DATABASE_URL", url).env("PORT", "0"))
         .unwrap_or_else(|logs| panic!("the server did not start: {logs:#?}"))
 }
 
@@ -316,7 +203,7 @@ fn create_admin_life(dir: &Path, url: &str) {
     assert!(argon2id_matches(&admin.hashed_password, first));
 
     let server = serve(dir, url);
-    let (status, token) = server.sign_in(email, first);
+    let (status, token) = sign_in(&server, email, first);
     assert_eq!(status, 201, "the admin signs in with the password given");
     let token = token.unwrap();
     let (status, me) = server.request("GET", "/users/me", Some(&token), None);
@@ -338,11 +225,11 @@ fn create_admin_life(dir: &Path, url: &str) {
     assert!(argon2id_matches(&again.hashed_password, second));
     assert!(!argon2id_matches(&again.hashed_password, first));
     assert_eq!(
-        server.sign_in(email, first).0,
+        sign_in(&server, email, first).0,
         401,
         "the old password is gone"
     );
-    assert_eq!(server.sign_in(email, second).0, 201, "the new one works");
+    assert_eq!(sign_in(&server, email, second).0, 201, "the new one works");
     assert!(
         refused_soon(&server, &token),
         "the password change ended the sessions signed in with the old one"
@@ -356,7 +243,7 @@ fn create_admin_life(dir: &Path, url: &str) {
     let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
         .as_i64()
         .unwrap();
-    let (_, token) = server.sign_in(ordinary, "ordinary passphrase");
+    let (_, token) = sign_in(&server, ordinary, "ordinary passphrase");
     let (status, _) = server.request("GET", "/users", Some(&token.unwrap()), None);
     assert_eq!(status, 403, "not an admin yet");
     let promoted = "promoted passphrase";
@@ -365,7 +252,7 @@ fn create_admin_life(dir: &Path, url: &str) {
     let user = the_user(url, ordinary);
     assert_eq!(user.id, id, "promoted in place");
     assert!(user.is_admin);
-    let (status, token) = server.sign_in(ordinary, promoted);
+    let (status, token) = sign_in(&server, ordinary, promoted);
     assert_eq!(status, 201);
     let (status, body) = server.request("GET", "/users", Some(&token.unwrap()), None);
     assert_eq!(status, 200, "now an admin: {body}");
@@ -455,7 +342,7 @@ fn create_admin_refuses_bad_input_with_exit_2_and_one_line() {
 fn testing_in_a_dotenv_file_is_ignored() {
     let dir = workdir();
     std::fs::write(dir.join(".env"), "TESTING=true\nPORT=0\n").unwrap();
-    let server = Server::start(&mut api(&dir))
+    let server = ApiProcess::start(&mut api(&dir))
         .unwrap_or_else(|logs| panic!("the server did not start: {logs:#?}"));
     assert!(
         !server.address.ends_with(":8000"),
@@ -479,7 +366,7 @@ fn testing_in_a_dotenv_file_is_ignored() {
 #[test]
 fn testing_in_the_environment_mounts_the_test_routes_with_a_warning() {
     let dir = workdir();
-    let server = Server::start(api(&dir).env("TESTING", "true").env("PORT", "0"))
+    let server = ApiProcess::start(api(&dir).env("TESTING", "true").env("PORT", "0"))
         .unwrap_or_else(|logs| panic!("the server did not start: {logs:#?}"));
     let (status, body) = server.request("POST", "/__test/hold/1", None, None);
     assert_eq!(
@@ -577,7 +464,7 @@ fn query_string_password_never_shows_in_errors() {
 /// any level, from start to stop; its `serving` line names the database with the password
 /// hidden.
 fn serves_without_logging_the_password(dir: &Path, url: &str) {
-    let started = Server::start(
+    let started = ApiProcess::start(
         api(dir)
             .env("DATABASE_URL", url)
             .env("PORT", "0")
@@ -632,7 +519,7 @@ async fn query_string_password_is_not_logged_while_serving(backend: Backend) {
 fn query_string_password_is_not_shown_by_sqlite_either() {
     let dir = workdir();
     let url = format!("sqlite://data/notes.db?mode=rwc&password={SECRET}");
-    match Server::start(
+    match ApiProcess::start(
         api(&dir)
             .env("DATABASE_URL", &url)
             .env("PORT", "0")

@@ -17,20 +17,22 @@
 //! order, soon after each failover. After both failovers, the mail worker still delivers.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Write},
     net::TcpStream,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
-        mpsc,
     },
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
-use tests::fixtures::{shown, workspace_binary};
+use tests::{
+    fixtures::{shown, workspace_binary},
+    process::ApiProcess,
+};
 
 /// How long writes may be refused after a failover starts (scripts/pg-ha.sh measures 8-10 s
 /// for a killed primary with its settings; this leaves room for a busy machine).
@@ -133,17 +135,10 @@ fn sql(url: &str, database: &str, statement: &str) {
         });
 }
 
-/// The `api` binary, serving; its log lines are kept.
-struct Api {
-    child: Child,
-    address: String,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Api {
-    /// The binary on `url`, reading on `read_url`, writing its mail as files in `mail_dir`.
-    fn start(url: &str, read_url: &str, mail_dir: &Path) -> Self {
-        let mut child = Command::new(workspace_binary(
+/// The `api` binary on `url`, reading on `read_url`, writing its mail as files in `mail_dir`.
+fn start_api(url: &str, read_url: &str, mail_dir: &Path) -> ApiProcess {
+    ApiProcess::start(
+        Command::new(workspace_binary(
             "api",
             &["api/src", "api/web", "entity/src", "migration/src"],
         ))
@@ -158,150 +153,21 @@ impl Api {
         .env("RUST_LOG", "warn,api=info")
         .env("DB_ACQUIRE_TIMEOUT_MS", "2000")
         .current_dir(std::env::temp_dir())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the api binary");
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (serving, address) = mpsc::channel();
-        let kept = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                let log: Value = serde_json::from_str(&line).unwrap_or_default();
-                if log["message"] == "serving" {
-                    let _ = serving.send(log["address"].as_str().unwrap_or_default().to_owned());
-                }
-                kept.lock().unwrap().push(line);
-            }
-        });
-        let address = address
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("the api did not serve: {:#?}", logs.lock().unwrap()));
-        Self {
-            child,
-            address,
-            logs,
-        }
-    }
-
-    /// One request on a connection of its own: status, `Retry-After`, body.
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-    ) -> (u16, Option<String>, Value) {
-        let answer = self.send(method, path, token, body, None);
-        (answer.status, answer.header("retry-after"), answer.body)
-    }
-
-    /// One request on a connection of its own, with `cookie` if any.
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-        cookie: Option<&str>,
-    ) -> Answer {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let body = body.map(Value::to_string).unwrap_or_default();
-        let auth = token
-            .map(|token| format!("Authorization: Bearer {token}\r\n"))
-            .unwrap_or_default();
-        let cookie = cookie
-            .map(|cookie| format!("Cookie: {cookie}\r\n"))
-            .unwrap_or_default();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{auth}{cookie}\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut response = String::new();
-        stream
-            .read_to_string(&mut response)
-            .unwrap_or_else(|e| panic!("{method} {path}: no answer ({e})"));
-        let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
-        let headers = head
-            .lines()
-            .skip(1)
-            .filter_map(|line| line.split_once(": "))
-            .map(|(name, value)| (name.to_ascii_lowercase(), value.to_owned()))
-            .collect();
-        Answer {
-            status,
-            headers,
-            body: serde_json::from_str(body).unwrap_or(Value::Null),
-            text: body.to_owned(),
-        }
-    }
-
-    /// SIGTERM, and the log lines; SIGKILL (and a failure) when it has not exited 40 s later.
-    fn stop(mut self) -> Vec<String> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let asked = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if asked.elapsed() > Duration::from_secs(40) {
-                let _ = self.child.kill();
-                let logs = self.logs.lock().unwrap().clone();
-                let tail = &logs[logs.len().saturating_sub(30)..];
-                panic!("the api did not exit within 40 s of SIGTERM: {tail:#?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        self.logs.lock().unwrap().clone()
-    }
+        .stdout(Stdio::null()),
+    )
+    .unwrap_or_else(|logs| panic!("the api did not serve: {logs:#?}"))
 }
 
-/// An answer: status, headers (lower-case names), JSON body (or null).
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
-    text: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(own, _)| own == name)
-            .map(|(_, value)| value.clone())
-    }
-}
-
-impl Drop for Api {
-    /// A test that fails midway leaves no server running, and its log in a file.
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let path = std::env::temp_dir().join(format!("failover-api-{}.log", self.child.id()));
-            let logs = self
-                .logs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .join("\n");
-            if std::fs::write(&path, logs).is_ok() {
-                eprintln!("the api's log: {}", path.display());
-            }
-        }
-    }
+/// One request: status, `Retry-After`, JSON body.
+fn ask(
+    api: &ApiProcess,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Option<String>, Value) {
+    let answer = api.send(method, path, token, body, None);
+    (answer.status, answer.header("retry-after"), answer.json())
 }
 
 /// A client of `GET /notes/events` that reconnects with `Last-Event-ID` after any end (as an
@@ -432,10 +298,11 @@ impl Drop for Follower {
 }
 
 /// The number of the caller's newest change (`GET /notes/changes`, page by page).
-fn newest_change(api: &Api, token: &str) -> i64 {
+fn newest_change(api: &ApiProcess, token: &str) -> i64 {
     let mut since = 0;
     loop {
-        let (status, _, body) = api.request(
+        let (status, _, body) = ask(
+            api,
             "GET",
             &format!("/notes/changes?since={since}&limit=1000"),
             Some(token),
@@ -466,17 +333,18 @@ struct Seen {
 }
 
 /// Write a note every 100 ms (and ask `/readyz`) until `stop`.
-fn write_until(api: &Api, token: &str, stop: &AtomicBool, seen: &Mutex<Seen>) {
+fn write_until(api: &ApiProcess, token: &str, stop: &AtomicBool, seen: &Mutex<Seen>) {
     let mut n = 0;
     while !stop.load(Ordering::Acquire) {
         n += 1;
-        let (status, retry_after, body) = api.request(
+        let (status, retry_after, body) = ask(
+            api,
             "POST",
             "/notes",
             Some(token),
             Some(&json!({ "text": format!("written during a failover {n}") })),
         );
-        let (ready, _, _) = api.request("GET", "/readyz", None, None);
+        let (ready, _, _) = ask(api, "GET", "/readyz", None, None);
         let mut seen = seen.lock().unwrap();
         seen.ready.push(ready);
         match status {
@@ -493,7 +361,7 @@ fn write_until(api: &Api, token: &str, stop: &AtomicBool, seen: &Mutex<Seen>) {
 
 /// Read-your-writes rounds until `stop`, as a client keeping its cookie: each note written
 /// (201) is read back at once (a 503 is asked again). Returns (written, read back, stale).
-fn rounds(api: &Api, token: &str, stop: &AtomicBool) -> (usize, usize, Vec<String>) {
+fn rounds(api: &ApiProcess, token: &str, stop: &AtomicBool) -> (usize, usize, Vec<String>) {
     let (mut written, mut seen, mut stale) = (0, 0, Vec::new());
     let mut cookie: Option<String> = None;
     while !stop.load(Ordering::Acquire) {
@@ -513,7 +381,7 @@ fn rounds(api: &Api, token: &str, stop: &AtomicBool) -> (usize, usize, Vec<Strin
             continue;
         }
         written += 1;
-        let id = answer.body["id"].as_i64().unwrap();
+        let id = answer.json()["id"].as_i64().unwrap();
         loop {
             let read = api.send(
                 "GET",
@@ -528,7 +396,7 @@ fn rounds(api: &Api, token: &str, stop: &AtomicBool) -> (usize, usize, Vec<Strin
                     std::thread::sleep(Duration::from_millis(100));
                     continue;
                 }
-                status => stale.push(format!("note {id}: {status} ({})", read.body)),
+                status => stale.push(format!("note {id}: {status} ({})", read.json())),
             }
             break;
         }
@@ -543,7 +411,7 @@ const EVENTS_WITHIN: Duration = Duration::from_secs(5);
 /// Run `action` (a pg-ha.sh command) while a client writes and another reads its writes;
 /// then wait until a write is accepted, and check what the clients saw, and that `events`
 /// (following the writer's changes live) received every change.
-fn survive(api: &Api, url: &str, token: &str, action: &str, events: &Follower) {
+fn survive(api: &ApiProcess, url: &str, token: &str, action: &str, events: &Follower) {
     let stop = AtomicBool::new(false);
     let seen = Mutex::new(Seen::default());
     let started = Instant::now();
@@ -592,13 +460,13 @@ fn survive(api: &Api, url: &str, token: &str, action: &str, events: &Follower) {
         seen.ready
     );
     for id in &seen.written {
-        let (status, _, body) = api.request("GET", &format!("/notes/{id}"), Some(token), None);
+        let (status, _, body) = ask(api, "GET", &format!("/notes/{id}"), Some(token), None);
         assert_eq!(
             status, 200,
             "{action}: acknowledged note {id} is gone: {body}"
         );
     }
-    let (ready, _, _) = api.request("GET", "/readyz", None, None);
+    let (ready, _, _) = ask(api, "GET", "/readyz", None, None);
     assert_eq!(ready, 200, "{action}: /readyz after the failover");
 }
 
@@ -624,13 +492,13 @@ fn the_server_and_the_cli_follow_a_failover_and_a_killed_primary() {
         "target_session_attrs=prefer-standby",
     );
     let mail_dir = std::env::temp_dir().join(format!("failover-mail-{}", uuid::Uuid::new_v4()));
-    let api = Api::start(&db_url, &read_url, &mail_dir);
+    let api = start_api(&db_url, &read_url, &mail_dir);
     let email = format!("failover-{}@example.com", uuid::Uuid::new_v4().simple());
     let password = "failover horse battery";
     let credentials = json!({ "email": email, "password": password });
-    let (status, _, body) = api.request("POST", "/users", None, Some(&credentials));
+    let (status, _, body) = ask(&api, "POST", "/users", None, Some(&credentials));
     assert_eq!(status, 201, "sign-up: {body}");
-    let (status, _, body) = api.request("POST", "/sessions", None, Some(&credentials));
+    let (status, _, body) = ask(&api, "POST", "/sessions", None, Some(&credentials));
     assert_eq!(status, 201, "sign-in: {body}");
     let token = body["token"].as_str().unwrap().to_owned();
 
@@ -641,7 +509,8 @@ fn the_server_and_the_cli_follow_a_failover_and_a_killed_primary() {
     drop(events);
     migration(&db_url, "status");
     // The mail worker went through both failovers: a reset asked for now is delivered.
-    let (status, _, body) = api.request(
+    let (status, _, body) = ask(
+        &api,
         "POST",
         "/password-resets",
         None,
