@@ -725,6 +725,48 @@ async function main() {
     await other.close();
   });
 
+  await step('a live reload gives way to a note opened while it was on its way: the edit stays open, the new note shows after Escape', async () => {
+    // A note added elsewhere makes the page read its list again; the page's GET /notes is held
+    // until a note has been opened for editing, so the answer lands on an open note.
+    let held = false;
+    let release;
+    const released = new Promise((resolve) => { release = resolve; });
+    const handler = async (route) => {
+      if (route.request().method() !== 'GET') return route.fallback();
+      held = true;
+      await released;
+      return route.continue();
+    };
+    const listUrl = (url) => url.pathname === '/notes';
+    await page.route(listUrl, handler);
+    try {
+      const text = 'Written while a note is open';
+      const r = await apiInPage('POST', '/notes', { text });
+      check(r.status === 201, `POST /notes answered ${r.status}`);
+      await until(() => held, 'the page did not read its list again after a note was added elsewhere');
+      const item = itemById(editedId);
+      await item.getByRole('button', { name: 'Edit', exact: true }).click();
+      const area = item.getByRole('textbox', { name: 'Note text', exact: true });
+      await visible(area, 'the "Note text" text area');
+      await area.fill('typed while the list was on its way');
+      const answered = page.waitForResponse((res) => res.request().method() === 'GET' && new URL(res.url()).pathname === '/notes');
+      release();
+      check((await answered).status() === 200, 'the held GET /notes did not answer 200');
+      await page.unroute(listUrl, handler);
+      // Longer than the page's 150 ms between reload tries, a few times over.
+      await sleep(1_000);
+      check(await area.isVisible(), 'the list read again while a note was open closed it');
+      check((await area.inputValue()) === 'typed while the list was on its way', `the open note's text area holds ${show(await area.inputValue())}`);
+      await area.press('Escape');
+      await listIs([first[1], edited, text], 'after Escape: the note added elsewhere');
+      check((await apiInPage('DELETE', `/notes/${r.body.id}`)).status === 204, 'DELETE of the note added elsewhere');
+      await listIs([first[1], edited], 'after deleting the note added elsewhere');
+    } finally {
+      release();
+      await page.unroute(listUrl, handler);
+    }
+  });
+
   // --- 120 notes, paging ------------------------------------------------------------------
   const bulkCount = TOTAL_NOTES - 2;
   const bulk = Array.from({ length: bulkCount }, (_, i) => `Bulk note ${String(i + 1).padStart(3, '0')}`);

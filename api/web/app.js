@@ -285,8 +285,12 @@ async function fetchResults(state) {
   return { notes: data, next };
 }
 
-/** Fetch and show the page `listing` points at; `isLast` when the page after it is known empty. */
-async function loadPage(isLast = false) {
+/**
+ * Fetch and show the page `listing` points at; `isLast` when the page after it is known empty.
+ * A live reload (`live`) gives way to a note opened here while it was on its way: showing the
+ * page would close it, so the reload is tried again later (see `live.reloadNow`).
+ */
+async function loadPage(isLast = false, { live: isLive = false } = {}) {
   const ticket = ++latestLoad;
   live.cancelReload(); // this load reads the page afresh
   loading += 1;
@@ -302,7 +306,14 @@ async function loadPage(isLast = false) {
   } finally {
     loading -= 1;
   }
-  if (ticket === latestLoad) await showPage(page, isLast);
+  if (ticket !== latestLoad) return;
+  if (isLive && openHere()) live.reloadSoon();
+  else await showPage(page, isLast);
+}
+
+/** Whether a note on the page is open to edit or to confirm a delete (a redraw would close it). */
+function openHere() {
+  return $('notes').querySelector(':scope > li:not(:has(.note-text[id]))') !== null;
 }
 
 async function showPage({ notes, next }, isLast = false) {
@@ -679,13 +690,14 @@ const live = {
   /**
    * Read the page shown once more: now, or as soon as no load is on its way (a reload would
    * supersede it: a search would show the list it is leaving, a pager button would not know
-   * where it landed) and no note here is open to edit or delete (a reload would close it).
+   * where it landed) and no note here is open to edit or delete (a reload would close it; one
+   * opened while the page is on its way makes the reload give way too, see `loadPage`).
    */
   reloadNow() {
     clearTimeout(this.reload);
     if (!session) return;
-    if (loading || $('notes').querySelector(':scope > li:not(:has(.note-text[id]))')) this.reloadSoon();
-    else loadPage();
+    if (loading || openHere()) this.reloadSoon();
+    else loadPage(false, { live: true });
   },
 
   /** A load has begun that reads the page afresh: a reload asked for before it is not needed. */
