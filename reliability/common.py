@@ -145,7 +145,11 @@ class Database:
         n = len(user_ids)
         ids = ",".join(str(int(u)) for u in user_ids)
         if self.backend == "postgres":
-            self.sql(None, f"INSERT INTO notes (user_id, text, completed, created_at, updated_at) "
+            # Without the change log's trigger (replica role): in one statement it updates each
+            # owner's counter row once per note, which PostgreSQL makes quadratic (docs/sync.md,
+            # "What it costs"; 320 000 notes took 12 minutes), and no stream follows a seed.
+            self.sql(None, f"SET session_replication_role = replica; "
+                           f"INSERT INTO notes (user_id, text, completed, created_at, updated_at) "
                            f"SELECT (ARRAY[{ids}]::bigint[])[1 + i % {n}], "
                            f"'seeded note ' || i || ': buy milk, call mum, water the plants', "
                            f"i % 2 = 0, now(), now() FROM generate_series(1, {count}) AS i; "
