@@ -26,6 +26,7 @@ use std::{
 use entity::{change_counter, session, user};
 use sea_orm::{
     ColumnTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect,
+    sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions},
 };
 use tokio::sync::watch;
 
@@ -279,41 +280,19 @@ async fn revocations(feed: Arc<Feed>, db: DatabaseConnection, mut stop: watch::R
 ///   during recovery");
 /// - when the requests' pool moved to another host ([`crate::db::follow`], a failover): a
 ///   demoted primary may keep its connections, and notifications are sent by the new one.
-///
-/// Each try opens a connection of its own (never one kept from the host it left), within the
-/// requests' acquire timeout.
 async fn listen(feed: Arc<Feed>, db: DatabaseConnection, mut stop: watch::Receiver<bool>) {
-    use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
     let requests = db.get_postgres_connection_pool();
     let acquire_timeout = requests.options().get_acquire_timeout();
     let mut retry = Duration::from_millis(100);
     while !*stop.borrow() {
         let options = requests.connect_options();
-        // A pool of one connection, new for each try: the listener's connection is not one of
-        // the requests' (`DB_POOL_MAX` stays theirs, and the pool's gauges count only theirs).
-        let pool = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .acquire_timeout(acquire_timeout)
-            .connect_lazy_with((*options).clone());
-        let listening = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            // A lost connection is ours to replace (on the host the requests use by then).
-            listener.eager_reconnect(false);
-            listener.listen(CHANNEL).await?;
-            Ok::<_, sea_orm::sqlx::Error>(listener)
-        };
         let listening = tokio::select! {
-            listening = tokio::time::timeout(acquire_timeout * 2, listening) => listening,
+            listening = listen_on(&options, acquire_timeout) => listening,
             _ = stop.changed() => return,
         };
         let mut listener = match listening {
-            Ok(Ok(listener)) => listener,
-            failed => {
-                let error = match failed {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => "timed out".to_owned(),
-                };
+            Ok(listener) => listener,
+            Err(error) => {
                 tracing::warn!(%error, "cannot listen for note changes; retrying");
                 tokio::select! {
                     () = tokio::time::sleep(retry) => {}
@@ -344,6 +323,33 @@ async fn listen(feed: Arc<Feed>, db: DatabaseConnection, mut stop: watch::Receiv
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+/// One try at listening: a connection of its own to the host `options` name, and `LISTEN` on it,
+/// within twice the requests' `acquire_timeout`.
+async fn listen_on(
+    options: &PgConnectOptions,
+    acquire_timeout: Duration,
+) -> Result<PgListener, String> {
+    // A pool of one connection, new for each try: the listener's connection is not one of the
+    // requests' (`DB_POOL_MAX` stays theirs, and the pool's gauges count only theirs), and a
+    // connection kept from a host the requests have left is never reused.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .acquire_timeout(acquire_timeout)
+        .connect_lazy_with(options.clone());
+    let listening = async {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        // A lost connection is ours to replace (on the host the requests use by then).
+        listener.eager_reconnect(false);
+        listener.listen(CHANNEL).await?;
+        Ok::<_, sea_orm::sqlx::Error>(listener)
+    };
+    match tokio::time::timeout(acquire_timeout * 2, listening).await {
+        Ok(listening) => listening.map_err(|error| error.to_string()),
+        Err(_) => Err("timed out".to_owned()),
     }
 }
 
